@@ -1,0 +1,1 @@
+"""Parts shared by every process: settings, event contracts and metrics."""

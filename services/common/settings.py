@@ -1,0 +1,147 @@
+"""Settings of every process, read once from ``FRAUD_``-prefixed environment variables.
+
+Nested groups use ``__``: ``FRAUD_KAFKA__BOOTSTRAP_SERVERS``. Every variable is listed in
+``.env.example``. Defaults run everything on one machine. Knows nothing of how the values are
+used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (services/ is installed editable, so this is the checkout)."""
+
+
+class KafkaSettings(BaseModel):
+    """The Kafka cluster the processes talk to, and the local broker ``fraud up`` runs."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    controller_port: int = Field(9093, ge=1, le=65535)
+    heap_mb: int = Field(512, ge=128, description="JVM heap of the local broker, MiB")
+
+    @property
+    def broker_host(self) -> str:
+        return self.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+
+class TopicSpec(BaseModel):
+    """One topic: its name, partition count and retention (milliseconds, -1 keeps forever)."""
+
+    name: str
+    partitions: int
+    retention_ms: int
+
+
+_DAY_MS = 24 * 3600 * 1000
+
+
+class TopicsSettings(BaseModel):
+    """Partitions and retention of the four topics of the event contracts (DESIGN.md, "Events").
+
+    The names are part of the contract and fixed; ``FRAUD_TOPICS__TRANSACTIONS_PARTITIONS=8``
+    changes a count. Partitions are the unit of scorer parallelism.
+    """
+
+    transactions_partitions: int = Field(4, ge=1, le=1024)
+    transactions_retention_ms: int = Field(7 * _DAY_MS, ge=-1)
+    dlq_partitions: int = Field(1, ge=1, le=1024)
+    dlq_retention_ms: int = Field(28 * _DAY_MS, ge=-1)
+    decisions_partitions: int = Field(4, ge=1, le=1024)
+    decisions_retention_ms: int = Field(-1, ge=-1)
+    labels_partitions: int = Field(4, ge=1, le=1024)
+    labels_retention_ms: int = Field(-1, ge=-1)
+
+    @property
+    def transactions(self) -> TopicSpec:
+        return TopicSpec(
+            name="transactions",
+            partitions=self.transactions_partitions,
+            retention_ms=self.transactions_retention_ms,
+        )
+
+    @property
+    def transactions_dlq(self) -> TopicSpec:
+        return TopicSpec(
+            name="transactions.dlq",
+            partitions=self.dlq_partitions,
+            retention_ms=self.dlq_retention_ms,
+        )
+
+    @property
+    def decisions(self) -> TopicSpec:
+        return TopicSpec(
+            name="decisions",
+            partitions=self.decisions_partitions,
+            retention_ms=self.decisions_retention_ms,
+        )
+
+    @property
+    def labels(self) -> TopicSpec:
+        return TopicSpec(
+            name="labels", partitions=self.labels_partitions, retention_ms=self.labels_retention_ms
+        )
+
+    def all(self) -> list[TopicSpec]:
+        return [self.transactions, self.transactions_dlq, self.decisions, self.labels]
+
+
+class RedisSettings(BaseModel):
+    """The Redis server holding the online features and the decision store."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class PrometheusSettings(BaseModel):
+    """The Prometheus server that scrapes every process."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9090, ge=1, le=65535)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    """All settings. Build once in an entry point and pass down.
+
+    Raises:
+        pydantic.ValidationError: a variable has a bad value; the message names it.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    var_dir: Path = PROJECT_ROOT / "var"
+    data_dir: Path = PROJECT_ROOT.parent / "shared" / "data" / "fraud-handbook"
+    service_timeout_s: float = Field(
+        90.0, gt=0, description="how long `fraud up` waits per service"
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+
+    @field_validator("var_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.var_dir / "reports"

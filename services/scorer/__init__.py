@@ -1,0 +1,1 @@
+"""The scoring worker (Faust) and the passthrough worker it is benchmarked against."""

@@ -1,0 +1,34 @@
+"""Builds Faust applications wired to the configured Kafka cluster.
+
+The only module of the scorer that knows how Faust is configured. Settings chosen for a
+low-latency, at-least-once worker: no web server unless asked, in-memory tables (state lives in
+Redis), short fetch waits.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from services.common.settings import Settings
+
+
+def make_app(settings: Settings, app_id: str, web_port: int | None = None) -> faust.App:
+    """A Faust app in consumer group ``app_id`` on ``settings.kafka.bootstrap_servers``.
+
+    Args:
+        app_id: the consumer group id; replicas with the same id share the partitions.
+        web_port: serve Faust's web views there; None disables them.
+    """
+    brokers = [f"kafka://{b.strip()}" for b in settings.kafka.bootstrap_servers.split(",")]
+    return faust.App(
+        app_id,
+        broker=brokers,
+        store="memory://",
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_host="127.0.0.1",
+        topic_allow_declare=False,  # the contract topics are created by `fraud up`
+        topic_disable_leader=True,
+        producer_linger_ms=0,
+        consumer_auto_offset_reset="earliest",
+    )

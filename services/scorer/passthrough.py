@@ -1,0 +1,46 @@
+"""A Faust worker that forwards every record from one topic to another and does nothing else.
+
+It is the baseline the scorer is benchmarked against (the cost of Faust and Kafka alone) and
+the smallest proof that a Faust agent runs against the real broker. Each record keeps its key
+and value. ``python -m services.scorer.passthrough --source A --sink B --group G``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from services.common.settings import Settings
+from services.scorer.faust_app import make_app
+
+
+def build(settings: Settings, source: str, sink: str, group: str):  # type: ignore[no-untyped-def]
+    """The passthrough app: one agent, ``source`` -> ``sink``, bytes in and out."""
+    app = make_app(settings, group)
+    source_topic = app.topic(source, value_serializer="raw", key_serializer="raw")
+    sink_topic = app.topic(sink, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(source_topic)
+    async def forward(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            await sink_topic.send(key=event.key, value=event.value)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    from faust import Worker
+
+    parser = argparse.ArgumentParser(prog="passthrough", description=__doc__)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--sink", required=True)
+    parser.add_argument("--group", default="fraud-passthrough")
+    parser.add_argument("--loglevel", default="warning")
+    args = parser.parse_args(argv)
+    app = build(Settings(), args.source, args.sink, args.group)
+    Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""The one exception the stack raises; its message says what to do."""
+
+
+class StackError(RuntimeError):
+    """A service could not be installed, started or reached.
+
+    The message names the service and the next step (a port to free, a package to install,
+    the last lines of the service's log). Retrying without that step does not help.
+    """

@@ -1,0 +1,90 @@
+"""Starts, stops and reports the whole local stack in dependency order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from services.common.settings import Settings
+from services.stack.kafka_broker import KafkaBroker
+from services.stack.process import ManagedProcess
+from services.stack.prometheus_server import prometheus_process
+from services.stack.redis_server import redis_process
+from services.stack.topics import ensure_topics
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service as ``fraud status`` shows it (memory in MiB, RSS of the process tree)."""
+
+    name: str
+    address: str
+    pid: int | None
+    ready: bool
+    rss_mib: float | None
+    log: str
+
+
+class Stack:
+    """Kafka, Redis and Prometheus on this machine, with state under ``settings.var_dir``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._kafka = KafkaBroker(settings)
+
+    def _processes(self, install: bool) -> list[ManagedProcess]:
+        return [
+            self._kafka.process(),
+            redis_process(self._settings, install=install),
+            prometheus_process(self._settings, install=install),
+        ]
+
+    def up(self) -> list[tuple[str, str, float]]:
+        """Install what is missing, start every service, wait for health, create topics.
+
+        Idempotent: services already running are left alone. Returns (service, "started" |
+        "running", seconds) per service, then one row per topic.
+
+        Raises:
+            StackError: a service could not be installed, started or reached.
+        """
+        rows: list[tuple[str, str, float]] = []
+        self._kafka.prepare()
+        for proc in self._processes(install=True):
+            began = time.monotonic()
+            outcome = proc.start(self._settings.service_timeout_s)
+            rows.append((proc.name, outcome, time.monotonic() - began))
+        began = time.monotonic()
+        for topic, outcome in ensure_topics(self._settings).items():
+            rows.append((f"topic {topic}", outcome, time.monotonic() - began))
+        return rows
+
+    def down(self) -> list[tuple[str, bool]]:
+        """Stop every service of ours, in reverse order. Returns (service, was running)."""
+        return [(proc.name, proc.stop()) for proc in reversed(self._processes(install=False))]
+
+    def status(self) -> list[ServiceStatus]:
+        """Pid, readiness and resident memory of each service."""
+        out = []
+        for proc in self._processes(install=False):
+            pid = proc.pid()
+            out.append(
+                ServiceStatus(
+                    name=proc.name,
+                    address=f"{proc.host}:{proc.port}",
+                    pid=pid,
+                    ready=pid is not None and proc.is_ready(),
+                    rss_mib=_rss_mib(pid) if pid else None,
+                    log=str(proc.log_file),
+                )
+            )
+        return out
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return None

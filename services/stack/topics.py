@@ -1,0 +1,50 @@
+"""Creates the contract topics with explicit partitions and retention (idempotent)."""
+
+from __future__ import annotations
+
+from services.common.settings import Settings, TopicSpec
+
+
+def ensure_topics(settings: Settings) -> dict[str, str]:
+    """Create every missing topic of ``settings.topics``; leave existing ones alone.
+
+    Returns:
+        topic name -> "created" or "exists" (with its partition count when it differs from
+        the setting, since Kafka can add partitions but never remove them).
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        existing = _partition_counts(admin)
+        wanted = settings.topics.all()
+        new = [_new_topic(NewTopic, spec) for spec in wanted if spec.name not in existing]
+        if new:
+            admin.create_topics(new, validate_only=False)
+        result = {}
+        for spec in wanted:
+            if spec.name not in existing:
+                result[spec.name] = "created"
+            elif existing[spec.name] != spec.partitions:
+                result[spec.name] = f"exists with {existing[spec.name]} partitions"
+            else:
+                result[spec.name] = "exists"
+        return result
+    finally:
+        admin.close()
+
+
+def _new_topic(new_topic: type, spec: TopicSpec) -> object:
+    return new_topic(
+        name=spec.name,
+        num_partitions=spec.partitions,
+        replication_factor=1,
+        topic_configs={"retention.ms": str(spec.retention_ms)},
+    )
+
+
+def _partition_counts(admin: object) -> dict[str, int]:
+    described = admin.describe_topics()  # type: ignore[attr-defined]
+    # kafka-python 2.x names the key "topic", 3.x "name"
+    return {t.get("name", t.get("topic")): len(t["partitions"]) for t in described}
