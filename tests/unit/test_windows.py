@@ -1,0 +1,92 @@
+"""Window arithmetic on small hand-computed cases (no data files, no services)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.features import definitions as d
+from services.features.derived import calendar_flags
+from services.features.incremental import CustomerHistory, TerminalHistory
+from services.features.windows import (
+    delayed_window,
+    event_keys,
+    prefix_sums,
+    to_cents,
+    trailing_window,
+)
+
+DAY = d.MS_PER_DAY
+BASE = 1_530_000_000_000  # 2018-06-26T08:00:00Z
+
+
+def test_trailing_window_includes_current_and_excludes_later_ties() -> None:
+    # one customer: t=0 (10.00), t=0.5d (20.00), t=1d (30.00), t=1d again (40.00), t=3d (5.00)
+    times = np.array([0, DAY // 2, DAY, DAY, 3 * DAY]) + BASE
+    keys = event_keys(np.zeros(5, dtype=np.int64), times)
+    prefix = prefix_sums(to_cents([10.0, 20.0, 30.0, 40.0, 5.0]))
+    counts, means = trailing_window(keys, prefix, np.arange(5), days=1)
+    # (t-1d, t]: the event exactly one day older falls out
+    assert counts.tolist() == [1, 2, 2, 3, 1]
+    assert means.tolist() == pytest.approx([10.0, 15.0, 25.0, 30.0, 5.0], abs=1e-12)
+
+
+def test_trailing_window_keeps_entities_apart() -> None:
+    codes = np.array([0, 0, 1, 1])
+    times = np.array([0, 1000, 0, 1000]) + BASE
+    prefix = prefix_sums(to_cents([1.0, 2.0, 100.0, 200.0]))
+    counts, means = trailing_window(event_keys(codes, times), prefix, np.arange(4), days=7)
+    assert counts.tolist() == [1, 2, 1, 2]
+    assert means.tolist() == pytest.approx([1.0, 1.5, 100.0, 150.0])
+
+
+def test_delayed_window_counts_transactions_seven_to_seven_plus_n_days_old() -> None:
+    # transactions 6.5, 7, 7.5, 8.5 and 40 days before t; the 7.5-day-old one is fraud
+    t = BASE + 50 * DAY
+    times = np.sort(t - np.array([40, 8.5, 7.5, 7, 6.5]) * DAY).astype(np.int64)
+    frauds = prefix_sums(np.array([0, 0, 1, 0, 0]))
+    keys = event_keys(np.zeros(5, dtype=np.int64), times)
+    query = event_keys(np.zeros(1, dtype=np.int64), np.array([t]))
+    counts, risk = delayed_window(keys, frauds, query, days=1, delay_days=7)
+    assert counts.tolist() == [2]  # 7 (boundary, included) and 7.5 days old
+    assert risk.tolist() == [0.5]
+    counts, risk = delayed_window(keys, frauds, query, days=30, delay_days=7)
+    assert counts.tolist() == [3] and risk.tolist() == pytest.approx([1 / 3])
+    counts, risk = delayed_window(keys, frauds, query - 45 * DAY, days=1, delay_days=7)
+    assert counts.tolist() == [0] and risk.tolist() == [0.0]  # empty window: risk 0
+
+
+def test_calendar_flags() -> None:
+    stamps = np.array(
+        ["2018-08-11T06:59:59", "2018-08-11T07:00:00", "2018-08-13T00:00:00", "2018-08-12T23:59"],
+        dtype="datetime64[ms]",
+    ).astype(np.int64)
+    weekend, night = calendar_flags(stamps)
+    assert weekend.tolist() == [1, 1, 0, 1]  # Sat, Sat, Mon, Sun
+    assert night.tolist() == [1, 0, 1, 0]
+
+
+def test_customer_history_is_idempotent_and_ordered() -> None:
+    history = CustomerHistory()
+    first = history.observe("a", BASE, 10.0)
+    second = history.observe("b", BASE + 1000, 30.0)
+    assert second[d.customer_count(1)] == 2 and second[d.customer_mean(1)] == 20.0
+    assert history.observe("a", BASE, 10.0) == first  # a redelivery changes nothing
+    assert history.observe("b", BASE + 1000, 30.0) == second
+    assert history.transaction_ids == ["a", "b"]
+
+
+def test_terminal_history_counts_only_received_labels() -> None:
+    history = TerminalHistory()
+    history.observe_transaction("x", BASE)
+    history.observe_transaction("y", BASE + 1000)
+    t = BASE + 7 * DAY + DAY // 2  # window (BASE - 0.5 d, BASE + 0.5 d]
+    assert history.features_at(t)[d.terminal_risk(1)] == 0.0  # no label received yet
+    history.observe_label("y", BASE + 1000, True)
+    history.observe_label("y", BASE + 1000, True)  # the same label twice counts once
+    assert history.features_at(t)[d.terminal_count(1)] == 2.0
+    assert history.features_at(t)[d.terminal_risk(1)] == 0.5
+    history.observe_label("z", BASE + 2000, True)  # label before its transaction was seen
+    assert history.features_at(t)[d.terminal_risk(1)] == pytest.approx(2 / 3)
+    history.observe_transaction("z", BASE + 2000)
+    assert history.features_at(t)[d.terminal_count(1)] == 3.0
