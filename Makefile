@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install up down status lint test run clean
+.PHONY: help install up down status feature-store lint test run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ down: ## stop every service `make up` started
 
 status: install ## show each service's pid, health and memory
 	$(BIN)/fraud status
+
+feature-store: install ## `feast apply` on feature_store/ (registry under var/feast)
+	$(BIN)/fraud feature-store
 
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

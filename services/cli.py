@@ -7,10 +7,13 @@ are built once here and passed down.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from services.common.settings import Settings
 
@@ -55,6 +58,107 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(s.ready for s in services) else 3
 
 
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from error
+
+
+def _data(args: argparse.Namespace, settings: Settings) -> int:
+    from services.common import handbook
+
+    if args.fetch:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, desc="downloading daily files", unit="file")
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        for path in handbook.fetch(settings.data_dir, progress=progress):
+            print(f"wrote {path}")
+        bar.close()
+    frame = handbook.load_transactions(settings.data_dir)
+    info = {"data_dir": str(settings.data_dir), **handbook.summary(frame)}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:<12} {value}")
+        print("schema       ok (handbook layout); events: ids as strings, event time UTC")
+    return 0
+
+
+def _features(args: argparse.Namespace, settings: Settings) -> int:
+    import pandas as pd
+
+    from services.common.handbook import load_transactions
+    from services.features.batch import compute_features
+
+    # the windows need 37 days of history before the first requested day
+    history_start = args.start - dt.timedelta(days=40)
+    frame = load_transactions(settings.data_dir, history_start, args.end)
+    features = compute_features(frame)
+    keep = (frame["TX_DATETIME"] >= pd.Timestamp(args.start)).to_numpy()
+    out = features[keep].reset_index(drop=True)
+    context = frame.loc[keep, ["TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD"]]
+    for i, col in enumerate(context.columns, start=1):
+        out.insert(i, col, context[col].to_numpy())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(args.out, index=False)
+    print(f"wrote {len(out)} transactions x {len(features.columns) - 1} features to {args.out}")
+    return 0
+
+
+def _feature_store(args: argparse.Namespace, settings: Settings) -> int:
+    from services.common.feast_store import apply
+
+    print(apply(settings))
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.train import run_training
+
+    version, metadata = run_training(
+        settings, training_start=args.start, quick=args.quick, device_preference=args.device,
+        promote=not args.no_promote,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(metadata, indent=2))
+        return 0
+    window, validation = metadata["training_window"], metadata["metrics"]["validation"]
+    print(f"model {version}: {metadata['feature_set']} {metadata['params']}")
+    print(
+        f"  trained on {window['start']}..{window['end']} ({window['rows']} transactions) "
+        f"on {metadata['device']} in {metadata['training_seconds']:.2f} s"
+    )
+    print(
+        f"  validation (4 prequential weeks): AUC ROC {validation['auc_roc']:.3f}, "
+        f"AP {validation['average_precision']:.3f}, "
+        f"CP@100 {validation['card_precision_at_100']:.3f}"
+    )
+    print(
+        f"  thresholds: review >= {metadata['thresholds']['review']:.4f}, "
+        f"decline >= {metadata['thresholds']['decline']:.4f}"
+    )
+    print(
+        f"  {'active' if not args.no_promote else 'registered, not active'}; "
+        f"files in {settings.models_dir / version}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from models.evaluate import evaluate, format_report
+
+    report = evaluate(settings, version=args.model, device_preference=args.device)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fraud",
@@ -72,6 +176,42 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "status", _status, "show each service's pid, health and memory (exit 3 if any is down)"
     ).add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("data", _data, "check the handbook data in FRAUD_DATA_DIR and summarise it")
+    p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="download it from the handbook's public repositories first",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("features", _features, "write batch features of a date range to Parquet")
+    p.add_argument("--from", dest="start", type=_date, required=True, help="first day")
+    p.add_argument("--to", dest="end", type=_date, required=True, help="day after the last")
+    p.add_argument("--out", type=Path, required=True, help="output .parquet file")
+
+    add("feature-store", _feature_store, "run `feast apply` on feature_store/")
+
+    p = add(
+        "train",
+        _train,
+        "select hyperparameters by prequential validation, train, register and activate a model",
+    )
+    p.add_argument(
+        "--start",
+        type=_date,
+        default=dt.date(2018, 7, 25),
+        help="first day of the training week (default 2018-07-25, chapter 3)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--quick", action="store_true", help="a 6-candidate grid instead of 54")
+    p.add_argument("--no-promote", action="store_true", help="register without activating")
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+
+    p = add("evaluate", _evaluate, "chapter 3 and chapter 5 metrics beside the published ones")
+    p.add_argument("--model", help="version (default: the active one)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -79,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Exit codes: 0 ok, 1 a clear failure (message on stderr), 2 usage."""
     from pydantic import ValidationError
 
+    from models.registry import RegistryError
+    from services.common.feast_store import FeatureStoreError
+    from services.common.handbook import DataError
     from services.stack.errors import StackError
 
+    # ibis, duckdb and kafka-python warn about their own dependencies' APIs; not actionable here
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
@@ -90,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except StackError as error:
+    except (StackError, DataError, RegistryError, FeatureStoreError) as error:
         print(f"fraud {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -143,5 +143,10 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     @property
+    def models_dir(self) -> Path:
+        """The model registry's root."""
+        return self.var_dir / "models"
+
+    @property
     def reports_dir(self) -> Path:
         return self.var_dir / "reports"

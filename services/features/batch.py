@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 from services.features import definitions as d
-from services.features.derived import amount_ratios, calendar_flags
+from services.features.derived import amount_ratios, calendar_flags, large_amount_flags
 from services.features.windows import (
     delayed_window,
     event_keys,
     prefix_sums,
     to_cents,
+    trailing_sum,
     trailing_window,
 )
 
@@ -62,6 +63,14 @@ def compute_features(transactions: pd.DataFrame) -> pd.DataFrame:
         counts, means = trailing_window(keys, prefix, positions, days)
         out[d.customer_count(days)] = _unsort(counts.astype(np.float64), order)
         out[d.customer_mean(days)] = _unsort(means, order)
+        if days == max(d.WINDOWS_DAYS):
+            large = large_amount_flags(amounts[order], means)
+    out[d.LARGE_AMOUNT_COUNT] = _unsort(
+        trailing_sum(keys, prefix_sums(large), positions, d.LARGE_AMOUNT_WINDOW_DAYS).astype(
+            np.float64
+        ),
+        order,
+    )
 
     terminals = pd.factorize(transactions["TERMINAL_ID"])[0].astype(np.int64)
     order = np.lexsort((arrival, times, terminals))

@@ -52,7 +52,15 @@ HANDBOOK_FEATURES: tuple[str, ...] = TRANSACTION_FEATURES + CUSTOMER_FEATURES + 
 # transactions in the handbook's simulator are about five times the customer's usual amount
 # (scenario 3), which a raw amount cannot show for a customer who usually spends little.
 AMOUNT_TO_CUSTOMER_MEAN = {d: f"AMOUNT_TO_CUSTOMER_AVG_{d}DAY_RATIO" for d in WINDOWS_DAYS}
-OWN_FEATURES: tuple[str, ...] = tuple(AMOUNT_TO_CUSTOMER_MEAN.values())
+
+# Our own: how many of the card's recent transactions were unusually large (more than
+# LARGE_AMOUNT_FACTOR times the card's 30-day mean at their time, the current one included).
+# A compromised card shows several such transactions within days; one alone is a weak signal.
+LARGE_AMOUNT_FACTOR = 3.0
+LARGE_AMOUNT_WINDOW_DAYS = 7
+LARGE_AMOUNT_COUNT = f"CUSTOMER_ID_NB_LARGE_TX_{LARGE_AMOUNT_WINDOW_DAYS}DAY_WINDOW"
+
+OWN_FEATURES: tuple[str, ...] = (*AMOUNT_TO_CUSTOMER_MEAN.values(), LARGE_AMOUNT_COUNT)
 
 ALL_FEATURES: tuple[str, ...] = HANDBOOK_FEATURES + OWN_FEATURES
 """Every feature this code can compute, handbook's first."""

@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from services.features.definitions import (
     AMOUNT_TO_CUSTOMER_MEAN,
+    LARGE_AMOUNT_FACTOR,
     MS_PER_DAY,
     NIGHT_LAST_HOUR,
     customer_mean,
@@ -31,6 +32,13 @@ def calendar_flags(
     weekday = (times_ms // MS_PER_DAY + _THURSDAY) % 7
     hour = (times_ms // _MS_PER_HOUR) % 24
     return (weekday >= 5).astype(np.int64), (hour <= NIGHT_LAST_HOUR).astype(np.int64)
+
+
+def large_amount_flags(
+    amounts: npt.NDArray[np.float64], mean_30_days: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64]:
+    """1 where the amount exceeds LARGE_AMOUNT_FACTOR times the card's 30-day mean."""
+    return (amounts > LARGE_AMOUNT_FACTOR * mean_30_days).astype(np.int64)
 
 
 def amount_ratios(

@@ -18,6 +18,7 @@ from services.features.windows import (
     delayed_window,
     prefix_sums,
     to_cents,
+    trailing_sum,
     trailing_window,
 )
 
@@ -38,26 +39,33 @@ class CustomerHistory:
         times_ms: event times, epoch milliseconds, shape (n,).
         cents: amounts in minor units, shape (n,).
         transaction_ids: shape (n,), for idempotence.
+        large: 1 where the transaction was unusually large at its time, shape (n,).
     """
 
     times_ms: Int64Array = field(default_factory=_empty)
     cents: Int64Array = field(default_factory=_empty)
     transaction_ids: list[str] = field(default_factory=list)
+    large: Int64Array = field(default_factory=_empty)
 
     def observe(self, transaction_id: str, time_ms: int, amount: float) -> dict[str, float]:
         """Add a transaction (unless already there) and return its customer features.
 
         Returns:
             ``CUSTOMER_ID_NB_TX_{1,7,30}DAY_WINDOW`` and ``CUSTOMER_ID_AVG_AMOUNT_...``: the
-            window ``(t - n days, t]`` including this transaction.
+            window ``(t - n days, t]`` including this transaction; and
+            ``CUSTOMER_ID_NB_LARGE_TX_7DAY_WINDOW``.
         """
+        from services.features.derived import large_amount_flags
+
         try:
             position = self.transaction_ids.index(transaction_id)
+            new = False
         except ValueError:
             position = int(np.searchsorted(self.times_ms, time_ms, side="right"))
             self.times_ms = np.insert(self.times_ms, position, time_ms)
             self.cents = np.insert(self.cents, position, to_cents(amount))
             self.transaction_ids.insert(position, transaction_id)
+            new = True
         prefix = prefix_sums(self.cents)
         at = np.array([position], dtype=np.int64)
         out: dict[str, float] = {}
@@ -65,6 +73,12 @@ class CustomerHistory:
             counts, means = trailing_window(self.times_ms, prefix, at, days)
             out[d.customer_count(days)] = float(counts[0])
             out[d.customer_mean(days)] = float(means[0])
+        if new:
+            mean_30 = np.array([out[d.customer_mean(max(d.WINDOWS_DAYS))]])
+            flag = large_amount_flags(np.array([float(amount)]), mean_30)[0]
+            self.large = np.insert(self.large, position, flag)
+        large = trailing_sum(self.times_ms, prefix_sums(self.large), at, d.LARGE_AMOUNT_WINDOW_DAYS)
+        out[d.LARGE_AMOUNT_COUNT] = float(large[0])
         return out
 
     def prune(self, now_ms: int) -> None:
@@ -72,6 +86,7 @@ class CustomerHistory:
         keep = int(np.searchsorted(self.times_ms, now_ms - CUSTOMER_HORIZON_MS, side="left"))
         if keep:
             self.times_ms, self.cents = self.times_ms[keep:], self.cents[keep:]
+            self.large = self.large[keep:]
             del self.transaction_ids[:keep]
 
 

@@ -64,6 +64,15 @@ def trailing_window(
     return counts.astype(np.int64), sums / counts / 100.0
 
 
+def trailing_sum(
+    keys: Int64Array, prefix: Int64Array, positions: Int64Array, days: int
+) -> Int64Array:
+    """Sum of any per-event integer (given as :func:`prefix_sums`) over the same window as
+    :func:`trailing_window`: ``(t - days, t]``, the event included, later ties excluded."""
+    lo = np.searchsorted(keys, keys[positions] - days * MS_PER_DAY, side="right")
+    return (prefix[positions + 1] - prefix[lo]).astype(np.int64)
+
+
 def delayed_window(
     keys: Int64Array,
     fraud_prefix: Int64Array,

@@ -1,0 +1,95 @@
+"""Opening the project's Feast repository (``feature_store/``) with the FRAUD_ settings.
+
+``feature_store.yaml`` reads its registry path and Redis address from environment variables;
+this module sets them from :class:`Settings`, so the ``feast`` command, ``fraud`` and the
+scorer all open the same store. Code asks Feast for features by feature-service name and never
+imports the repository's Python files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.common.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+FEATURE_REPO = PROJECT_ROOT / "feature_store"
+FEATURE_SERVICE = "fraud_model"
+"""The feature service the model reads (every feature; the model's metadata picks its own)."""
+
+
+class FeatureStoreError(RuntimeError):
+    """``feast apply`` failed or the store could not be opened."""
+
+
+def feast_environment(settings: Settings) -> dict[str, str]:
+    """The variables ``feature_store.yaml`` and the definitions read."""
+    redis = settings.redis
+    return {
+        "FRAUD_FEAST_OFFLINE_DIR": str(offline_dir(settings)),
+        "FRAUD_FEAST_REGISTRY": str(settings.var_dir / "feast" / "registry.db"),
+        "FRAUD_FEAST_REDIS": f"{redis.host}:{redis.port},db={redis.db}",
+    }
+
+
+def offline_dir(settings: Settings) -> Path:
+    """Where the offline store's Parquet sources live."""
+    return settings.var_dir / "feast" / "offline"
+
+
+def apply(settings: Settings) -> str:
+    """Run ``feast apply`` on the repository; return its output.
+
+    Raises:
+        FeatureStoreError: the command failed (its output is in the message).
+    """
+    (settings.var_dir / "feast").mkdir(parents=True, exist_ok=True)
+    feast = Path(sys.executable).with_name("feast")
+    result = subprocess.run(
+        [str(feast if feast.exists() else "feast"), "apply"],
+        cwd=FEATURE_REPO,
+        env={**os.environ, **feast_environment(settings)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise FeatureStoreError(f"feast apply failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def tree_hash(*roots: Path) -> str:
+    """sha256 over the Python and YAML files under ``roots`` (names and contents)."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """The project's FeatureStore; runs ``feast apply`` first when the registry is missing or
+    was applied from other definitions.
+
+    Feast's async Redis client binds to the first event loop that uses it: open one store
+    per event loop.
+    """
+    from feast import FeatureStore
+
+    os.environ.update(feast_environment(settings))
+    marker = settings.var_dir / "feast" / "APPLIED"
+    definitions = tree_hash(FEATURE_REPO)
+    registry = settings.var_dir / "feast" / "registry.db"
+    if not registry.exists() or not marker.exists() or marker.read_text().strip() != definitions:
+        apply(settings)
+        marker.write_text(definitions + "\n")
+    return FeatureStore(repo_path=str(FEATURE_REPO))
