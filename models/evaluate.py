@@ -54,8 +54,14 @@ def evaluate(
     weeks: list[dict[str, Any]] = []
     for split in splits:
         metrics, test = assess(frame, split, candidate, device)
-        weeks.append({**split.as_dict(), **metrics, "transactions": len(test),
-                      "frauds": int(test["TX_FRAUD"].sum())})  # fmt: skip
+        weeks.append(
+            {
+                **split.as_dict(),
+                **metrics,
+                "transactions": len(test),
+                "frauds": int(test["TX_FRAUD"].sum()),
+            }
+        )
     chapter5: dict[str, Any] = {
         m: float(np.mean([float(w[m]) for w in weeks])) for m in published.METRICS
     }
@@ -80,14 +86,20 @@ def _chapter3(
         _, test_pos = split_indices(frame, split)
         test = frame.iloc[test_pos].copy()
         test["score"] = predict(model.booster, test[model.feature_names].to_numpy())
-        metrics = performance(test["TX_TIME_DAYS"], test["CUSTOMER_ID"], test["TX_FRAUD"],
-                              test["score"])  # fmt: skip
+        metrics = performance(
+            test["TX_TIME_DAYS"], test["CUSTOMER_ID"], test["TX_FRAUD"], test["score"]
+        )
         booster = f"registered {model.version}"
     else:
         metrics, test = assess(frame, split, candidate, device)
         booster = f"retrained on {split.as_dict()['training']} with {model.version}'s settings"
-    return {**metrics, "test_week": split.as_dict()["test"], "transactions": len(test),
-            "frauds": int(test["TX_FRAUD"].sum()), "booster": booster}, test  # fmt: skip
+    return {
+        **metrics,
+        "test_week": split.as_dict()["test"],
+        "transactions": len(test),
+        "frauds": int(test["TX_FRAUD"].sum()),
+        "booster": booster,
+    }, test
 
 
 def write_plots(scored: pd.DataFrame, folder: Path, version: str) -> list[Path]:
@@ -105,8 +117,13 @@ def write_plots(scored: pd.DataFrame, folder: Path, version: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(recall, precision, lw=1.5, label=f"model {version}")
     ax.axhline(labels.mean(), color="grey", ls="--", lw=1, label="fraud rate (no skill)")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title="Precision-recall, test week 2018-08-08..08-14")  # fmt: skip
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="Precision-recall, test week 2018-08-08..08-14",
+    )
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(pr_path, dpi=110)
@@ -117,8 +134,11 @@ def write_plots(scored: pd.DataFrame, folder: Path, version: str) -> list[Path]:
     bins = [i / 50 for i in range(51)]
     ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="genuine", log=True)
     ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="fraud", log=True)
-    ax.set(xlabel="score (fraud probability)", ylabel="transactions (log scale)",
-           title="Score distribution, test week 2018-08-08..08-14")  # fmt: skip
+    ax.set(
+        xlabel="score (fraud probability)",
+        ylabel="transactions (log scale)",
+        title="Score distribution, test week 2018-08-08..08-14",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(dist_path, dpi=110)
@@ -148,8 +168,10 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _row(name: str, row: dict[str, Any]) -> str:
-    return (f"  {name:<34} {row['auc_roc']:8.3f} {row['average_precision']:8.3f} "
-            f"{row['card_precision_at_100']:8.3f}")  # fmt: skip
+    return (
+        f"  {name:<34} {row['auc_roc']:8.3f} {row['average_precision']:8.3f} "
+        f"{row['card_precision_at_100']:8.3f}"
+    )
 
 
 __all__ = ["evaluate", "format_report"]

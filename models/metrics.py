@@ -15,9 +15,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 def card_precision_at_k(
-    days: npt.ArrayLike, cards: npt.ArrayLike, labels: npt.ArrayLike, scores: npt.ArrayLike,
+    days: npt.ArrayLike,
+    cards: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    scores: npt.ArrayLike,
     k: int = 100,
-) -> tuple[float, list[float]]:  # fmt: skip
+) -> tuple[float, list[float]]:
     """Mean card precision@k over the days, and the per-day values.
 
     Args:

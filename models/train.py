@@ -82,8 +82,11 @@ def choose_device(preference: str = "auto") -> str:
     if not xgb.build_info().get("USE_CUDA") or shutil.which("nvidia-smi") is None:
         return "cpu"
     try:  # a driver without a usable device fails here, not later in training
-        xgb.train({"device": "cuda", "tree_method": "hist"},
-                  xgb.DMatrix(np.zeros((2, 1)), label=[0, 1]), num_boost_round=1)  # fmt: skip
+        xgb.train(
+            {"device": "cuda", "tree_method": "hist"},
+            xgb.DMatrix(np.zeros((2, 1)), label=[0, 1]),
+            num_boost_round=1,
+        )
     except xgb.core.XGBoostError:
         return "cpu"
     return "cuda"
@@ -163,8 +166,14 @@ def select(
             scored.append(test[["TX_TIME_DAYS", "TX_FRAUD", "score"]])
             bar.update()
         mean = {k: float(np.mean([f[k] for f in folds])) for k in folds[0]}
-        results.append({"candidate": candidate, "validation": mean, "folds": folds,
-                        "scores": pd.concat(scored)})  # fmt: skip
+        results.append(
+            {
+                "candidate": candidate,
+                "validation": mean,
+                "folds": folds,
+                "scores": pd.concat(scored),
+            }
+        )
     bar.close()
     return sorted(results, key=lambda r: -r["validation"]["average_precision"])
 
@@ -237,8 +246,9 @@ def timed_fit(
     train_pos, _ = split_indices(frame, split)
     train = frame.iloc[train_pos]
     began = time.perf_counter()
-    booster = fit(train[list(candidate.features)].to_numpy(), train["TX_FRAUD"].to_numpy(),
-                  candidate, device)  # fmt: skip
+    booster = fit(
+        train[list(candidate.features)].to_numpy(), train["TX_FRAUD"].to_numpy(), candidate, device
+    )
     return booster, time.perf_counter() - began, len(train)
 
 
@@ -275,8 +285,17 @@ def run_training(
     best: Candidate = selection[0]["candidate"]
     cut = thresholds(selection[0]["scores"], review_per_day, decline_precision)
     booster, seconds, rows = timed_fit(frame, final, best, device)
-    metadata = training_metadata(best, selection, cut, training_start, final.delta_train,
-                                 frames.data_fingerprint, device, seconds, rows)  # fmt: skip
+    metadata = training_metadata(
+        best,
+        selection,
+        cut,
+        training_start,
+        final.delta_train,
+        frames.data_fingerprint,
+        device,
+        seconds,
+        rows,
+    )
     registry = ModelRegistry(settings.models_dir)
     version = registry.register(booster, metadata)
     if promote:

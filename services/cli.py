@@ -123,9 +123,12 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from models.train import run_training
 
     version, metadata = run_training(
-        settings, training_start=args.start, quick=args.quick, device_preference=args.device,
+        settings,
+        training_start=args.start,
+        quick=args.quick,
+        device_preference=args.device,
         promote=not args.no_promote,
-    )  # fmt: skip
+    )
     if args.json:
         print(json.dumps(metadata, indent=2))
         return 0
@@ -156,6 +159,92 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     report = evaluate(settings, version=args.model, device_preference=args.device)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from services.producer.replay import send_all
+    from services.producer.sources import read_file, replay_events, simulated_events
+
+    if args.simulate:
+        events = simulated_events(args.customers, args.terminals, seed=args.seed)
+        total = args.count
+    else:
+        mapping = dict(item.split("=", 1) for item in args.column)
+        frame = read_file(args.file or settings.data_dir / "transactions.parquet", mapping)
+        events = replay_events(frame, args.start, args.end, args.label_lead_days)
+        times = frame["event_time"]
+        total = int(
+            ((times >= _utc(args.start, times.min())) & (times < _utc(args.end, None))).sum()
+        )
+        total = min(total, args.count) if args.count else total
+    with tqdm(total=total, desc="transactions sent", unit="tx", disable=args.json) as bar:
+        stats = send_all(settings, events, args.rate, limit=args.count, progress=bar)
+    result = {
+        "sent": stats.sent,
+        "seconds": round(stats.seconds, 3),
+        "rate_tps": round(stats.transactions / max(stats.seconds, 1e-9), 1),
+    }
+    print(
+        json.dumps(result)
+        if args.json
+        else f"sent {stats.sent} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)"
+    )
+    return 0
+
+
+def _utc(day: dt.date | None, default: object) -> object:
+    import pandas as pd
+
+    return pd.Timestamp(day, tz="UTC") if day else (default or pd.Timestamp.max.tz_localize("UTC"))
+
+
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    from services.scorer.worker import main as worker_main
+
+    return worker_main(settings)
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from services.common.handbook import load_transactions
+    from services.scorer.backfill import backfill, reset
+
+    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    if args.reset:
+        print(f"deleted {reset(client)} feature-state keys")
+    began = time.monotonic()
+    counts = backfill(client, load_transactions(settings.data_dir, None, args.until), args.until)
+    print(
+        f"feature state as of {args.until} 00:00 UTC in {time.monotonic() - began:.1f} s: {counts}"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from services.demo import format_summary, run
+
+    log = (lambda *_: None) if args.json else print
+    summary = run(
+        settings,
+        start=args.start,
+        days=args.days,
+        rate_tps=args.rate,
+        progress=not args.json,
+        log=log,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print("\n" + format_summary(summary))
+    print(f"""
+The stack and the scorer keep running. Query a decision:
+  redis-cli -p {settings.redis.port} GET dec:<transaction id>
+Watch metrics: {settings.prometheus.url} (query fraud_decisions_total)
+Stop everything: fraud down   (or: make down)""")
     return 0
 
 
@@ -207,6 +296,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a 6-candidate grid instead of 54")
     p.add_argument("--no-promote", action="store_true", help="register without activating")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+
+    p = add(
+        "produce", _produce, "replay a transaction file (or a simulator) into Kafka, with labels"
+    )
+    p.add_argument("--file", type=Path, help="Parquet or CSV (default: the handbook data)")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="map a contract field to a file column (default: the handbook layout)",
+    )
+    p.add_argument("--from", dest="start", type=_date, help="first day")
+    p.add_argument("--to", dest="end", type=_date, help="day after the last")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)"
+    )
+    p.add_argument("--count", type=int, help="stop after this many transactions")
+    p.add_argument(
+        "--label-lead-days",
+        type=float,
+        default=1.0,
+        help="send each label this long before the delayed window counts it",
+    )
+    p.add_argument("--simulate", action="store_true", help="a seeded simulator instead of a file")
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--terminals", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON, no progress bar")
+
+    add("score", _score, "run the scoring worker (Faust) until stopped")
+
+    p = add("backfill", _backfill, "load feature state from the handbook history before a day")
+    p.add_argument("--until", type=_date, required=True, help="state as of this day, 00:00 UTC")
+    p.add_argument("--reset", action="store_true", help="delete all feature state first")
+
+    p = add("demo", _demo, "the main job: backfill, train if needed, score a replayed week")
+    p.add_argument(
+        "--from",
+        dest="start",
+        type=_date,
+        default=dt.date(2018, 8, 8),
+        help="first day of the replay (default 2018-08-08, the chapter 3 test week)",
+    )
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="transactions per second (0: as fast as possible)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = add("evaluate", _evaluate, "chapter 3 and chapter 5 metrics beside the published ones")
     p.add_argument("--model", help="version (default: the active one)")

@@ -180,8 +180,15 @@ def fetch(
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.sort_values("TRANSACTION_ID", kind="stable").reset_index(drop=True)
-    for col in ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_TIME_SECONDS",
-                "TX_TIME_DAYS", "TX_FRAUD", "TX_FRAUD_SCENARIO"):  # fmt: skip
+    for col in (
+        "TRANSACTION_ID",
+        "CUSTOMER_ID",
+        "TERMINAL_ID",
+        "TX_TIME_SECONDS",
+        "TX_TIME_DAYS",
+        "TX_FRAUD",
+        "TX_FRAUD_SCENARIO",
+    ):
         if col in frame.columns:
             frame[col] = frame[col].astype("int64")
     frame["TX_DATETIME"] = pd.to_datetime(frame["TX_DATETIME"]).astype("datetime64[ns]")

@@ -46,9 +46,13 @@ _DAY_MS = 24 * 3600 * 1000
 class TopicsSettings(BaseModel):
     """Partitions and retention of the four topics of the event contracts (DESIGN.md, "Events").
 
-    The names are part of the contract and fixed; ``FRAUD_TOPICS__TRANSACTIONS_PARTITIONS=8``
-    changes a count. Partitions are the unit of scorer parallelism.
+    The names are part of the contract; ``prefix`` (empty by default) namespaces them so that
+    isolated runs (tests, benchmarks) can share a cluster.
+    ``FRAUD_TOPICS__TRANSACTIONS_PARTITIONS=8`` changes a count. Partitions are the unit of
+    scorer parallelism.
     """
+
+    prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$")
 
     transactions_partitions: int = Field(4, ge=1, le=1024)
     transactions_retention_ms: int = Field(7 * _DAY_MS, ge=-1)
@@ -62,7 +66,7 @@ class TopicsSettings(BaseModel):
     @property
     def transactions(self) -> TopicSpec:
         return TopicSpec(
-            name="transactions",
+            name=self.prefix + "transactions",
             partitions=self.transactions_partitions,
             retention_ms=self.transactions_retention_ms,
         )
@@ -70,7 +74,7 @@ class TopicsSettings(BaseModel):
     @property
     def transactions_dlq(self) -> TopicSpec:
         return TopicSpec(
-            name="transactions.dlq",
+            name=self.prefix + "transactions.dlq",
             partitions=self.dlq_partitions,
             retention_ms=self.dlq_retention_ms,
         )
@@ -78,7 +82,7 @@ class TopicsSettings(BaseModel):
     @property
     def decisions(self) -> TopicSpec:
         return TopicSpec(
-            name="decisions",
+            name=self.prefix + "decisions",
             partitions=self.decisions_partitions,
             retention_ms=self.decisions_retention_ms,
         )
@@ -86,7 +90,9 @@ class TopicsSettings(BaseModel):
     @property
     def labels(self) -> TopicSpec:
         return TopicSpec(
-            name="labels", partitions=self.labels_partitions, retention_ms=self.labels_retention_ms
+            name=self.prefix + "labels",
+            partitions=self.labels_partitions,
+            retention_ms=self.labels_retention_ms,
         )
 
     def all(self) -> list[TopicSpec]:
@@ -116,6 +122,20 @@ class PrometheusSettings(BaseModel):
         return f"http://{self.host}:{self.port}"
 
 
+class ScorerSettings(BaseModel):
+    """The Faust scoring worker."""
+
+    app_id: str = "fraud-scorer"
+    batch_max: int = Field(500, ge=1, le=10_000, description="transactions per micro-batch")
+    batch_within_ms: float = Field(
+        5.0, gt=0, description="longest wait to fill a micro-batch, milliseconds"
+    )
+    metrics_port: int = Field(
+        8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
+    )
+    loglevel: str = "warning"
+
+
 class Settings(BaseSettings):
     """All settings. Build once in an entry point and pass down.
 
@@ -136,6 +156,7 @@ class Settings(BaseSettings):
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    scorer: ScorerSettings = Field(default_factory=ScorerSettings)
 
     @field_validator("var_dir", "data_dir")
     @classmethod

@@ -22,9 +22,12 @@ from services.features.windows import (
     trailing_window,
 )
 
-CUSTOMER_HORIZON_MS = (max(d.WINDOWS_DAYS) + 1) * d.MS_PER_DAY
-"""How far back a customer history keeps events (the longest window plus a day of slack)."""
-TERMINAL_HORIZON_MS = (max(d.WINDOWS_DAYS) + d.LABEL_DELAY_DAYS + 1) * d.MS_PER_DAY
+REPLAY_SLACK_MS = 15 * d.MS_PER_DAY
+"""Extra history kept beyond the longest window, so that a stream can be replayed from up to
+15 days before its newest event and still find every event its windows need."""
+CUSTOMER_HORIZON_MS = max(d.WINDOWS_DAYS) * d.MS_PER_DAY + REPLAY_SLACK_MS
+"""How far back (before its newest event) a customer history keeps events."""
+TERMINAL_HORIZON_MS = (max(d.WINDOWS_DAYS) + d.LABEL_DELAY_DAYS) * d.MS_PER_DAY + REPLAY_SLACK_MS
 
 
 def _empty() -> Int64Array:
@@ -33,7 +36,8 @@ def _empty() -> Int64Array:
 
 @dataclass
 class CustomerHistory:
-    """One card's transactions of the last 31 days, sorted by event time (ties in arrival order).
+    """One card's recent transactions (:data:`CUSTOMER_HORIZON_MS`), sorted by event time
+    (ties in arrival order).
 
     Attributes:
         times_ms: event times, epoch milliseconds, shape (n,).
@@ -92,7 +96,8 @@ class CustomerHistory:
 
 @dataclass
 class TerminalHistory:
-    """One terminal's transactions of the last 38 days and the fraud labels received for them.
+    """One terminal's recent transactions (:data:`TERMINAL_HORIZON_MS`) and the fraud labels
+    received for them.
 
     Attributes:
         times_ms: event times, sorted, shape (n,).

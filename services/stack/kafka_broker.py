@@ -51,12 +51,19 @@ class KafkaBroker:
             shutil.rmtree(self.libs)  # a different Kafka version: start clean
         result = subprocess.run(
             [
-                "mvn", "-B", "-q", "-f", str(INFRA / "pom.xml"),
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(INFRA / "pom.xml"),
                 f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={self.libs}",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.libs}",
             ],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0 or not (self.libs / wanted).exists():
             raise StackError(
                 "kafka: Maven could not fetch the broker jars from Maven Central:\n"
@@ -91,10 +98,19 @@ class KafkaBroker:
             raw = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
             id_file.write_text(raw + "\n")
         result = subprocess.run(
-            [*self._java(STORAGE_TOOL), "format", "-t", id_file.read_text().strip(),
-             "-c", str(self.properties), "--ignore-formatted"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                *self._java(STORAGE_TOOL),
+                "format",
+                "-t",
+                id_file.read_text().strip(),
+                "-c",
+                str(self.properties),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise StackError(
                 f"kafka: formatting the storage failed:\n{result.stdout}{result.stderr}"
@@ -136,11 +152,17 @@ class KafkaBroker:
 
     def _java(self, main: str, heap_mb: int = 256) -> list[str]:
         return [
-            "java", f"-Xms{min(256, heap_mb)}m", f"-Xmx{heap_mb}m",
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            "java",
+            f"-Xms{min(256, heap_mb)}m",
+            f"-Xmx{heap_mb}m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={INFRA / 'log4j2.properties'}",
-            "-cp", f"{self.libs}/*", main,
-        ]  # fmt: skip
+            "-cp",
+            f"{self.libs}/*",
+            main,
+        ]
 
 
 def _require(program: str, how: str) -> None:

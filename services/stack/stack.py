@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psutil
 
 from services.common.settings import Settings
+from services.stack.apps import scorer_process
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ManagedProcess
 from services.stack.prometheus_server import prometheus_process
@@ -62,8 +63,14 @@ class Stack:
         return rows
 
     def down(self) -> list[tuple[str, bool]]:
-        """Stop every service of ours, in reverse order. Returns (service, was running)."""
-        return [(proc.name, proc.stop()) for proc in reversed(self._processes(install=False))]
+        """Stop our applications, then every service, in reverse order.
+
+        Returns:
+            (process, was running) for each.
+        """
+        apps = [scorer_process(self._settings)]
+        procs = apps + list(reversed(self._processes(install=False)))
+        return [(proc.name, proc.stop()) for proc in procs]
 
     def status(self) -> list[ServiceStatus]:
         """Pid, readiness and resident memory of each service."""

@@ -35,8 +35,12 @@ def _env(var_dir: Path) -> dict[str, str]:
 def _fraud(var_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
-        env=_env(var_dir), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        env=_env(var_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _processes_using(var_dir: Path) -> list[str]:

@@ -32,9 +32,12 @@ def test_kafka_python_round_trip(
     producer.close()
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka, auto_offset_reset="earliest",
-        consumer_timeout_ms=10_000, group_id=f"it-{unique}",
-    )  # fmt: skip
+        topic,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+        group_id=f"it-{unique}",
+    )
     received = []
     for record in consumer:
         received.append(record.value)
@@ -84,11 +87,22 @@ def test_faust_agent_forwards_between_real_topics(
     source = topic_factory(f"it-faust-in-{unique}", partitions=2)
     sink = topic_factory(f"it-faust-out-{unique}", partitions=2)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "services.scorer.passthrough", "--source", source,
-         "--sink", sink, "--group", f"it-faust-{unique}"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "services.scorer.passthrough",
+            "--source",
+            source,
+            "--sink",
+            sink,
+            "--group",
+            f"it-faust-{unique}",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     try:
         producer = KafkaProducer(bootstrap_servers=kafka)
         sent = {f"f-{unique}-{i}".encode() for i in range(20)}
@@ -98,9 +112,12 @@ def test_faust_agent_forwards_between_real_topics(
         producer.close()
 
         consumer = KafkaConsumer(
-            sink, bootstrap_servers=kafka, auto_offset_reset="earliest",
-            consumer_timeout_ms=60_000, group_id=f"it-sink-{unique}",
-        )  # fmt: skip
+            sink,
+            bootstrap_servers=kafka,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=60_000,
+            group_id=f"it-sink-{unique}",
+        )
         received: set[bytes] = set()
         for record in consumer:
             received.add(record.value)

@@ -75,8 +75,11 @@ def test_trained_model_beats_the_published_xgboost(
 ) -> None:
     version, metadata = run_training(private_settings, quick=True, progress=False)
     assert ModelRegistry(private_settings.models_dir).active() == version
-    assert metadata["training_window"] == {"start": "2018-07-25", "end": "2018-07-31",
-                                           "rows": 67_240}  # fmt: skip
+    assert metadata["training_window"] == {
+        "start": "2018-07-25",
+        "end": "2018-07-31",
+        "rows": 67_240,
+    }
     assert set(metadata["validation_weeks"]).isdisjoint({"2018-08-08..2018-08-14"})
     assert 0 < metadata["thresholds"]["review"] <= metadata["thresholds"]["decline"] <= 1
 
@@ -88,7 +91,10 @@ def test_trained_model_beats_the_published_xgboost(
         assert chapter3[metric] >= published.CHAPTER3_XGBOOST[metric], metric
         assert chapter5[metric] >= published.CHAPTER5_XGBOOST[metric] - 0.0, metric
     assert [w["test"][:10] for w in chapter5["weeks"]] == [
-        "2018-08-08", "2018-08-15", "2018-08-22", "2018-08-29"
-    ]  # fmt: skip
+        "2018-08-08",
+        "2018-08-15",
+        "2018-08-22",
+        "2018-08-29",
+    ]
     assert all(Path(p).stat().st_size > 10_000 for p in report["plots"])
     assert dt.date.fromisoformat(metadata["created_at"][:10]) <= dt.date.today()

@@ -1,0 +1,83 @@
+"""The decision store in Redis: one record per transaction, written once.
+
+Filled from the ``decisions`` topic by the scorer's store agent (so it can always be rebuilt
+from the topic) and read by the admin API. Keys:
+
+- ``dec:{transaction_id}``: the decision as JSON, written with ``SET NX``: a redelivered or
+  replayed transaction never replaces its first decision;
+- ``dec:customer:{customer_id}``: sorted set of the card's transaction ids by event time (ms);
+- ``dec:review``: sorted set of transaction ids in review, by decision time (ms).
+
+No multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
+by the redelivery, since every index write is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+REVIEW_QUEUE_KEY = "dec:review"
+
+
+def decision_key(transaction_id: str) -> str:
+    return f"dec:{transaction_id}"
+
+
+def customer_index_key(customer_id: str) -> str:
+    return f"dec:customer:{customer_id}"
+
+
+class DecisionStore:
+    """Async access to the decision store (``redis.asyncio`` client)."""
+
+    def __init__(self, client: Any) -> None:
+        self._redis = client
+
+    async def put(self, decisions: Sequence[dict[str, Any]]) -> int:
+        """Store each decision unless its transaction already has one; index the stored ones.
+
+        Returns:
+            How many decisions were new.
+
+        Raises:
+            redis.RedisError: Redis is unreachable (nothing is lost: the caller does not ack).
+        """
+        if not decisions:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for decision in decisions:
+            key = decision_key(decision["transaction_id"])
+            pipe.set(key, json.dumps(decision, separators=(",", ":")), nx=True)
+        created = await pipe.execute()
+        pipe = self._redis.pipeline(transaction=False)
+        kept = []
+        for decision, new in zip(decisions, created, strict=True):
+            if not new:  # index the decision that was stored first, not this one
+                pipe.get(decision_key(decision["transaction_id"]))
+        stored = iter(await pipe.execute()) if not all(created) else iter(())
+        for decision, new in zip(decisions, created, strict=True):
+            kept.append(decision if new else json.loads(next(stored)))
+        pipe = self._redis.pipeline(transaction=False)
+        for decision in kept:
+            tx_id = decision["transaction_id"]
+            pipe.zadd(
+                customer_index_key(decision["customer_id"]), {tx_id: decision["event_time_ms"]}
+            )
+            if decision["outcome"] == "review":
+                pipe.zadd(REVIEW_QUEUE_KEY, {tx_id: decision["decided_at_ms"]}, nx=True)
+        await pipe.execute()
+        return sum(1 for new in created if new)
+
+    async def get(self, transaction_id: str) -> dict[str, Any] | None:
+        """The decision of a transaction, or None."""
+        raw = await self._redis.get(decision_key(transaction_id))
+        return json.loads(raw) if raw else None
+
+    async def get_many(self, transaction_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Decisions of several transactions, None where absent, in order."""
+        if not transaction_ids:
+            return []
+        raws = await self._redis.mget([decision_key(t) for t in transaction_ids])
+        return [json.loads(r) if r else None for r in raws]

@@ -1,0 +1,251 @@
+"""The event contracts (DESIGN.md, "Events"): parsing and validating transactions and labels.
+
+Pure functions over bytes. A record that breaks a rule raises :class:`InvalidEvent` with a
+stable, machine-readable reason (``missing_field:amount``) and a human detail; neither ever
+contains a card number. Knows nothing of Kafka.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_EVENT_BYTES = 16 * 1024
+"""A transaction event is a few hundred bytes; anything beyond this is rejected unread."""
+SCHEMA_VERSION = 1
+MAX_AMOUNT = 1e9
+EARLIEST_EVENT_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+MAX_CLOCK_SKEW = dt.timedelta(days=1)
+"""An event time later than now plus this is rejected as from the future."""
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+class InvalidEvent(ValueError):
+    """A record that breaks the contract.
+
+    Attributes:
+        reason: a stable code for metrics and the dead-letter topic (``missing_field:amount``).
+        detail: a sentence for humans, card numbers masked.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = mask_card_numbers(detail)
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when a string of digits passes the Luhn check (ISO/IEC 7812-1)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = ord(ch) - 48
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _card_numbers(text: str) -> list[str]:
+    found = []
+    for match in _DIGIT_RUN.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group())
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            found.append(match.group())
+    return found
+
+
+def contains_card_number(text: str) -> bool:
+    """True when ``text`` holds a Luhn-valid run of 13 to 19 digits (spaces or dashes allowed)."""
+    return bool(_card_numbers(text))
+
+
+def mask_card_numbers(text: str) -> str:
+    """Replace every Luhn-valid 13-19 digit run with a mask keeping its last four digits."""
+    for number in _card_numbers(text):
+        text = text.replace(number, "#" * (len(number) - 4) + number[-4:])
+    return text
+
+
+def parse_time(value: object, field: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An RFC 3339 timestamp with an explicit offset, as an aware UTC datetime.
+
+    Raises:
+        InvalidEvent: not a string, no offset, not a real instant, before 2000, or more than a
+            day ahead of ``now``.
+    """
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise InvalidEvent(f"bad_timestamp:{field}", f"{field} must be RFC 3339 with an offset")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("z", "Z").replace(" ", "T"))
+    except ValueError as error:
+        raise InvalidEvent(f"bad_timestamp:{field}", f"{field}: {error}") from error
+    parsed = parsed.astimezone(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    if parsed < EARLIEST_EVENT_TIME or parsed > now + MAX_CLOCK_SKEW:
+        raise InvalidEvent(f"out_of_range:{field}", f"{field} {value} is implausibly far off")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A valid transaction event v1 (an authorization request)."""
+
+    transaction_id: str
+    event_time: dt.datetime
+    time_ms: int
+    customer_id: str
+    terminal_id: str
+    amount: float
+    currency: str
+    fields: dict[str, Any]
+    """Every field of the event as received, unknown ones included."""
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A label event: a transaction's verdict (chargeback, analyst or replay)."""
+
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    transaction_time: dt.datetime
+    transaction_time_ms: int
+    is_fraud: bool
+    reported_at: dt.datetime
+    source: str
+
+
+LABEL_SOURCES = ("chargeback", "analyst", "replay")
+
+
+def _decode(value: bytes) -> dict[str, Any]:
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent("too_large", f"{len(value)} bytes, limit {MAX_EVENT_BYTES}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidEvent("not_utf8", f"byte {error.start} is not UTF-8") from error
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except InvalidEvent:
+        raise
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise InvalidEvent("invalid_json", str(error)[:200]) from error
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    for key, item in obj.items():
+        if contains_card_number(str(key)) or (
+            isinstance(item, str | int) and contains_card_number(str(item))
+        ):
+            raise InvalidEvent(f"card_number:{_safe_name(key)}", "a card number is not allowed")
+    return obj
+
+
+def _reject_constant(name: str) -> float:
+    raise InvalidEvent("invalid_json", f"{name} is not a JSON number")
+
+
+def _safe_name(key: object) -> str:
+    text = mask_card_numbers(str(key))
+    return text[:40] if re.fullmatch(r"[A-Za-z0-9_.#-]{1,64}", text[:64]) else "field"
+
+
+def _string(obj: dict[str, Any], field: str, max_len: int = 64) -> str:
+    if field not in obj:
+        raise InvalidEvent(f"missing_field:{field}", f"{field} is required")
+    value = obj[field]
+    if not isinstance(value, str):
+        raise InvalidEvent(f"wrong_type:{field}", f"{field} must be a string")
+    if not 1 <= len(value) <= max_len or not value.isprintable():
+        raise InvalidEvent(f"out_of_range:{field}", f"{field} must be 1-{max_len} printable chars")
+    return value
+
+
+def parse_transaction(value: bytes, now: dt.datetime | None = None) -> Transaction:
+    """Parse and validate one ``transactions`` record value.
+
+    Raises:
+        InvalidEvent: the record breaks a rule of transaction event v1.
+    """
+    obj = _decode(value)
+    version = obj.get("schema_version")
+    if version is None:
+        raise InvalidEvent("missing_field:schema_version", "schema_version is required")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise InvalidEvent("unsupported_schema_version", f"schema_version must be {SCHEMA_VERSION}")
+    transaction_id = _string(obj, "transaction_id")
+    event_time = (
+        parse_time(obj.get("event_time"), "event_time", now) if "event_time" in obj else None
+    )
+    if event_time is None:
+        raise InvalidEvent("missing_field:event_time", "event_time is required")
+    customer_id = _string(obj, "customer_id")
+    terminal_id = _string(obj, "terminal_id")
+    amount = obj.get("amount")
+    if "amount" not in obj:
+        raise InvalidEvent("missing_field:amount", "amount is required")
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        raise InvalidEvent("wrong_type:amount", "amount must be a number")
+    if not math.isfinite(amount) or not 0 <= amount <= MAX_AMOUNT:
+        raise InvalidEvent("out_of_range:amount", f"amount must be finite, 0..{MAX_AMOUNT:.0e}")
+    currency = obj.get("currency", "EUR")
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise InvalidEvent("out_of_range:currency", "currency must be an ISO 4217 code")
+    return Transaction(
+        transaction_id=transaction_id,
+        event_time=event_time,
+        time_ms=_epoch_ms(event_time),
+        customer_id=customer_id,
+        terminal_id=terminal_id,
+        amount=float(amount),
+        currency=currency,
+        fields=obj,
+    )
+
+
+def parse_label(value: bytes, now: dt.datetime | None = None) -> Label:
+    """Parse and validate one ``labels`` record value.
+
+    Raises:
+        InvalidEvent: the record breaks a rule of the label contract.
+    """
+    obj = _decode(value)
+    is_fraud = obj.get("is_fraud")
+    if not isinstance(is_fraud, bool):
+        raise InvalidEvent("wrong_type:is_fraud", "is_fraud must be true or false")
+    source = obj.get("source")
+    if source not in LABEL_SOURCES:
+        raise InvalidEvent("out_of_range:source", f"source must be one of {LABEL_SOURCES}")
+    transaction_time = parse_time(obj.get("transaction_time"), "transaction_time", now)
+    return Label(
+        transaction_id=_string(obj, "transaction_id"),
+        customer_id=_string(obj, "customer_id"),
+        terminal_id=_string(obj, "terminal_id"),
+        transaction_time=transaction_time,
+        transaction_time_ms=_epoch_ms(transaction_time),
+        is_fraud=is_fraud,
+        reported_at=parse_time(obj.get("reported_at"), "reported_at", now),
+        source=str(source),
+    )
+
+
+def format_time(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` and millisecond precision when needed."""
+    moment = moment.astimezone(dt.UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch_ms(moment: dt.datetime) -> int:
+    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000

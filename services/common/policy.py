@@ -1,0 +1,144 @@
+"""The decision policy: allow and block lists, then score thresholds.
+
+:func:`decide` is pure. :class:`PolicyStore` keeps the current policy and its audit trail in
+Redis so that every scorer replica and the admin API see the same version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Outcome = Literal["approve", "review", "decline"]
+OUTCOMES: tuple[Outcome, ...] = ("approve", "review", "decline")
+
+
+class Policy(BaseModel):
+    """One version of the policy.
+
+    Thresholds are fraud probabilities in [0, 1]; None means "the active model's own" (set on
+    validation data at training). Lists hold card tokens (customer ids) and terminal ids.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(0, ge=0)
+    review_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    decline_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    allow_customers: frozenset[str] = frozenset()
+    block_customers: frozenset[str] = frozenset()
+    allow_terminals: frozenset[str] = frozenset()
+    block_terminals: frozenset[str] = frozenset()
+    degraded_outcome: Outcome = "review"
+    """What a transaction gets when features or the model are unavailable (and no list hit)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if (
+            self.review_threshold is not None
+            and self.decline_threshold is not None
+            and self.review_threshold > self.decline_threshold
+        ):
+            raise ValueError("review_threshold must not exceed decline_threshold")
+        both = (self.allow_customers & self.block_customers) | (
+            self.allow_terminals & self.block_terminals
+        )
+        if both:
+            raise ValueError(f"ids on both allow and block lists: {sorted(both)[:5]}")
+        return self
+
+
+def decide(
+    policy: Policy,
+    model_thresholds: dict[str, float] | None,
+    customer_id: str,
+    terminal_id: str,
+    score: float | None,
+) -> tuple[Outcome, list[str]]:
+    """The outcome of one transaction and the rules it hit.
+
+    Block lists win over allow lists; lists win over the score. ``score`` None means the model
+    or the features were unavailable: the policy's ``degraded_outcome`` applies.
+
+    Returns:
+        (outcome, rules hit, such as ``["block_list:terminal"]`` or ``["score>=decline"]``).
+    """
+    if customer_id in policy.block_customers:
+        return "decline", ["block_list:customer"]
+    if terminal_id in policy.block_terminals:
+        return "decline", ["block_list:terminal"]
+    if customer_id in policy.allow_customers:
+        return "approve", ["allow_list:customer"]
+    if terminal_id in policy.allow_terminals:
+        return "approve", ["allow_list:terminal"]
+    if score is None:
+        return policy.degraded_outcome, ["degraded:default_outcome"]
+    thresholds = model_thresholds or {}
+    decline = policy.decline_threshold
+    decline = decline if decline is not None else thresholds.get("decline", 1.0)
+    review = policy.review_threshold
+    review = review if review is not None else thresholds.get("review", decline)
+    if score >= decline:
+        return "decline", ["score>=decline"]
+    if score >= review:
+        return "review", ["score>=review"]
+    return "approve", []
+
+
+POLICY_KEY = "policy:current"
+HISTORY_KEY = "policy:history"
+
+
+class PolicyStore:
+    """The current policy and its audit trail in Redis (synchronous client)."""
+
+    def __init__(self, client: Any) -> None:
+        self._redis = client
+
+    def current(self) -> Policy:
+        """The current policy; version 0 (model thresholds, empty lists) when none was set."""
+        raw = self._redis.get(POLICY_KEY)
+        return Policy.model_validate_json(raw) if raw else Policy()
+
+    def replace(self, new: Policy, actor: str) -> Policy:
+        """Store ``new`` as the next version with an audit entry (who, when, what changed).
+
+        Atomic against concurrent writers (optimistic WATCH on the current key).
+        """
+        while True:
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(POLICY_KEY)
+                    raw = pipe.get(POLICY_KEY)
+                    old = Policy.model_validate_json(raw) if raw else Policy()
+                    stored = new.model_copy(update={"version": old.version + 1})
+                    entry = {
+                        "version": stored.version,
+                        "actor": actor,
+                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                        "changes": _diff(old, stored),
+                    }
+                    pipe.multi()
+                    pipe.set(POLICY_KEY, stored.model_dump_json())
+                    pipe.rpush(HISTORY_KEY, json.dumps(entry))
+                    pipe.execute()
+                    return stored
+                except Exception as error:  # redis.WatchError: someone else wrote first
+                    if type(error).__name__ != "WatchError":
+                        raise
+
+    def history(self) -> list[dict[str, Any]]:
+        """Audit entries, oldest first."""
+        return [json.loads(x) for x in self._redis.lrange(HISTORY_KEY, 0, -1)]
+
+
+def _diff(old: Policy, new: Policy) -> dict[str, dict[str, Any]]:
+    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return {
+        key: {"from": before[key], "to": after[key]}
+        for key in after
+        if key != "version" and before[key] != after[key]
+    }

@@ -1,0 +1,1 @@
+"""Producers: replay of transaction files and a seeded simulator, into Kafka (kafka-python)."""

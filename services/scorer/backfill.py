@@ -1,0 +1,122 @@
+"""Backfill: loads feature state from history so a stream can start mid-data with full windows.
+
+Uses the batch implementation over the history before ``until`` and writes what the scorer
+would hold had it seen that history: each card's recent transactions (with their large-amount
+flags), each terminal's recent transactions, and the labels received by ``until``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.features import definitions as d
+from services.features.batch import compute_features, epoch_ms
+from services.features.derived import large_amount_flags
+from services.features.incremental import (
+    CUSTOMER_HORIZON_MS,
+    TERMINAL_HORIZON_MS,
+    CustomerHistory,
+)
+from services.features.windows import to_cents
+from services.scorer.feature_state import (
+    customer_key,
+    encode_customer,
+    terminal_fraud_key,
+    terminal_tx_key,
+)
+
+CHUNK = 2000
+
+
+def backfill(
+    client: Any, transactions: pd.DataFrame, until: dt.date, label_lead_days: float = 1.0
+) -> dict[str, int]:
+    """Write the feature state as of ``until`` (00:00 UTC) to Redis (synchronous client).
+
+    Args:
+        transactions: the handbook layout, in stream order, covering at least the 76 days
+            before ``until``.
+        label_lead_days: labels are taken as received this long before the delayed window
+            counts their transaction, as the producer emits them.
+
+    Returns:
+        Counts of customers, terminal transactions and fraud labels written.
+    """
+    until_ms = int(pd.Timestamp(until, tz="UTC").value // 1_000_000)
+    oldest = until_ms - CUSTOMER_HORIZON_MS - max(d.WINDOWS_DAYS) * d.MS_PER_DAY - d.MS_PER_DAY
+    times = epoch_ms(transactions["TX_DATETIME"])
+    history = transactions[
+        (times >= min(oldest, until_ms - TERMINAL_HORIZON_MS)) & (times < until_ms)
+    ]
+    history = history.reset_index(drop=True)
+    times = epoch_ms(history["TX_DATETIME"])
+    features = compute_features(history)
+    large = large_amount_flags(
+        history["TX_AMOUNT"].to_numpy(dtype=np.float64),
+        features[d.customer_mean(max(d.WINDOWS_DAYS))].to_numpy(),
+    )
+    counts = {"customers": 0, "terminal_transactions": 0, "fraud_labels": 0}
+
+    recent = np.flatnonzero(times >= until_ms - CUSTOMER_HORIZON_MS)
+    pipe = client.pipeline(transaction=False)
+    by_customer = history.iloc[recent].groupby("CUSTOMER_ID", sort=False).indices
+    for customer, rows in by_customer.items():
+        pos = recent[rows]
+        state = CustomerHistory(
+            times_ms=times[pos].astype(np.int64),
+            cents=to_cents(history["TX_AMOUNT"].to_numpy()[pos]),
+            transaction_ids=history["TRANSACTION_ID"].iloc[pos].astype(str).tolist(),
+            large=large[pos].astype(np.int64),
+        )
+        pipe.set(customer_key(str(customer)), encode_customer(state))
+        counts["customers"] += 1
+        if len(pipe) >= CHUNK:
+            pipe.execute()
+    pipe.execute()
+
+    label_due_ms = int((d.LABEL_DELAY_DAYS - label_lead_days) * d.MS_PER_DAY)
+    keep = times >= until_ms - TERMINAL_HORIZON_MS
+    sites = pd.DataFrame(
+        {
+            "terminal": history["TERMINAL_ID"].to_numpy()[keep].astype(str),
+            "tx": history["TRANSACTION_ID"].to_numpy()[keep].astype(str),
+            "ms": times[keep],
+            "received": (history["TX_FRAUD"].to_numpy()[keep] == 1)
+            & (times[keep] + label_due_ms <= until_ms),
+        }
+    )
+    for terminal, group in sites.groupby("terminal", sort=False):
+        pipe.zadd(
+            terminal_tx_key(str(terminal)),
+            dict(zip(group["tx"], group["ms"].tolist(), strict=True)),
+        )
+        frauds = group[group["received"]]
+        if len(frauds):
+            pipe.zadd(
+                terminal_fraud_key(str(terminal)),
+                dict(zip(frauds["tx"], frauds["ms"].tolist(), strict=True)),
+            )
+        counts["terminal_transactions"] += len(group)
+        counts["fraud_labels"] += len(frauds)
+        if len(pipe) >= CHUNK:
+            pipe.execute()
+    pipe.execute()
+    return counts
+
+
+def reset(client: Any) -> int:
+    """Delete all feature state (``fs:*`` keys). Returns how many keys went."""
+    deleted = 0
+    batch = []
+    for key in client.scan_iter(match="fs:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.delete(*batch)
+            batch = []
+    if batch:
+        deleted += client.delete(*batch)
+    return int(deleted)

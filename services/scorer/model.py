@@ -1,0 +1,76 @@
+"""The active model as the scorer sees it: loaded from the registry, swapped on promotion.
+
+Knows the registry's files and XGBoost; knows nothing of Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import xgboost as xgb
+
+from models.registry import LoadedModel, ModelRegistry, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActiveModel:
+    """Follows the registry's active version; keeps the old booster if a new one fails to load.
+
+    Attributes:
+        current: the loaded model, None before any model is active.
+        last_error: why the latest promoted version could not be loaded, if it could not.
+    """
+
+    registry: ModelRegistry
+    current: LoadedModel | None = None
+    last_error: str | None = None
+    _seen: tuple[float, str | None] = field(default=(0.0, None))
+
+    def refresh(self) -> bool:
+        """Load the active version if it changed. Cheap when nothing changed (one stat).
+
+        Returns:
+            True when a different model became current.
+        """
+        state = self.registry.root / "registry.json"
+        try:
+            mtime = state.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if self._seen[0] == mtime:
+            return False
+        active = self.registry.active()
+        self._seen = (mtime, active)
+        if active is None or (self.current is not None and self.current.version == active):
+            return False
+        try:
+            loaded = self.registry.load(active)
+        except RegistryError as error:
+            self.last_error = str(error)
+            log.error("model_load_failed version=%s error=%s", active, error)
+            return False
+        self.current, self.last_error = loaded, None
+        log.info("model_active version=%s", active)
+        return True
+
+    def predict(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Fraud probabilities for rows in the model's feature order, shape (n,).
+
+        Raises:
+            RuntimeError: no model is loaded.
+        """
+        if self.current is None:
+            raise RuntimeError("no active model")
+        return np.asarray(self.current.booster.inplace_predict(rows), dtype=np.float64)
+
+    def contributions(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """TreeSHAP contributions (log-odds), shape (n, n_features + 1), bias last."""
+        if self.current is None:
+            raise RuntimeError("no active model")
+        matrix = xgb.DMatrix(rows, feature_names=self.current.feature_names)
+        return np.asarray(self.current.booster.predict(matrix, pred_contribs=True))

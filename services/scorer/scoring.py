@@ -1,0 +1,145 @@
+"""Turns a micro-batch of valid transactions into decisions; knows nothing of Kafka.
+
+Collaborators come in through small protocols: a feature source (Redis histories), the active
+model and the current policy. When the feature source fails, or no model is active, the batch is
+decided in degraded mode: lists first, then the policy's safe default outcome, flagged
+``degraded``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.common.events import Transaction, format_time
+from services.common.policy import Policy, decide
+from services.scorer.model import ActiveModel
+
+log = logging.getLogger(__name__)
+TOP_CONTRIBUTIONS = 3
+
+
+class FeatureSource(Protocol):
+    async def features(self, batch: Sequence[Transaction]) -> list[dict[str, float]]: ...
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage on the last batch."""
+
+    features: float = 0.0
+    model: float = 0.0
+    policy: float = 0.0
+
+
+class Scorer:
+    """Features, model, policy: one decision per transaction of a batch."""
+
+    def __init__(self, features: FeatureSource, model: ActiveModel, policy: Policy) -> None:
+        self.features = features
+        self.model = model
+        self.policy = policy
+        self.stages = StageTimes()
+
+    async def decide(self, batch: Sequence[Transaction]) -> list[dict[str, Any]]:
+        """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract)."""
+        began = time.perf_counter()
+        feature_rows: list[dict[str, float]] | None
+        try:
+            feature_rows = await self.features.features(batch)
+        except Exception as error:
+            log.warning("features_unavailable error=%s batch=%d", type(error).__name__, len(batch))
+            feature_rows = None
+        after_features = time.perf_counter()
+        model = self.model.current
+        scores: list[float | None] = [None] * len(batch)
+        contributions: dict[int, list[dict[str, float]]] = {}
+        if feature_rows is not None and model is not None:
+            matrix = np.array([[row[n] for n in model.feature_names] for row in feature_rows])
+            scores = [float(s) for s in self.model.predict(matrix)]
+        after_model = time.perf_counter()
+        decisions = []
+        thresholds = model.metadata.get("thresholds") if model is not None else None
+        for i, tx in enumerate(batch):
+            outcome, rules = decide(
+                self.policy, thresholds, tx.customer_id, tx.terminal_id, scores[i]
+            )
+            decisions.append(self._record(tx, scores[i], outcome, rules, feature_rows, i))
+        if feature_rows is not None and model is not None:
+            contributions = self._top_contributions(decisions, feature_rows)
+            for i, top in contributions.items():
+                decisions[i]["reasons"].extend(top)
+        done = time.perf_counter()
+        self.stages = StageTimes(
+            after_features - began, after_model - after_features, done - after_model
+        )
+        return decisions
+
+    def _record(
+        self,
+        tx: Transaction,
+        score: float | None,
+        outcome: str,
+        rules: list[str],
+        feature_rows: list[dict[str, float]] | None,
+        i: int,
+    ) -> dict[str, Any]:
+        model = self.model.current
+        now = time.time()
+        return {
+            "transaction_id": tx.transaction_id,
+            "event_time": format_time(tx.event_time),
+            "event_time_ms": tx.time_ms,
+            "customer_id": tx.customer_id,
+            "terminal_id": tx.terminal_id,
+            "amount": tx.amount,
+            "currency": tx.currency,
+            "score": score,
+            "outcome": outcome,
+            "reasons": [{"rule": r} for r in rules],
+            "model_version": model.version if model is not None and score is not None else None,
+            "policy_version": self.policy.version,
+            "features": feature_rows[i] if feature_rows is not None else None,
+            "degraded": score is None,
+            "decided_at": format_time_ms(now),
+            "decided_at_ms": int(now * 1000),
+        }
+
+    def _top_contributions(
+        self, decisions: list[dict[str, Any]], feature_rows: list[dict[str, float]]
+    ) -> dict[int, list[dict[str, float]]]:
+        """The largest TreeSHAP contributions of each non-approved decision (approvals are the
+        vast majority and their explanation is served on demand by the API)."""
+        model = self.model.current
+        flagged = [
+            i
+            for i, d in enumerate(decisions)
+            if d["outcome"] != "approve" and d["score"] is not None
+        ]
+        if not flagged or model is None:
+            return {}
+        names = model.feature_names
+        matrix = np.array([[feature_rows[i][n] for n in names] for i in flagged])
+        contribs = self.model.contributions(matrix)[:, :-1]
+        out = {}
+        for row, i in zip(contribs, flagged, strict=True):
+            top = np.argsort(-row)[:TOP_CONTRIBUTIONS]
+            out[i] = [{"feature": names[j], "contribution": float(row[j])} for j in top]
+        return out
+
+
+def format_time_ms(epoch_s: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds."""
+    seconds = int(epoch_s)
+    millis = round((epoch_s - seconds) * 1000)
+    if millis == 1000:
+        seconds, millis = seconds + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+__all__ = ["Scorer", "format_time", "format_time_ms"]

@@ -1,0 +1,37 @@
+"""Our own long-running processes, managed like the services: the scoring worker and the API."""
+
+from __future__ import annotations
+
+import sys
+
+import requests
+
+from services.common.settings import PROJECT_ROOT, Settings
+from services.stack.process import ManagedProcess
+
+
+def scorer_process(settings: Settings) -> ManagedProcess:
+    """``fraud score`` as a managed process, ready once it owns partitions and has a model."""
+    port = settings.scorer.metrics_port
+
+    def ready() -> bool:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+        owned = [
+            line
+            for line in text.splitlines()
+            if line.startswith("fraud_scorer_assigned_partitions ")
+        ]
+        has_model = any(line.startswith("fraud_model_info{") for line in text.splitlines())
+        return bool(owned) and float(owned[0].split()[1]) > 0 and has_model
+
+    return ManagedProcess(
+        name="scorer",
+        argv=[sys.executable, "-m", "services.cli", "score"],
+        host="127.0.0.1",
+        port=port,
+        port_setting="FRAUD_SCORER__METRICS_PORT",
+        ready=ready,
+        run_dir=settings.var_dir / "run",
+        log_dir=settings.var_dir / "log",
+        cwd=PROJECT_ROOT,
+    )
