@@ -36,10 +36,15 @@ class DecisionTap:
     def _run(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=self._settings.kafka.bootstrap_servers,
-                                 enable_auto_commit=False, fetch_max_wait_ms=50)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._settings.kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+        )
         topic = self._settings.topics.decisions.name
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
         consumer.assign(parts)
         consumer.seek_to_end(*parts)
         for part in parts:

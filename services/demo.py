@@ -125,7 +125,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"decisions        {summary['decisions']}  (approve {out['approve']}, review "
             f"{out['review']}, decline {out['decline']}; degraded {summary['degraded']})",
             f"dead-lettered    {summary['dead_lettered']}",
-        f"decision store   {summary['stored']} of {summary['transactions']} transactions",
+            f"decision store   {summary['stored']} of {summary['transactions']} transactions",
             f"throughput       {summary['throughput_tps']} transactions/s",
             f"latency e2e      p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",
             f"model            {summary['model_version']}",
@@ -184,9 +184,7 @@ def run(
     bars = dict(unit="tx", disable=not progress, mininterval=0.5)
     with tqdm(total=len(week), desc="decisions", position=1, **bars) as decided:
         with tqdm(total=len(week), desc="sent     ", position=0, **bars) as sent:
-            watcher = threading.Thread(
-                target=tap.wait_for, args=(ids, 3600, decided), daemon=True
-            )
+            watcher = threading.Thread(target=tap.wait_for, args=(ids, 3600, decided), daemon=True)
             watcher.start()
             stats = send_all(settings, replay_events(frame, start, end), rate_tps, progress=sent)
         seen = tap.wait_for(ids, timeout_s=120 + len(ids) / 500, progress=decided)
@@ -194,8 +192,10 @@ def run(
     log(f"sent {stats.sent} in {stats.seconds:.1f} s; {seen} decisions received")
     stored = wait_for_store(client, ids, timeout_s=60)
     history = prepare_history(settings, start, end)
-    records = [tap.records.get(str(t)) if when >= pd.Timestamp(start) else None
-               for t, when in zip(history["TRANSACTION_ID"], history["TX_DATETIME"], strict=True)]
+    records = [
+        tap.records.get(str(t)) if when >= pd.Timestamp(start) else None
+        for t, when in zip(history["TRANSACTION_ID"], history["TX_DATETIME"], strict=True)
+    ]
     summary = summarise(history, records, dead_letter_count(settings) - dead_before, start)
     summary["transactions"] = len(week)
     summary["stored"] = stored

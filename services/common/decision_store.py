@@ -14,9 +14,10 @@ by the redelivery, since every index write is idempotent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 REVIEW_QUEUE_KEY = "dec:review"
 
@@ -44,12 +45,17 @@ class DecisionStore:
         Raises:
             redis.RedisError: Redis is unreachable (nothing is lost: the caller does not ack).
         """
-        if not decisions:
+        return await self.put_raw([orjson.dumps(d) for d in decisions])
+
+    async def put_raw(self, values: Sequence[bytes]) -> int:
+        """:meth:`put` for decisions as JSON bytes (records of the ``decisions`` topic),
+        stored as they are."""
+        if not values:
             return 0
+        decisions = [orjson.loads(v) for v in values]
         pipe = self._redis.pipeline(transaction=False)
-        for decision in decisions:
-            key = decision_key(decision["transaction_id"])
-            pipe.set(key, json.dumps(decision, separators=(",", ":")), nx=True)
+        for decision, value in zip(decisions, values, strict=True):
+            pipe.set(decision_key(decision["transaction_id"]), value, nx=True)
         created = await pipe.execute()
         pipe = self._redis.pipeline(transaction=False)
         kept = []
@@ -58,7 +64,7 @@ class DecisionStore:
                 pipe.get(decision_key(decision["transaction_id"]))
         stored = iter(await pipe.execute()) if not all(created) else iter(())
         for decision, new in zip(decisions, created, strict=True):
-            kept.append(decision if new else json.loads(next(stored)))
+            kept.append(decision if new else orjson.loads(next(stored)))
         pipe = self._redis.pipeline(transaction=False)
         for decision in kept:
             tx_id = decision["transaction_id"]
@@ -73,11 +79,11 @@ class DecisionStore:
     async def get(self, transaction_id: str) -> dict[str, Any] | None:
         """The decision of a transaction, or None."""
         raw = await self._redis.get(decision_key(transaction_id))
-        return json.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
 
     async def get_many(self, transaction_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Decisions of several transactions, None where absent, in order."""
         if not transaction_ids:
             return []
         raws = await self._redis.mget([decision_key(t) for t in transaction_ids])
-        return [json.loads(r) if r else None for r in raws]
+        return [orjson.loads(r) if r else None for r in raws]

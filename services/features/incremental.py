@@ -1,21 +1,29 @@
-"""Features of one transaction at a time, from one customer's and one terminal's recent events.
+"""Features of streaming transactions, from each card's and terminal's recent history.
 
 The scorer keeps a :class:`CustomerHistory` per card and a :class:`TerminalHistory` per
-terminal (persisted in Redis by its adapter) and calls the same window functions as the batch
-path, so a transaction gets the same values online as offline. Both histories are idempotent:
-observing a transaction or label twice (a redelivery after a crash) changes nothing.
+terminal (persisted in Redis by its adapter). :func:`batch_features` adds a micro-batch to the
+card histories and applies the same window functions as the batch path
+(:mod:`services.features.windows`) to *history plus micro-batch*, vectorised over the whole
+micro-batch, so a transaction gets the same values online as offline. Idempotent: a
+transaction already in a history (a redelivery after a crash) is not added again and gets the
+same values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from services.features import definitions as d
+from services.features.derived import amount_ratios, calendar_flags, large_amount_flags
 from services.features.windows import (
+    FloatArray,
     Int64Array,
     delayed_window,
+    event_keys,
     prefix_sums,
     to_cents,
     trailing_sum,
@@ -29,15 +37,32 @@ CUSTOMER_HORIZON_MS = max(d.WINDOWS_DAYS) * d.MS_PER_DAY + REPLAY_SLACK_MS
 """How far back (before its newest event) a customer history keeps events."""
 TERMINAL_HORIZON_MS = (max(d.WINDOWS_DAYS) + d.LABEL_DELAY_DAYS) * d.MS_PER_DAY + REPLAY_SLACK_MS
 
+CUSTOMER_BLOCK: tuple[str, ...] = (*d.CUSTOMER_FEATURES, d.LARGE_AMOUNT_COUNT)
+"""Columns of :func:`customer_features`."""
+
 
 def _empty() -> Int64Array:
     return np.zeros(0, dtype=np.int64)
 
 
+class TransactionLike(Protocol):
+    """What the feature code needs of a transaction."""
+
+    @property
+    def transaction_id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def terminal_id(self) -> str: ...
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def amount(self) -> float: ...
+
+
 @dataclass
 class CustomerHistory:
-    """One card's recent transactions (:data:`CUSTOMER_HORIZON_MS`), sorted by event time
-    (ties in arrival order).
+    """One card's recent transactions, sorted by event time (ties in arrival order).
 
     Attributes:
         times_ms: event times, epoch milliseconds, shape (n,).
@@ -51,39 +76,27 @@ class CustomerHistory:
     transaction_ids: list[str] = field(default_factory=list)
     large: Int64Array = field(default_factory=_empty)
 
-    def observe(self, transaction_id: str, time_ms: int, amount: float) -> dict[str, float]:
-        """Add a transaction (unless already there) and return its customer features.
-
-        Returns:
-            ``CUSTOMER_ID_NB_TX_{1,7,30}DAY_WINDOW`` and ``CUSTOMER_ID_AVG_AMOUNT_...``: the
-            window ``(t - n days, t]`` including this transaction; and
-            ``CUSTOMER_ID_NB_LARGE_TX_7DAY_WINDOW``.
-        """
-        from services.features.derived import large_amount_flags
-
-        try:
-            position = self.transaction_ids.index(transaction_id)
-            new = False
-        except ValueError:
-            position = int(np.searchsorted(self.times_ms, time_ms, side="right"))
-            self.times_ms = np.insert(self.times_ms, position, time_ms)
-            self.cents = np.insert(self.cents, position, to_cents(amount))
-            self.transaction_ids.insert(position, transaction_id)
-            new = True
-        prefix = prefix_sums(self.cents)
-        at = np.array([position], dtype=np.int64)
-        out: dict[str, float] = {}
-        for days in d.WINDOWS_DAYS:
-            counts, means = trailing_window(self.times_ms, prefix, at, days)
-            out[d.customer_count(days)] = float(counts[0])
-            out[d.customer_mean(days)] = float(means[0])
-        if new:
-            mean_30 = np.array([out[d.customer_mean(max(d.WINDOWS_DAYS))]])
-            flag = large_amount_flags(np.array([float(amount)]), mean_30)[0]
-            self.large = np.insert(self.large, position, flag)
-        large = trailing_sum(self.times_ms, prefix_sums(self.large), at, d.LARGE_AMOUNT_WINDOW_DAYS)
-        out[d.LARGE_AMOUNT_COUNT] = float(large[0])
-        return out
+    def add(self, new: Sequence[TransactionLike]) -> None:
+        """Append transactions not yet present, keeping event-time order (ties: arrival)."""
+        known = set(self.transaction_ids)
+        fresh = []
+        for tx in new:
+            if tx.transaction_id not in known:
+                known.add(tx.transaction_id)
+                fresh.append(tx)
+        if not fresh:
+            return
+        before = len(self.transaction_ids)
+        times = np.array([tx.time_ms for tx in fresh], dtype=np.int64)
+        self.times_ms = np.concatenate([self.times_ms, times])
+        self.cents = np.concatenate([self.cents, to_cents([tx.amount for tx in fresh])])
+        self.large = np.concatenate([self.large, np.full(len(fresh), -1, dtype=np.int64)])
+        self.transaction_ids = self.transaction_ids + [tx.transaction_id for tx in fresh]
+        if np.any(np.diff(self.times_ms[max(before - 1, 0) :]) < 0):  # a late arrival
+            order = np.argsort(self.times_ms, kind="stable")
+            self.times_ms, self.cents = self.times_ms[order], self.cents[order]
+            self.large = self.large[order]
+            self.transaction_ids = [self.transaction_ids[k] for k in order]
 
     def prune(self, now_ms: int) -> None:
         """Forget events older than the horizon before ``now_ms``."""
@@ -96,8 +109,7 @@ class CustomerHistory:
 
 @dataclass
 class TerminalHistory:
-    """One terminal's recent transactions (:data:`TERMINAL_HORIZON_MS`) and the fraud labels
-    received for them.
+    """One terminal's recent transactions and the fraud labels received for them.
 
     Attributes:
         times_ms: event times, sorted, shape (n,).
@@ -129,18 +141,6 @@ class TerminalHistory:
         position = self.observe_transaction(transaction_id, transaction_time_ms)
         self.frauds[position] = int(is_fraud)
 
-    def features_at(self, time_ms: int) -> dict[str, float]:
-        """``TERMINAL_ID_NB_TX_{n}DAY_WINDOW`` and ``TERMINAL_ID_RISK_{n}DAY_WINDOW`` at ``t``:
-        transactions in ``(t - 7 - n days, t - 7 days]`` and the share labelled fraud."""
-        prefix = prefix_sums(self.frauds)
-        at = np.array([time_ms], dtype=np.int64)
-        out: dict[str, float] = {}
-        for days in d.WINDOWS_DAYS:
-            counts, risk = delayed_window(self.times_ms, prefix, at, days, d.LABEL_DELAY_DAYS)
-            out[d.terminal_count(days)] = float(counts[0])
-            out[d.terminal_risk(days)] = float(risk[0])
-        return out
-
     def prune(self, now_ms: int) -> None:
         """Forget events older than the horizon before ``now_ms``."""
         keep = int(np.searchsorted(self.times_ms, now_ms - TERMINAL_HORIZON_MS, side="left"))
@@ -149,17 +149,96 @@ class TerminalHistory:
             del self.transaction_ids[:keep]
 
 
-def transaction_features(
-    time_ms: int, amount: float, customer: dict[str, float], terminal: dict[str, float]
-) -> dict[str, float]:
-    """All features of one transaction, from its customer and terminal features."""
-    from services.features.derived import amount_ratios, calendar_flags
+def customer_features(
+    batch: Sequence[TransactionLike], histories: Mapping[str, CustomerHistory]
+) -> FloatArray:
+    """Add ``batch`` to the card histories and return its customer features.
 
-    weekend, night = calendar_flags(np.array([time_ms], dtype=np.int64))
-    out = {d.AMOUNT: float(amount), d.WEEKEND: float(weekend[0]), d.NIGHT: float(night[0])}
-    out.update(customer)
-    out.update(terminal)
-    columns = {k: np.array([v]) for k, v in customer.items()}
-    ratios = amount_ratios(np.array([float(amount)]), columns)
-    out.update({k: float(v[0]) for k, v in ratios.items()})
-    return {name: out[name] for name in d.ALL_FEATURES}
+    Args:
+        batch: transactions in stream order; each one's card must be in ``histories``.
+
+    Returns:
+        Shape (len(batch), 7), columns :data:`CUSTOMER_BLOCK`: counts and mean amounts over
+        ``(t - n days, t]`` (the transaction included), then the large-transaction count.
+    """
+    rows: dict[str, list[int]] = {}
+    for i, tx in enumerate(batch):
+        rows.setdefault(tx.customer_id, []).append(i)
+    positions = np.empty(len(batch), dtype=np.int64)
+    codes, times, cents, large = [], [], [], []
+    offset = 0
+    for code, (customer, members) in enumerate(rows.items()):
+        history = histories[customer]
+        history.add([batch[i] for i in members])
+        index = {tid: k for k, tid in enumerate(history.transaction_ids)}
+        for i in members:
+            positions[i] = offset + index[batch[i].transaction_id]
+        n = len(history.transaction_ids)
+        codes.append(np.full(n, code, dtype=np.int64))
+        times.append(history.times_ms)
+        cents.append(history.cents)
+        large.append(history.large)
+        offset += n
+    keys = event_keys(np.concatenate(codes), np.concatenate(times))
+    prefix = prefix_sums(np.concatenate(cents))
+    out = np.empty((len(batch), len(CUSTOMER_BLOCK)))
+    for j, days in enumerate(d.WINDOWS_DAYS):
+        out[:, 2 * j], out[:, 2 * j + 1] = trailing_window(keys, prefix, positions, days)
+    flags = np.concatenate(large)
+    unset = flags[positions] < 0  # transactions added just now: flag from their own mean
+    if unset.any():
+        amounts = np.array([tx.amount for tx in batch], dtype=np.float64)
+        mean_30 = out[:, 2 * d.WINDOWS_DAYS.index(max(d.WINDOWS_DAYS)) + 1]
+        flags[positions[unset]] = large_amount_flags(amounts[unset], mean_30[unset])
+        offset = 0
+        for customer in rows:
+            history = histories[customer]
+            history.large = flags[offset : offset + len(history.transaction_ids)].copy()
+            offset += len(history.transaction_ids)
+    out[:, -1] = trailing_sum(keys, prefix_sums(flags), positions, d.LARGE_AMOUNT_WINDOW_DAYS)
+    return out
+
+
+def terminal_features(
+    times_ms: Int64Array, terminal_ids: Sequence[str], histories: Mapping[str, TerminalHistory]
+) -> FloatArray:
+    """Terminal risk at each transaction's time: transactions in ``(t - 7 - n, t - 7]`` days
+    and the share labelled fraud, n = 1, 7, 30.
+
+    Returns:
+        Shape (len(times_ms), 6), columns :data:`definitions.TERMINAL_FEATURES`.
+    """
+    codes = {t: k for k, t in enumerate(dict.fromkeys(terminal_ids))}
+    sites = [histories[t] for t in codes]
+    keys = event_keys(
+        np.concatenate([np.full(len(h.times_ms), k, dtype=np.int64) for k, h in enumerate(sites)]),
+        np.concatenate([h.times_ms for h in sites]),
+    )
+    frauds = prefix_sums(np.concatenate([h.frauds for h in sites]))
+    query = event_keys(np.array([codes[t] for t in terminal_ids], dtype=np.int64), times_ms)
+    out = np.empty((len(terminal_ids), len(d.TERMINAL_FEATURES)))
+    for j, days in enumerate(d.WINDOWS_DAYS):
+        out[:, 2 * j], out[:, 2 * j + 1] = delayed_window(
+            keys, frauds, query, days, d.LABEL_DELAY_DAYS
+        )
+    return out
+
+
+def batch_features(
+    batch: Sequence[TransactionLike],
+    customers: Mapping[str, CustomerHistory],
+    terminals: Mapping[str, TerminalHistory],
+) -> FloatArray:
+    """Every feature of a micro-batch, shape (len(batch), len(ALL_FEATURES)), columns in
+    :data:`definitions.ALL_FEATURES` order. Adds the batch to the card histories; recording
+    the transactions on their terminals is the caller's (they do not count for 7 days)."""
+    times = np.array([tx.time_ms for tx in batch], dtype=np.int64)
+    amounts = np.array([tx.amount for tx in batch], dtype=np.float64)
+    customer = customer_features(batch, customers)
+    terminal = terminal_features(times, [tx.terminal_id for tx in batch], terminals)
+    weekend, night = calendar_flags(times)
+    columns: dict[str, FloatArray] = {d.AMOUNT: amounts, d.WEEKEND: weekend, d.NIGHT: night}
+    columns.update({name: customer[:, j] for j, name in enumerate(CUSTOMER_BLOCK)})
+    columns.update({name: terminal[:, j] for j, name in enumerate(d.TERMINAL_FEATURES)})
+    columns.update(amount_ratios(amounts, columns))
+    return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in d.ALL_FEATURES])

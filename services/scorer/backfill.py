@@ -23,10 +23,10 @@ from services.features.incremental import (
 )
 from services.features.windows import to_cents
 from services.scorer.feature_state import (
+    FRAUD_MARK,
     customer_key,
     encode_customer,
-    terminal_fraud_key,
-    terminal_tx_key,
+    terminal_key,
 )
 
 CHUNK = 2000
@@ -90,16 +90,10 @@ def backfill(
         }
     )
     for terminal, group in sites.groupby("terminal", sort=False):
-        pipe.zadd(
-            terminal_tx_key(str(terminal)),
-            dict(zip(group["tx"], group["ms"].tolist(), strict=True)),
-        )
+        members = dict(zip(group["tx"], group["ms"].tolist(), strict=True))
         frauds = group[group["received"]]
-        if len(frauds):
-            pipe.zadd(
-                terminal_fraud_key(str(terminal)),
-                dict(zip(frauds["tx"], frauds["ms"].tolist(), strict=True)),
-            )
+        members.update(zip(FRAUD_MARK + frauds["tx"], frauds["ms"].tolist(), strict=True))
+        pipe.zadd(terminal_key(str(terminal)), members)
         counts["terminal_transactions"] += len(group)
         counts["fraud_labels"] += len(frauds)
         if len(pipe) >= CHUNK:

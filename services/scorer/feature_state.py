@@ -2,13 +2,15 @@
 
 Adapter of :mod:`services.features.incremental` to Redis. A card's history is one string key
 written by its partition's owner only (transactions are keyed by card). A terminal is touched
-by every partition and by labels, so its history lives in two sorted sets updated with
-idempotent ``ZADD``/``ZREM`` (member: transaction id, score: event time in ms), never
-read-modify-write: concurrent scorers cannot lose each other's updates.
+by every partition and by labels, so its history is one sorted set updated only with
+idempotent ``ZADD``/``ZREM`` (score: event time in ms; member: the transaction id, plus
+``!<id>`` once a fraud label arrived), never read-modify-write: concurrent scorers cannot lose
+each other's updates. Two round trips per micro-batch.
 """
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -17,27 +19,26 @@ import numpy as np
 
 from services.common.events import Label, Transaction
 from services.features.incremental import (
-    CUSTOMER_HORIZON_MS,
     TERMINAL_HORIZON_MS,
     CustomerHistory,
     TerminalHistory,
-    transaction_features,
+    batch_features,
 )
+from services.features.windows import FloatArray
 
 _MAGIC = b"CH1"
 _SEP = "\x1f"
+FRAUD_MARK = "!"
+PRUNE_PROBABILITY = 0.02
+"""Share of terminal writes that also drop members older than the horizon (amortised)."""
 
 
 def customer_key(customer_id: str) -> str:
     return f"fs:c:{customer_id}"
 
 
-def terminal_tx_key(terminal_id: str) -> str:
-    return f"fs:t:{terminal_id}:tx"
-
-
-def terminal_fraud_key(terminal_id: str) -> str:
-    return f"fs:t:{terminal_id}:fraud"
+def terminal_key(terminal_id: str) -> str:
+    return f"fs:t:{terminal_id}"
 
 
 def encode_customer(history: CustomerHistory) -> bytes:
@@ -75,15 +76,15 @@ def decode_customer(raw: bytes | None) -> CustomerHistory:
     return CustomerHistory(times_ms=times, cents=cents, transaction_ids=ids, large=large)
 
 
-def terminal_from_sets(
-    transactions: Sequence[tuple[bytes, float]], frauds: Sequence[bytes]
-) -> TerminalHistory:
-    """A terminal history from its sorted-set members (``ZRANGE ... WITHSCORES``)."""
-    fraud_ids = set(frauds)
-    ids = [m.decode() for m, _ in transactions]
-    times = np.fromiter((int(s) for _, s in transactions), np.int64, len(transactions))
-    flags = np.fromiter((m in fraud_ids for m, _ in transactions), np.int64, len(transactions))
-    return TerminalHistory(times_ms=times, transaction_ids=ids, frauds=flags)
+def terminal_from_members(members: Sequence[tuple[bytes, float]]) -> TerminalHistory:
+    """A terminal history from its sorted set (``ZRANGE ... BYSCORE ... WITHSCORES``)."""
+    frauds = {m[1:] for m, _ in members if m[:1] == b"!"}
+    txs = [(m, s) for m, s in members if m[:1] != b"!"]
+    return TerminalHistory(
+        times_ms=np.fromiter((int(s) for _, s in txs), np.int64, len(txs)),
+        transaction_ids=[m.decode() for m, _ in txs],
+        frauds=np.fromiter((m in frauds for m, _ in txs), np.int64, len(txs)),
+    )
 
 
 class RedisFeatureState:
@@ -92,9 +93,11 @@ class RedisFeatureState:
     def __init__(self, client: Any) -> None:
         self._redis = client
 
-    async def features(self, batch: Sequence[Transaction]) -> list[dict[str, float]]:
-        """Update the histories with ``batch`` (idempotently) and return each transaction's
-        features, in order. Two Redis round trips per batch.
+    async def features(self, batch: Sequence[Transaction]) -> FloatArray:
+        """Update the histories with ``batch`` (idempotently) and return its features.
+
+        Returns:
+            Shape (len(batch), len(ALL_FEATURES)), in :data:`definitions.ALL_FEATURES` order.
 
         Raises:
             redis.RedisError: Redis is unreachable (the caller decides in degraded mode).
@@ -103,36 +106,28 @@ class RedisFeatureState:
         terminals = list(dict.fromkeys(tx.terminal_id for tx in batch))
         since = min(tx.time_ms for tx in batch) - TERMINAL_HORIZON_MS
         pipe = self._redis.pipeline(transaction=False)
-        for customer in customers:
-            pipe.get(customer_key(customer))
+        pipe.mget([customer_key(c) for c in customers])
         for terminal in terminals:
-            pipe.zrange(terminal_tx_key(terminal), since, "+inf", byscore=True, withscores=True)
-            pipe.zrange(terminal_fraud_key(terminal), since, "+inf", byscore=True)
+            pipe.zrange(terminal_key(terminal), since, "+inf", byscore=True, withscores=True)
         replies = await pipe.execute()
-        histories = {c: decode_customer(r) for c, r in zip(customers, replies, strict=False)}
-        rest = replies[len(customers) :]
-        sites = {
-            t: terminal_from_sets(rest[2 * i], rest[2 * i + 1]) for i, t in enumerate(terminals)
-        }
-
-        out = []
-        for tx in batch:
-            customer = histories[tx.customer_id].observe(tx.transaction_id, tx.time_ms, tx.amount)
-            terminal = sites[tx.terminal_id].features_at(tx.time_ms)
-            out.append(transaction_features(tx.time_ms, tx.amount, customer, terminal))
+        histories = {c: decode_customer(r) for c, r in zip(customers, replies[0], strict=True)}
+        sites = {t: terminal_from_members(r) for t, r in zip(terminals, replies[1:], strict=True)}
+        values = batch_features(batch, histories, sites)
 
         pipe = self._redis.pipeline(transaction=False)
-        for customer_id, history in histories.items():
+        for history in histories.values():
             history.prune(int(history.times_ms[-1]))
-            pipe.set(customer_key(customer_id), encode_customer(history))
+        pipe.mset({customer_key(c): encode_customer(h) for c, h in histories.items()})
+        by_terminal: dict[str, dict[str, int]] = {}
         for tx in batch:
-            pipe.zadd(terminal_tx_key(tx.terminal_id), {tx.transaction_id: tx.time_ms})
-        for terminal in terminals:
-            newest = max(tx.time_ms for tx in batch if tx.terminal_id == terminal)
-            for key in (terminal_tx_key(terminal), terminal_fraud_key(terminal)):
-                pipe.zremrangebyscore(key, "-inf", newest - TERMINAL_HORIZON_MS)
+            by_terminal.setdefault(tx.terminal_id, {})[tx.transaction_id] = tx.time_ms
+        for terminal, members in by_terminal.items():
+            pipe.zadd(terminal_key(terminal), members)
+            if random.random() < PRUNE_PROBABILITY:
+                horizon = max(members.values()) - TERMINAL_HORIZON_MS
+                pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
         await pipe.execute()
-        return out
+        return values
 
     async def apply_labels(self, labels: Sequence[Label]) -> None:
         """Record labels for terminal risk; the latest label of a transaction wins.
@@ -142,21 +137,20 @@ class RedisFeatureState:
         """
         pipe = self._redis.pipeline(transaction=False)
         for label in labels:
-            when = label.transaction_time_ms
-            pipe.zadd(terminal_tx_key(label.terminal_id), {label.transaction_id: when})
+            key, when = terminal_key(label.terminal_id), label.transaction_time_ms
+            pipe.zadd(key, {label.transaction_id: when})
             if label.is_fraud:
-                pipe.zadd(terminal_fraud_key(label.terminal_id), {label.transaction_id: when})
+                pipe.zadd(key, {FRAUD_MARK + label.transaction_id: when})
             else:
-                pipe.zrem(terminal_fraud_key(label.terminal_id), label.transaction_id)
+                pipe.zrem(key, FRAUD_MARK + label.transaction_id)
         await pipe.execute()
 
 
 __all__ = [
-    "CUSTOMER_HORIZON_MS",
+    "FRAUD_MARK",
     "RedisFeatureState",
     "customer_key",
     "decode_customer",
     "encode_customer",
-    "terminal_fraud_key",
-    "terminal_tx_key",
+    "terminal_key",
 ]

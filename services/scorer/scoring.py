@@ -8,6 +8,7 @@ decided in degraded mode: lists first, then the policy's safe default outcome, f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -18,14 +19,21 @@ import numpy as np
 
 from services.common.events import Transaction, format_time
 from services.common.policy import Policy, decide
+from services.features import definitions as d
+from services.features.windows import FloatArray
 from services.scorer.model import ActiveModel
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 3
+FEATURES_TIMEOUT_S = 2.0
+"""A micro-batch whose features take longer is decided in degraded mode."""
+COLUMN = {name: j for j, name in enumerate(d.ALL_FEATURES)}
 
 
 class FeatureSource(Protocol):
-    async def features(self, batch: Sequence[Transaction]) -> list[dict[str, float]]: ...
+    async def features(self, batch: Sequence[Transaction]) -> FloatArray:
+        """Features of ``batch``, shape (n, len(ALL_FEATURES)), ALL_FEATURES order."""
+        ...
 
 
 @dataclass
@@ -49,19 +57,26 @@ class Scorer:
     async def decide(self, batch: Sequence[Transaction]) -> list[dict[str, Any]]:
         """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract)."""
         began = time.perf_counter()
-        feature_rows: list[dict[str, float]] | None
+        values: FloatArray | None
         try:
-            feature_rows = await self.features.features(batch)
-        except Exception as error:
+            values = await asyncio.wait_for(self.features.features(batch), FEATURES_TIMEOUT_S)
+        except Exception as error:  # any feature-store failure means degraded mode
             log.warning("features_unavailable error=%s batch=%d", type(error).__name__, len(batch))
-            feature_rows = None
+            values = None
         after_features = time.perf_counter()
         model = self.model.current
         scores: list[float | None] = [None] * len(batch)
-        contributions: dict[int, list[dict[str, float]]] = {}
-        if feature_rows is not None and model is not None:
-            matrix = np.array([[row[n] for n in model.feature_names] for row in feature_rows])
-            scores = [float(s) for s in self.model.predict(matrix)]
+        names = list(d.ALL_FEATURES)
+        matrix = values
+        if values is not None and model is not None:
+            names = model.feature_names
+            matrix = values[:, [COLUMN[n] for n in names]]
+            scores = self.model.predict(matrix).tolist()
+        feature_rows = (
+            [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
+            if matrix is not None
+            else None
+        )
         after_model = time.perf_counter()
         decisions = []
         thresholds = model.metadata.get("thresholds") if model is not None else None
@@ -70,9 +85,8 @@ class Scorer:
                 self.policy, thresholds, tx.customer_id, tx.terminal_id, scores[i]
             )
             decisions.append(self._record(tx, scores[i], outcome, rules, feature_rows, i))
-        if feature_rows is not None and model is not None:
-            contributions = self._top_contributions(decisions, feature_rows)
-            for i, top in contributions.items():
+        if matrix is not None and model is not None:
+            for i, top in self._top_contributions(decisions, matrix, names).items():
                 decisions[i]["reasons"].extend(top)
         done = time.perf_counter()
         self.stages = StageTimes(
@@ -111,21 +125,18 @@ class Scorer:
         }
 
     def _top_contributions(
-        self, decisions: list[dict[str, Any]], feature_rows: list[dict[str, float]]
-    ) -> dict[int, list[dict[str, float]]]:
+        self, decisions: list[dict[str, Any]], matrix: FloatArray, names: list[str]
+    ) -> dict[int, list[dict[str, Any]]]:
         """The largest TreeSHAP contributions of each non-approved decision (approvals are the
-        vast majority and their explanation is served on demand by the API)."""
-        model = self.model.current
+        vast majority; the API explains any decision on demand)."""
         flagged = [
             i
-            for i, d in enumerate(decisions)
-            if d["outcome"] != "approve" and d["score"] is not None
+            for i, rec in enumerate(decisions)
+            if rec["outcome"] != "approve" and rec["score"] is not None
         ]
-        if not flagged or model is None:
+        if not flagged:
             return {}
-        names = model.feature_names
-        matrix = np.array([[feature_rows[i][n] for n in names] for i in flagged])
-        contribs = self.model.contributions(matrix)[:, :-1]
+        contribs = self.model.contributions(matrix[flagged])[:, :-1]
         out = {}
         for row, i in zip(contribs, flagged, strict=True):
             top = np.argsort(-row)[:TOP_CONTRIBUTIONS]

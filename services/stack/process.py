@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,7 +79,7 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
-        if _is_our_process(pid, self.argv[0]):
+        if _is_our_process(pid, self.argv):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
@@ -184,13 +185,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _is_our_process(pid: int, program: str) -> bool:
+def _is_our_process(pid: int, argv: Sequence[str]) -> bool:
+    """True when ``pid`` runs the same executable (symlinks resolved) with the same arguments.
+
+    Some servers rewrite their title ("redis-server 127.0.0.1:6379"), leaving one argument;
+    for those the executable alone decides.
+    """
     if not _alive(pid):
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
+        exe = os.path.realpath(f"/proc/{pid}/exe")
+        cmdline = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except (FileNotFoundError, PermissionError):
         return False
-    # some servers rewrite their title ("redis-server 127.0.0.1:6379"): compare the first word
-    first = os.fsdecode(cmdline[0]).split(" ", 1)[0] if cmdline else ""
-    return Path(first).name == Path(program).name
+    program = shutil.which(argv[0]) or argv[0]
+    if exe != os.path.realpath(program):
+        return False
+    args = cmdline[1:-1] if cmdline and cmdline[-1] == "" else cmdline[1:]
+    return args == list(argv[1:]) or not any(args)

@@ -7,6 +7,8 @@ Expected values come from ``features-reference.parquet``, computed by the handbo
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ from services.common.handbook import load_reference, load_transactions
 from services.common.settings import Settings
 from services.features import definitions as d
 from services.features.batch import compute_features, epoch_ms
-from services.features.incremental import CustomerHistory, TerminalHistory, transaction_features
+from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
 
 
 @pytest.fixture(scope="module")
@@ -75,49 +77,65 @@ def test_ties_are_the_only_difference_in_plain_id_order(
         assert sorted(counts) == sorted(batch.loc[counts.index, name])
 
 
+@dataclass(frozen=True)
+class _Tx:
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    time_ms: int
+    amount: float
+
+
 def test_incremental_equals_batch_for_a_whole_month(
     transactions: pd.DataFrame, batch: pd.DataFrame
 ) -> None:
-    """Fed one transaction and one label at a time in event order, for August 2018.
-
-    Each label arrives six days after its transaction (a day before the delayed terminal
-    window first counts it), as the producer replays them.
-    """
+    """August 2018 fed in event order as micro-batches of random size (1 to 400), and each
+    label six days after its transaction (a day before the delayed terminal window first
+    counts it), as the producer replays them. Starts from empty state 38 days earlier."""
     month_start, month_end = pd.Timestamp("2018-08-01"), pd.Timestamp("2018-09-01")
-    history = transactions[
+    rows = transactions[
         (transactions["TX_DATETIME"] >= month_start - pd.Timedelta(days=38))
         & (transactions["TX_DATETIME"] < month_end)
     ]
-    times = epoch_ms(history["TX_DATETIME"])
-    first_ms = int(month_start.value // 1_000_000)
-    ids = history["TRANSACTION_ID"].astype(str).to_numpy()
-    customers_col, terminals_col = history["CUSTOMER_ID"].to_numpy(), history["TERMINAL_ID"]
-    amounts, frauds = history["TX_AMOUNT"].to_numpy(), history["TX_FRAUD"].to_numpy()
-    customers: dict[int, CustomerHistory] = {}
-    terminals: dict[int, TerminalHistory] = {}
-    pending: list[tuple[int, int, str, int, bool]] = []
+    times = epoch_ms(rows["TX_DATETIME"])
+    stream = [
+        _Tx(str(i), str(c), str(t), int(ms), float(a))
+        for i, c, t, ms, a in zip(
+            rows["TRANSACTION_ID"],
+            rows["CUSTOMER_ID"],
+            rows["TERMINAL_ID"],
+            times,
+            rows["TX_AMOUNT"],
+            strict=True,
+        )
+    ]
+    frauds = dict(zip(map(str, rows["TRANSACTION_ID"]), rows["TX_FRAUD"] == 1, strict=True))
+    customers: defaultdict[str, CustomerHistory] = defaultdict(CustomerHistory)
+    terminals: defaultdict[str, TerminalHistory] = defaultdict(TerminalHistory)
+    pending: list[tuple[int, str, str, int]] = []
     label_delay_ms = (d.LABEL_DELAY_DAYS - 1) * d.MS_PER_DAY
-    rows = {}
-    for i, terminal_id in enumerate(terminals_col.to_numpy()):
-        now = int(times[i])
-        while pending and pending[0][0] <= now:
-            _, term, tx, tx_time, is_fraud = heapq.heappop(pending)
-            terminals.setdefault(term, TerminalHistory()).observe_label(tx, tx_time, is_fraud)
-        customer = customers.setdefault(customers_col[i], CustomerHistory())
-        terminal = terminals.setdefault(terminal_id, TerminalHistory())
-        customer_features = customer.observe(ids[i], now, amounts[i])
-        terminal.observe_transaction(ids[i], now)
-        heapq.heappush(pending, (now + label_delay_ms, terminal_id, ids[i], now, bool(frauds[i])))
-        if now >= first_ms:
-            rows[ids[i]] = transaction_features(
-                now, amounts[i], customer_features, terminal.features_at(now)
+    first_ms = int(month_start.value // 1_000_000)
+    rng = np.random.default_rng(7)
+    online: dict[str, np.ndarray] = {}
+    at = 0
+    while at < len(stream):
+        chunk = stream[at : at + int(rng.integers(1, 401))]
+        at += len(chunk)
+        while pending and pending[0][0] <= chunk[0].time_ms:
+            _, term, tx, tx_time = heapq.heappop(pending)
+            terminals[term].observe_label(tx, tx_time, bool(frauds[tx]))
+        values = batch_features(chunk, customers, terminals)
+        for tx, row in zip(chunk, values, strict=True):
+            terminals[tx.terminal_id].observe_transaction(tx.transaction_id, tx.time_ms)
+            heapq.heappush(
+                pending,
+                (tx.time_ms + label_delay_ms, tx.terminal_id, tx.transaction_id, tx.time_ms),
             )
-        if i % 5000 == 0:
-            customer.prune(now)
-            terminal.prune(now)
-    online = pd.DataFrame.from_dict(rows, orient="index")
+            if tx.time_ms >= first_ms:
+                online[tx.transaction_id] = row
     assert len(online) > 250_000
-    offline = batch.loc[online.index.astype(np.int64)]
-    for name in d.ALL_FEATURES:
-        diff = np.abs(online[name].to_numpy() - offline[name].to_numpy())
-        assert int((diff > 1e-9).sum()) == 0, f"{name} differs"
+    got = np.vstack(list(online.values()))
+    want = batch.loc[np.array(list(online), dtype=np.int64), list(d.ALL_FEATURES)].to_numpy()
+    for j, name in enumerate(d.ALL_FEATURES):
+        differ = int((np.abs(got[:, j] - want[:, j]) > 1e-9).sum())
+        assert differ == 0, f"{name}: {differ} transactions differ"

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from services.features import definitions as d
 from services.features.derived import calendar_flags
-from services.features.incremental import CustomerHistory, TerminalHistory
+from services.features.incremental import (
+    CUSTOMER_BLOCK,
+    CustomerHistory,
+    TerminalHistory,
+    customer_features,
+    terminal_features,
+)
 from services.features.windows import (
     delayed_window,
     event_keys,
@@ -66,14 +74,64 @@ def test_calendar_flags() -> None:
     assert night.tolist() == [1, 0, 1, 0]
 
 
+@dataclass(frozen=True)
+class Tx:
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    time_ms: int
+    amount: float
+
+
+def _customer(history: CustomerHistory, *txs: Tx) -> list[dict[str, float]]:
+    block = customer_features(list(txs), {"c": history})
+    return [dict(zip(CUSTOMER_BLOCK, row.tolist(), strict=True)) for row in block]
+
+
 def test_customer_history_is_idempotent_and_ordered() -> None:
     history = CustomerHistory()
-    first = history.observe("a", BASE, 10.0)
-    second = history.observe("b", BASE + 1000, 30.0)
+    [first] = _customer(history, Tx("a", "c", "t", BASE, 10.0))
+    [second] = _customer(history, Tx("b", "c", "t", BASE + 1000, 30.0))
     assert second[d.customer_count(1)] == 2 and second[d.customer_mean(1)] == 20.0
-    assert history.observe("a", BASE, 10.0) == first  # a redelivery changes nothing
-    assert history.observe("b", BASE + 1000, 30.0) == second
+    assert _customer(history, Tx("a", "c", "t", BASE, 10.0)) == [first]  # a redelivery
+    assert _customer(history, Tx("b", "c", "t", BASE + 1000, 30.0)) == [second]
     assert history.transaction_ids == ["a", "b"]
+
+
+def test_a_batch_gives_what_one_at_a_time_gives() -> None:
+    txs = [
+        Tx(f"x{i}", "c" if i % 2 else "c2", "t", BASE + i * 3_600_000, 10.0 + 190 * (i == 9))
+        for i in range(12)
+    ]
+    one_by_one: list[dict[str, float]] = []
+    histories = {"c": CustomerHistory(), "c2": CustomerHistory()}
+    for tx in txs:
+        one_by_one += [
+            dict(zip(CUSTOMER_BLOCK, r.tolist(), strict=True))
+            for r in customer_features([tx], histories)
+        ]
+    batched = customer_features(txs, {"c": CustomerHistory(), "c2": CustomerHistory()})
+    assert [dict(zip(CUSTOMER_BLOCK, r.tolist(), strict=True)) for r in batched] == one_by_one
+    # x9 (200.00) is over 3 x its card's 30-day mean (48.00, itself included): large
+    assert one_by_one[9][d.customer_mean(30)] == 48.0
+    assert one_by_one[9][d.LARGE_AMOUNT_COUNT] == 1.0
+    assert one_by_one[11][d.LARGE_AMOUNT_COUNT] == 1.0  # the card's next one still counts it
+    assert one_by_one[10][d.LARGE_AMOUNT_COUNT] == 0.0  # the other card
+    assert one_by_one[7][d.LARGE_AMOUNT_COUNT] == 0.0
+
+
+def test_a_late_transaction_is_placed_by_event_time() -> None:
+    history = CustomerHistory()
+    _customer(history, Tx("b", "c", "t", BASE + 2000, 20.0))
+    [late] = _customer(history, Tx("a", "c", "t", BASE + 1000, 10.0))
+    assert history.transaction_ids == ["a", "b"]
+    assert late[d.customer_count(1)] == 1.0  # b is later than a: outside a's window
+
+
+def _risk(history: TerminalHistory, t: int, days: int = 1) -> tuple[float, float]:
+    block = terminal_features(np.array([t]), ["t"], {"t": history})[0]
+    j = d.WINDOWS_DAYS.index(days)
+    return float(block[2 * j]), float(block[2 * j + 1])
 
 
 def test_terminal_history_counts_only_received_labels() -> None:
@@ -81,12 +139,11 @@ def test_terminal_history_counts_only_received_labels() -> None:
     history.observe_transaction("x", BASE)
     history.observe_transaction("y", BASE + 1000)
     t = BASE + 7 * DAY + DAY // 2  # window (BASE - 0.5 d, BASE + 0.5 d]
-    assert history.features_at(t)[d.terminal_risk(1)] == 0.0  # no label received yet
+    assert _risk(history, t) == (2.0, 0.0)  # no label received yet
     history.observe_label("y", BASE + 1000, True)
     history.observe_label("y", BASE + 1000, True)  # the same label twice counts once
-    assert history.features_at(t)[d.terminal_count(1)] == 2.0
-    assert history.features_at(t)[d.terminal_risk(1)] == 0.5
+    assert _risk(history, t) == (2.0, 0.5)
     history.observe_label("z", BASE + 2000, True)  # label before its transaction was seen
-    assert history.features_at(t)[d.terminal_risk(1)] == pytest.approx(2 / 3)
-    history.observe_transaction("z", BASE + 2000)
-    assert history.features_at(t)[d.terminal_count(1)] == 3.0
+    assert _risk(history, t) == pytest.approx((3.0, 2 / 3))
+    history.observe_label("z", BASE + 2000, False)  # a later verdict wins
+    assert _risk(history, t) == pytest.approx((3.0, 1 / 3))
