@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate",
         type=float,
-        default=1000.0,
+        default=500.0,
         help="transactions per second (0: as fast as possible)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

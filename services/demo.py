@@ -140,7 +140,7 @@ def run(
     settings: Settings,
     start: dt.date = DEFAULT_START,
     days: int = 7,
-    rate_tps: float = 1000.0,
+    rate_tps: float = 500.0,
     progress: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 
@@ -80,3 +83,39 @@ def topic_factory(kafka: str) -> Iterator[Callable[..., str]]:
     if created:
         admin.delete_topics(created)
     admin.close()
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model trained once per test session into a private state folder."""
+
+    settings: Settings
+    version: str
+    metadata: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Iterator[TrainedModel]:
+    """Quick-grid training (it holds the full grid's winner) on the chapter 3 training week,
+    through Feast, into a private var folder; Feast's variables restored afterwards."""
+    from models.train import run_training
+    from services.common.feast_store import feast_environment
+
+    _require(settings.redis.host, settings.redis.port, "Redis")
+    private = Settings(var_dir=tmp_path_factory.mktemp("trained-var"))
+    saved = {k: os.environ.get(k) for k in feast_environment(private)}
+    try:
+        version, metadata = run_training(private, quick=True, progress=False)
+        yield TrainedModel(private, version, metadata)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -237,7 +237,11 @@ def batch_features(
     customer = customer_features(batch, customers)
     terminal = terminal_features(times, [tx.terminal_id for tx in batch], terminals)
     weekend, night = calendar_flags(times)
-    columns: dict[str, FloatArray] = {d.AMOUNT: amounts, d.WEEKEND: weekend, d.NIGHT: night}
+    columns: dict[str, FloatArray] = {
+        d.AMOUNT: amounts,
+        d.WEEKEND: weekend.astype(np.float64),
+        d.NIGHT: night.astype(np.float64),
+    }
     columns.update({name: customer[:, j] for j, name in enumerate(CUSTOMER_BLOCK)})
     columns.update({name: terminal[:, j] for j, name in enumerate(d.TERMINAL_FEATURES)})
     columns.update(amount_ratios(amounts, columns))

@@ -86,11 +86,11 @@ def replay_events(
 
 
 def _ms(times: pd.Series) -> np.ndarray:
-    return (times.astype("int64") // 1_000_000).to_numpy()
+    return np.asarray((times.astype("int64") // 1_000_000).to_numpy(), dtype=np.int64)
 
 
 def _iso(times: pd.Series) -> np.ndarray:
-    return times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
+    return np.asarray(times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(), dtype=object)
 
 
 def _transaction_events(txs: pd.DataFrame) -> Iterator[Event]:

@@ -102,7 +102,7 @@ class Runtime:
             log.info("policy_active version=%d", policy.version)
 
 
-def _validate(events: Sequence[faust.types.EventT]) -> tuple[list[Any], list[Any]]:
+def _validate(events: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """Split events into (valid (event, transaction) pairs, (event, error) rejects)."""
     valid, rejected = [], []
     for event in events:
@@ -119,8 +119,9 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     runtime = runtime or Runtime(settings)
     cfg = settings.scorer
     app = make_app(settings, cfg.app_id)
-    raw = {"value_serializer": "raw", "key_serializer": "raw"}
-    transactions = app.topic(settings.topics.transactions.name, **raw)
+    transactions = app.topic(
+        settings.topics.transactions.name, value_serializer="raw", key_serializer="raw"
+    )
     dlq_topic = settings.topics.transactions_dlq.name
     decisions_topic = settings.topics.decisions.name
 
@@ -150,7 +151,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         return futures
 
     @app.agent(transactions)
-    async def score(stream: faust.StreamT) -> None:
+    async def score(stream: Any) -> None:
         scorer = runtime.get_scorer()
         async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_ms / 1000):
             valid, rejects = _validate(events)
