@@ -240,11 +240,38 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print("\n" + format_summary(summary))
+    api = f"http://{settings.api.host}:{settings.api.port}"
     print(f"""
-The stack and the scorer keep running. Query a decision:
-  redis-cli -p {settings.redis.port} GET dec:<transaction id>
-Watch metrics: {settings.prometheus.url} (query fraud_decisions_total)
+The stack, the scorer and the API keep running. Query them:
+  KEY=$(fraud api-key create --role viewer --name me --quiet)
+  curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489
+  curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489/explanation
+  curl -H "X-API-Key: $KEY" '{api}/v1/decisions?outcome=review&limit=5'
+API docs: {api}/docs   metrics: {settings.prometheus.url} (query fraud_decisions_total)
 Stop everything: fraud down   (or: make down)""")
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from services.api.app import main as api_main
+
+    return api_main(settings)
+
+
+def _api_key(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from services.api.keys import create_key, list_keys, revoke_key
+
+    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    if args.action == "create":
+        key = create_key(client, args.name, args.role)
+        print(key if args.quiet else f"{args.role} key for {args.name} (shown once):\n{key}")
+    elif args.action == "list":
+        for row in list_keys(client):
+            print(f"{row['key_id']:<14} {row['role']:<8} {row['name']:<24} {row['created_at']}")
+    else:
+        print("revoked" if revoke_key(client, args.key_id) else "no such key")
     return 0
 
 
@@ -348,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="transactions per second (0: as fast as possible)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    add("api", _api, "serve the admin API (FastAPI) on FRAUD_API__HOST:PORT")
+
+    p = add("api-key", _api_key, "create, list or revoke API keys (stored hashed in Redis)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("--name", default="cli", help="who the key is for (create)")
+    p.add_argument("--role", choices=["viewer", "analyst", "admin"], default="viewer")
+    p.add_argument("--key-id", help="the key to revoke")
+    p.add_argument("--quiet", action="store_true", help="print the key alone (create)")
 
     p = add("evaluate", _evaluate, "chapter 3 and chapter 5 metrics beside the published ones")
     p.add_argument("--model", help="version (default: the active one)")

@@ -149,7 +149,7 @@ def run(
     from services.producer.replay import send_all
     from services.producer.sources import read_file, replay_events
     from services.scorer.backfill import backfill
-    from services.stack.apps import scorer_process
+    from services.stack.apps import api_process, scorer_process
     from services.stack.stack import Stack
 
     end = start + dt.timedelta(days=days)
@@ -168,6 +168,7 @@ def run(
     counts = backfill(client, load_transactions(settings.data_dir, None, start), start)
     log(f"backfilled feature state to {start} in {time.monotonic() - began:.1f} s: {counts}")
     log(f"scorer {scorer_process(settings).start(settings.service_timeout_s)}")
+    log(f"api    {api_process(settings).start(settings.service_timeout_s)}")
 
     frame = read_file(settings.data_dir / "transactions.parquet")
     week = frame[

@@ -57,15 +57,23 @@ def serve_metrics(
     """
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = int(server.server_port)
+    target_file = register_target(settings, service, host, bound)
+    endpoint = MetricsEndpoint(host=host, port=bound, target_file=target_file, _server=server)
+    atexit.register(endpoint.close)
+    return endpoint
+
+
+def register_target(settings: Settings, service: str, host: str, port: int) -> Path:
+    """Announce ``http://host:port/metrics`` to Prometheus (file-based discovery); the file is
+    removed at exit. Returns its path."""
     targets = settings.var_dir / "prometheus" / "targets"
     targets.mkdir(parents=True, exist_ok=True)
-    target_file = targets / f"{service}-{bound}.json"
+    target_file = targets / f"{service}-{port}.json"
     entry = [
-        {"targets": [f"{host}:{bound}"], "labels": {"service": service, "pid": str(os.getpid())}}
+        {"targets": [f"{host}:{port}"], "labels": {"service": service, "pid": str(os.getpid())}}
     ]
     tmp = target_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(entry))
     tmp.replace(target_file)  # Prometheus must never read a half-written file
-    endpoint = MetricsEndpoint(host=host, port=bound, target_file=target_file, _server=server)
-    atexit.register(endpoint.close)
-    return endpoint
+    atexit.register(lambda: target_file.unlink(missing_ok=True))
+    return target_file

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +136,28 @@ class ScorerSettings(BaseModel):
     loglevel: str = "warning"
 
 
+class ApiSettings(BaseModel):
+    """The admin API (``fraud api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    bootstrap_admin_key: SecretStr | None = Field(
+        None,
+        description="if set, an admin key with this value is ensured at start (for automation);"
+        " otherwise create keys with `fraud api-key create`",
+    )
+    max_page: int = Field(500, ge=1, le=10_000)
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if len(secret) < 24 or secret.lower() in {"changeme", "change-me", "secret", "admin"}:
+                raise ValueError("FRAUD_API__BOOTSTRAP_ADMIN_KEY must be a random 24+ char secret")
+        return value
+
+
 class Settings(BaseSettings):
     """All settings. Build once in an entry point and pass down.
 
@@ -157,6 +179,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("var_dir", "data_dir")
     @classmethod

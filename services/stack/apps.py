@@ -35,3 +35,23 @@ def scorer_process(settings: Settings) -> ManagedProcess:
         log_dir=settings.var_dir / "log",
         cwd=PROJECT_ROOT,
     )
+
+
+def api_process(settings: Settings) -> ManagedProcess:
+    """``fraud api`` as a managed process, ready once ``/readyz`` answers 200."""
+    cfg = settings.api
+
+    def ready() -> bool:
+        return requests.get(f"http://{cfg.host}:{cfg.port}/readyz", timeout=1).status_code == 200
+
+    return ManagedProcess(
+        name="api",
+        argv=[sys.executable, "-m", "services.cli", "api"],
+        host=cfg.host,
+        port=cfg.port,
+        port_setting="FRAUD_API__PORT",
+        ready=ready,
+        run_dir=settings.var_dir / "run",
+        log_dir=settings.var_dir / "log",
+        cwd=PROJECT_ROOT,
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import psutil
 
 from services.common.settings import Settings
-from services.stack.apps import scorer_process
+from services.stack.apps import api_process, scorer_process
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ManagedProcess
 from services.stack.prometheus_server import prometheus_process
@@ -68,7 +68,7 @@ class Stack:
         Returns:
             (process, was running) for each.
         """
-        apps = [scorer_process(self._settings)]
+        apps = [api_process(self._settings), scorer_process(self._settings)]
         procs = apps + list(reversed(self._processes(install=False)))
         return [(proc.name, proc.stop()) for proc in procs]
 

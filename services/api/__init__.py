@@ -1,0 +1,1 @@
+"""The admin API (FastAPI): decisions, explanations, review queue, labels, models, policy."""

@@ -1,0 +1,88 @@
+"""Dependencies of the routes: the shared state, the caller and their role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from models.registry import LoadedModel, ModelRegistry
+from services.api.keys import Principal, Role, authenticate
+from services.api.problems import Problem
+from services.common.decision_store import DecisionStore
+from services.common.policy import PolicyStore
+from services.common.settings import Settings
+
+
+@dataclass
+class ApiState:
+    """Clients the app opens at start and closes at stop (its lifespan)."""
+
+    settings: Settings
+    redis: Any  # redis.asyncio.Redis
+    redis_sync: Any  # redis.Redis, for the synchronous routes (registry, policy)
+    producer: Any  # aiokafka.AIOKafkaProducer
+    decisions: DecisionStore
+    policies: PolicyStore
+    registry: ModelRegistry
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+
+    def model(self, version: str) -> LoadedModel:
+        """A registered model, loaded once per version."""
+        if version not in self.models:
+            self.models[version] = self.registry.load(version)
+        return self.models[version]
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.fraud
+    return state
+
+
+State = Annotated[ApiState, Depends(get_state)]
+
+
+async def get_principal(
+    state: State,
+    x_api_key: Annotated[str | None, Header(description="fd_<id>_<secret>")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """The caller, from ``X-API-Key`` or ``Authorization: Bearer``.
+
+    Raises:
+        Problem: 401 when no valid key is presented.
+    """
+    key = x_api_key
+    if key is None and authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    principal = await authenticate(state.redis, key) if key else None
+    if principal is None:
+        raise Problem(
+            401,
+            "unauthenticated",
+            "A valid API key is required",
+            "send it as X-API-Key: fd_<id>_<secret>",
+        )
+    return principal
+
+
+def require(role: Role) -> Any:
+    """A dependency that admits callers whose role includes ``role``."""
+
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.can(role):
+            raise Problem(
+                403,
+                "forbidden",
+                "The API key's role does not allow this",
+                f"needs the {role} role; this key has {principal.role}",
+            )
+        return principal
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, require("viewer")]
+Analyst = Annotated[Principal, require("analyst")]
+Admin = Annotated[Principal, require("admin")]

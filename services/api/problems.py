@@ -1,0 +1,117 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``) with stable types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "/problems/"
+"""Problem types are relative URIs (RFC 9457 section 3.1.1), one per kind of error."""
+
+
+class Problem(Exception):
+    """An error the API reports as a problem document.
+
+    Attributes:
+        status: HTTP status.
+        kind: stable type name, appended to ``/problems/``.
+        title: short, fixed per kind.
+        detail: this occurrence, for humans.
+    """
+
+    def __init__(self, status: int, kind: str, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.kind, self.title, self.detail, self.extra = (
+            status,
+            kind,
+            title,
+            detail,
+            extra,
+        )
+
+
+_STATUS_KINDS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "A valid API key is required"),
+    403: ("forbidden", "The API key's role does not allow this"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "The request is not valid"),
+    503: ("unavailable", "A dependency is unavailable"),
+}
+
+
+def problem_response(
+    request: Request, status: int, kind: str, title: str, detail: str = "", **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": TYPE_BASE + kind,
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(request, exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
+
+
+async def handle_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind, title = _STATUS_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
+    return problem_response(request, exc.status_code, kind, title, detail)
+
+
+async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    return problem_response(
+        request,
+        422,
+        "validation-error",
+        "The request is not valid",
+        "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)[:1000],
+        errors=errors[:20],
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    import logging
+
+    logging.getLogger("fraud.api").exception("unhandled_error path=%s", request.url.path)
+    if type(exc).__module__.startswith("redis"):
+        return problem_response(
+            request,
+            503,
+            "unavailable",
+            "A dependency is unavailable",
+            "the decision store (Redis) did not answer; retry later",
+        )
+    return problem_response(request, 500, "internal-error", "Internal error")
+
+
+def problem_schema() -> dict[str, Any]:
+    """OpenAPI description of a problem response."""
+    return {
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        "description": "Problem details (RFC 9457)",
+    }

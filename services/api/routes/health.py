@@ -1,0 +1,53 @@
+"""Liveness, readiness and metrics; open to anyone who can reach the port."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.api.deps import State
+from services.api.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Kafka, Redis and a model reachable",
+    responses={503: {"model": Readiness, "description": "Not ready"}},
+)
+async def readyz(state: State) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(state.redis.ping(), 1.0)
+        checks["redis"] = "ok"
+    except Exception as error:
+        checks["redis"] = f"unreachable: {type(error).__name__}"
+    try:
+        await asyncio.wait_for(state.producer.client.fetch_all_metadata(), 2.0)
+        checks["kafka"] = "ok"
+    except Exception as error:
+        checks["kafka"] = f"unreachable: {type(error).__name__}"
+    checks["model"] = "ok" if state.registry.active() else "no active model"
+    ready = all(v == "ok" for v in checks.values())
+    body = Readiness(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Metrics"}},
+)
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,61 @@
+"""The decision policy: thresholds and allow/block lists, versioned with an audit trail."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from services.api.deps import Admin, State, Viewer
+from services.api.problems import Problem
+from services.api.routes import AUTHED, problems
+from services.api.schemas import AuditEntry, PolicyIn, PolicyOut
+from services.common.policy import Policy
+
+router = APIRouter(prefix="/v1/policy", tags=["policy"])
+
+
+def _out(policy: Policy) -> PolicyOut:
+    data = policy.model_dump()
+    for key in ("allow_customers", "block_customers", "allow_terminals", "block_terminals"):
+        data[key] = sorted(data[key])
+    return PolicyOut(**data)
+
+
+@router.get(
+    "",
+    response_model=PolicyOut,
+    responses=problems(*AUTHED),
+    summary="The current policy (version 0: the model's thresholds, empty lists)",
+)
+def get_policy(state: State, _: Viewer) -> PolicyOut:
+    return _out(state.policies.current())
+
+
+@router.put(
+    "",
+    response_model=PolicyOut,
+    responses=problems(*AUTHED),
+    summary="Replace the policy; stored as the next version, audited",
+)
+def put_policy(body: PolicyIn, state: State, principal: Admin) -> PolicyOut:
+    """Scorers apply the new version within about a second."""
+    try:
+        policy = Policy(**body.model_dump())
+    except ValidationError as error:
+        raise Problem(
+            422,
+            "invalid-policy",
+            "The policy is not consistent",
+            "; ".join(e["msg"] for e in error.errors()),
+        ) from error
+    return _out(state.policies.replace(policy, actor=principal.name))
+
+
+@router.get(
+    "/history",
+    response_model=list[AuditEntry],
+    responses=problems(*AUTHED),
+    summary="Who changed the policy, when and what, oldest first",
+)
+def policy_history(state: State, _: Viewer) -> list[AuditEntry]:
+    return [AuditEntry(**entry) for entry in state.policies.history()]

@@ -1,0 +1,166 @@
+"""Request and response shapes of the admin API (pydantic)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.common.policy import Outcome
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class RuleReason(BaseModel):
+    """A rule the decision hit (``score>=review``, ``block_list:terminal``, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str
+
+
+class FeatureReason(BaseModel):
+    """One of the largest feature contributions to the score (TreeSHAP, log-odds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    contribution: float
+
+
+class Decision(BaseModel):
+    """One transaction's decision, as stored (DESIGN.md, ``decisions`` contract)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    transaction_id: str
+    event_time: str
+    customer_id: str
+    terminal_id: str
+    amount: float
+    currency: str
+    score: float | None
+    outcome: Outcome
+    reasons: list[RuleReason | FeatureReason]
+    model_version: str | None
+    policy_version: int
+    features: dict[str, float] | None
+    degraded: bool
+    decided_at: str
+
+
+class DecisionPage(BaseModel):
+    """A page of decisions and the cursor of the next page (None at the end)."""
+
+    items: list[Decision]
+    next_cursor: str | None
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """Exact TreeSHAP contributions (log-odds) of each feature to one decision's score.
+
+    ``bias + sum(contributions) == margin`` and ``score == 1 / (1 + exp(-margin))``.
+    """
+
+    transaction_id: str
+    model_version: str
+    score: float
+    margin: float
+    bias: float
+    contributions: list[Contribution]
+    rules: list[str]
+
+
+class LabelIn(BaseModel):
+    """A verdict on a transaction: a chargeback or an analyst's decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    is_fraud: bool
+    source: Literal["chargeback", "analyst"]
+    reported_at: AwareDatetime | None = Field(
+        None, description="when the verdict was reached (default: now)"
+    )
+
+
+class LabelOut(BaseModel):
+    transaction_id: str
+    customer_id: str
+    terminal_id: str
+    transaction_time: str
+    is_fraud: bool
+    reported_at: str
+    source: str
+    created: bool
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    active: bool
+    created_at: str | None = None
+    feature_names: list[str] = []
+    thresholds: dict[str, float] = {}
+    training_window: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    device: str | None = None
+
+
+class ActiveModel(BaseModel):
+    version: str | None
+    model: ModelInfo | None
+    load_error: str | None = None
+
+
+class PolicyIn(BaseModel):
+    """A whole policy to store as the next version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    review_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    decline_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    allow_customers: list[str] = Field(default_factory=list, max_length=100_000)
+    block_customers: list[str] = Field(default_factory=list, max_length=100_000)
+    allow_terminals: list[str] = Field(default_factory=list, max_length=100_000)
+    block_terminals: list[str] = Field(default_factory=list, max_length=100_000)
+    degraded_outcome: Outcome = "review"
+
+
+class PolicyOut(PolicyIn):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+
+
+class AuditEntry(BaseModel):
+    version: int
+    actor: str
+    at: str
+    changes: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]

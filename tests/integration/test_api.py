@@ -1,0 +1,378 @@
+"""The admin API against real Redis and Kafka, with decisions the real scorer core made.
+
+Private namespace: Redis database 3 (flushed), a topic prefix, the session's trained model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from services.api.app import create_app
+from services.api.keys import create_key
+from services.common.decision_store import DecisionStore
+from services.common.handbook import load_transactions
+from services.common.policy import Policy
+from services.common.settings import Settings
+from services.producer.sources import read_file
+from tests.conftest import TrainedModel
+
+pytestmark = pytest.mark.integration
+API_REDIS_DB = 3
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def api_settings(trained: TrainedModel, kafka: str, redis_url: str) -> Settings:
+    settings = Settings(
+        var_dir=trained.settings.var_dir,
+        redis={"db": API_REDIS_DB},
+        topics={"prefix": f"api{uuid.uuid4().hex[:8]}."},
+    )
+    from services.stack.topics import ensure_topics
+
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def decided(api_settings: Settings) -> list[dict[str, Any]]:
+    """600 transactions of 2018-08-08 decided by the scorer core on backfilled state."""
+    import redis.asyncio as aioredis
+
+    from models.registry import ModelRegistry
+    from services.common.events import parse_transaction
+    from services.producer.sources import replay_events
+    from services.scorer.backfill import backfill
+    from services.scorer.feature_state import RedisFeatureState
+    from services.scorer.model import ActiveModel
+    from services.scorer.scoring import Scorer
+
+    sync = redis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
+    sync.flushdb()
+    backfill(
+        sync,
+        load_transactions(api_settings.data_dir, None, dt.date(2018, 8, 8)),
+        dt.date(2018, 8, 8),
+    )
+    frame = read_file(api_settings.data_dir / "transactions.parquet")
+    events = [
+        e
+        for e in replay_events(frame, dt.date(2018, 8, 8), dt.date(2018, 8, 9))
+        if e.topic == "transactions"
+    ][:600]
+
+    async def decide() -> list[dict[str, Any]]:
+        client = aioredis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
+        model = ActiveModel(ModelRegistry(api_settings.models_dir))
+        model.refresh()
+        scorer = Scorer(RedisFeatureState(client), model, Policy())
+        decisions = await scorer.decide([parse_transaction(e.value) for e in events])
+        await DecisionStore(client).put(decisions)
+        await client.aclose()
+        return decisions
+
+    return asyncio.run(decide())
+
+
+@pytest.fixture(scope="module")
+def keys(api_settings: Settings) -> dict[str, str]:
+    sync = redis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
+    return {role: create_key(sync, f"test-{role}", role) for role in ("viewer", "analyst", "admin")}
+
+
+@pytest.fixture(scope="module")
+def client(api_settings: Settings, decided: list[dict[str, Any]]) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings)) as test_client:
+        yield test_client
+
+
+def _h(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def _assert_problem(response: Any, status: int, kind: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["type"] == f"/problems/{kind}"
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+READS = [
+    "/v1/decisions/{tx}",
+    "/v1/customers/{customer}/decisions",
+    "/v1/decisions?outcome=review",
+    "/v1/decisions/{tx}/explanation",
+    "/v1/models",
+    "/v1/models/active",
+    "/v1/policy",
+    "/v1/policy/history",
+]
+
+
+def test_every_protected_route_needs_a_key(
+    client: TestClient, decided: list[dict[str, Any]]
+) -> None:
+    first = decided[0]
+    for path in READS:
+        url = path.format(tx=first["transaction_id"], customer=first["customer_id"])
+        _assert_problem(client.get(url), 401, "unauthenticated")
+        _assert_problem(client.get(url, headers=_h("fd_nope_wrong")), 401, "unauthenticated")
+    _assert_problem(client.post("/v1/labels", json={}), 401, "unauthenticated")
+    _assert_problem(client.put("/v1/policy", json={}), 401, "unauthenticated")
+    _assert_problem(client.post("/v1/models/rollback"), 401, "unauthenticated")
+
+
+def test_roles_are_enforced_route_by_route(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    first = decided[0]
+    for path in READS:
+        url = path.format(tx=first["transaction_id"], customer=first["customer_id"])
+        for role in ("viewer", "analyst", "admin"):
+            assert client.get(url, headers=_h(keys[role])).status_code == 200, (url, role)
+    label = {"transaction_id": first["transaction_id"], "is_fraud": False, "source": "chargeback"}
+    _assert_problem(
+        client.post("/v1/labels", json=label, headers=_h(keys["viewer"])), 403, "forbidden"
+    )
+    for role in ("viewer", "analyst"):
+        _assert_problem(client.put("/v1/policy", json={}, headers=_h(keys[role])), 403, "forbidden")
+        _assert_problem(
+            client.post("/v1/models/rollback", headers=_h(keys[role])), 403, "forbidden"
+        )
+        _assert_problem(
+            client.post("/v1/models/v1/promote", headers=_h(keys[role])), 403, "forbidden"
+        )
+
+
+def test_open_routes_and_request_ids(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "redis": "ok",
+        "kafka": "ok",
+        "model": "ok",
+    }
+    assert "fraud_api_requests_total" in client.get("/metrics").text
+    echoed = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    assert len(client.get("/healthz").headers["x-request-id"]) == 32
+
+
+def test_get_decision(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    first = decided[0]
+    body = client.get(f"/v1/decisions/{first['transaction_id']}", headers=_h(keys["viewer"])).json()
+    assert body["score"] == first["score"] and body["features"] == first["features"]
+    assert body["model_version"] == first["model_version"]
+    _assert_problem(
+        client.get("/v1/decisions/unknown-tx", headers=_h(keys["viewer"])),
+        404,
+        "decision-not-found",
+    )
+
+
+def test_customer_decisions_newest_first_with_cursor(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for d in decided:
+        by_customer.setdefault(d["customer_id"], []).append(d)
+    customer, mine = max(by_customer.items(), key=lambda kv: len(kv[1]))
+    assert len(mine) >= 3
+    expected = [
+        d["transaction_id"]
+        for d in sorted(mine, key=lambda d: (d["event_time_ms"], d["transaction_id"]), reverse=True)
+    ]
+    seen, cursor = [], None
+    while True:
+        params = {
+            "limit": 2,
+            **({"cursor": cursor} if cursor else {}),
+            "since": "2018-08-08T00:00:00Z",
+            "until": "2018-08-09T00:00:00Z",
+        }
+        page = client.get(
+            f"/v1/customers/{customer}/decisions", params=params, headers=_h(keys["viewer"])
+        ).json()
+        seen += [d["transaction_id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == expected
+    later = client.get(
+        f"/v1/customers/{customer}/decisions",
+        params={"since": "2018-08-09T00:00:00Z"},
+        headers=_h(keys["viewer"]),
+    )
+    assert later.json()["items"] == []
+    _assert_problem(
+        client.get(
+            f"/v1/customers/{customer}/decisions",
+            params={"cursor": "%%%"},
+            headers=_h(keys["viewer"]),
+        ),
+        400,
+        "bad-cursor",
+    )
+
+
+def test_review_queue_oldest_first_and_analyst_labels_resolve(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    reviews = [d for d in decided if d["outcome"] == "review"]
+    assert reviews, "the sample holds no review decision"
+    queue = client.get(
+        "/v1/decisions", params={"outcome": "review", "limit": 500}, headers=_h(keys["viewer"])
+    ).json()["items"]
+    ids = [d["transaction_id"] for d in queue]
+    assert set(ids) == {d["transaction_id"] for d in reviews}
+    times = [d["decided_at"] for d in queue]
+    assert times == sorted(times)
+    _assert_problem(
+        client.get("/v1/decisions", params={"outcome": "approve"}, headers=_h(keys["viewer"])),
+        422,
+        "validation-error",
+    )
+    label = {"transaction_id": ids[0], "is_fraud": True, "source": "analyst"}
+    assert client.post("/v1/labels", json=label, headers=_h(keys["analyst"])).status_code == 201
+    queue = client.get(
+        "/v1/decisions", params={"outcome": "review", "limit": 500}, headers=_h(keys["viewer"])
+    ).json()["items"]
+    assert ids[0] not in {d["transaction_id"] for d in queue}
+
+
+def test_explanation_contributions_sum_to_the_margin(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    for decision in decided[:50]:
+        body = client.get(
+            f"/v1/decisions/{decision['transaction_id']}/explanation", headers=_h(keys["viewer"])
+        ).json()
+        total = body["bias"] + sum(c["contribution"] for c in body["contributions"])
+        assert abs(total - body["margin"]) <= 1e-5
+        assert abs(1 / (1 + math.exp(-body["margin"])) - decision["score"]) <= 1e-6
+        assert {c["feature"]: c["value"] for c in body["contributions"]} == decision["features"]
+
+
+def test_labels_are_idempotent_and_published(
+    client: TestClient,
+    keys: dict[str, str],
+    decided: list[dict[str, Any]],
+    api_settings: Settings,
+) -> None:
+    from kafka import KafkaConsumer
+
+    target = decided[5]
+    label = {"transaction_id": target["transaction_id"], "is_fraud": True, "source": "chargeback"}
+    first = client.post("/v1/labels", json=label, headers=_h(keys["analyst"]))
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = client.post("/v1/labels", json=label, headers=_h(keys["analyst"]))
+    assert again.status_code == 200 and again.json()["created"] is False
+    _assert_problem(
+        client.post("/v1/labels", json={**label, "is_fraud": False}, headers=_h(keys["analyst"])),
+        409,
+        "label-conflict",
+    )
+    _assert_problem(
+        client.post(
+            "/v1/labels", json={**label, "transaction_id": "nope"}, headers=_h(keys["analyst"])
+        ),
+        404,
+        "decision-not-found",
+    )
+    _assert_problem(
+        client.post("/v1/labels", json={**label, "is_fraud": "maybe"}, headers=_h(keys["analyst"])),
+        422,
+        "validation-error",
+    )
+    consumer = KafkaConsumer(
+        api_settings.topics.labels.name,
+        bootstrap_servers=api_settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    import json
+
+    published = [json.loads(r.value) for r in consumer]
+    consumer.close()
+    mine = [
+        p
+        for p in published
+        if p["transaction_id"] == target["transaction_id"] and p["source"] == "chargeback"
+    ]
+    assert len(mine) == 1  # the repeat was not published again
+    assert mine[0]["terminal_id"] == target["terminal_id"] and mine[0]["is_fraud"] is True
+
+
+def test_models_promote_refuse_and_roll_back(
+    client: TestClient, keys: dict[str, str], trained: TrainedModel, api_settings: Settings
+) -> None:
+    from models.registry import BOOSTER_FILE, ModelRegistry
+
+    registry = ModelRegistry(api_settings.models_dir)
+    loaded = registry.load(trained.version)
+    spare = registry.register(
+        loaded.booster,
+        {k: v for k, v in loaded.metadata.items() if k not in ("version", "created_at")},
+    )
+    admin = _h(keys["admin"])
+    listed = {m["version"]: m["active"] for m in client.get("/v1/models", headers=admin).json()}
+    assert listed[trained.version] is True and listed[spare] is False
+    promoted = client.post(f"/v1/models/{spare}/promote", headers=admin).json()
+    assert promoted["version"] == spare
+    broken = registry.register(
+        loaded.booster,
+        {k: v for k, v in loaded.metadata.items() if k not in ("version", "created_at")},
+    )
+    (api_settings.models_dir / broken / BOOSTER_FILE).write_bytes(b"garbage")
+    _assert_problem(
+        client.post(f"/v1/models/{broken}/promote", headers=admin), 409, "model-load-failed"
+    )
+    assert client.get("/v1/models/active", headers=admin).json()["version"] == spare
+    _assert_problem(client.post("/v1/models/v999/promote", headers=admin), 404, "model-not-found")
+    rolled = client.post("/v1/models/rollback", headers=admin).json()
+    assert rolled["version"] == trained.version
+    assert registry.active() == trained.version
+
+
+def test_policy_is_validated_versioned_and_audited(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    admin = _h(keys["admin"])
+    before = client.get("/v1/policy", headers=admin).json()
+    new = {
+        "review_threshold": 0.1,
+        "decline_threshold": 0.8,
+        "block_terminals": ["t-1"],
+        "allow_customers": ["c-9"],
+        "degraded_outcome": "decline",
+    }
+    stored = client.put("/v1/policy", json=new, headers=admin).json()
+    assert stored["version"] == before["version"] + 1 and stored["block_terminals"] == ["t-1"]
+    assert client.get("/v1/policy", headers=_h(keys["viewer"])).json() == stored
+    last = client.get("/v1/policy/history", headers=admin).json()[-1]
+    assert last["actor"] == "test-admin" and last["version"] == stored["version"]
+    assert last["changes"]["decline_threshold"] == {"from": before["decline_threshold"], "to": 0.8}
+    bad = {"review_threshold": 0.9, "decline_threshold": 0.5}
+    _assert_problem(client.put("/v1/policy", json=bad, headers=admin), 422, "invalid-policy")
+    _assert_problem(
+        client.put("/v1/policy", json={"review_threshold": 2}, headers=admin),
+        422,
+        "validation-error",
+    )
+    _assert_problem(
+        client.put("/v1/policy", json={"surprise": 1}, headers=admin), 422, "validation-error"
+    )
+    assert client.get("/v1/policy", headers=admin).json() == stored
+    client.put("/v1/policy", json={}, headers=admin)  # back to the model's thresholds
