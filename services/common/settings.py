@@ -146,7 +146,6 @@ class ApiSettings(BaseModel):
         description="if set, an admin key with this value is ensured at start (for automation);"
         " otherwise create keys with `fraud api-key create`",
     )
-    max_page: int = Field(500, ge=1, le=10_000)
 
     @field_validator("bootstrap_admin_key")
     @classmethod
