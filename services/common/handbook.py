@@ -191,5 +191,6 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     ):
         if col in frame.columns:
             frame[col] = frame[col].astype("int64")
+    frame["TX_AMOUNT"] = frame["TX_AMOUNT"].astype("float64")
     frame["TX_DATETIME"] = pd.to_datetime(frame["TX_DATETIME"]).astype("datetime64[ns]")
     return frame
