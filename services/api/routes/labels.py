@@ -29,7 +29,7 @@ def label_key(transaction_id: str, source: str) -> str:
     status_code=201,
     responses={
         200: {"model": LabelOut, "description": "The same label, already taken"},
-        **problems(404, 409, *AUTHED),
+        **problems(400, 404, 409, *AUTHED),
     },
     summary="Take a chargeback or an analyst verdict",
 )
