@@ -168,6 +168,10 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from services.producer.replay import send_all
     from services.producer.sources import read_file, replay_events, simulated_events
 
+    if args.metrics_port is not None:
+        from services.common.metrics import serve_metrics
+
+        serve_metrics(settings, "producer", port=args.metrics_port, host=args.metrics_host)
     if args.simulate:
         events = simulated_events(args.customers, args.terminals, seed=args.seed)
         total = args.count
@@ -199,6 +203,29 @@ def _utc(day: dt.date | None, default: object) -> object:
     import pandas as pd
 
     return pd.Timestamp(day, tz="UTC") if day else (default or pd.Timestamp.max.tz_localize("UTC"))
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from services.stack.topics import ensure_topics
+
+    for topic, outcome in ensure_topics(settings).items():
+        print(f"{topic:<28} {outcome}")
+    return 0
+
+
+def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
+    from services.observability.dashboards import write
+
+    print(f"wrote {write()}")
+    return 0
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from services.observability.report import write_report
+
+    for path in write_report(settings, minutes=args.minutes):
+        print(f"wrote {path}")
+    return 0
 
 
 def _score(args: argparse.Namespace, settings: Settings) -> int:
@@ -352,8 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terminals", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON, no progress bar")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics on this port (0: any)")
+    p.add_argument("--metrics-host", default="127.0.0.1")
 
     add("score", _score, "run the scoring worker (Faust) until stopped")
+    add("topics", _topics, "create the contract topics (idempotent)")
+    add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
+
+    p = add("report", _report, "plot the last run's latency and throughput from Prometheus")
+    p.add_argument("--minutes", type=float, default=30.0, help="how far back to look")
 
     p = add("backfill", _backfill, "load feature state from the handbook history before a day")
     p.add_argument("--until", type=_date, required=True, help="state as of this day, 00:00 UTC")
@@ -399,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import RegistryError
     from services.common.feast_store import FeatureStoreError
     from services.common.handbook import DataError
+    from services.observability.report import ReportError
     from services.stack.errors import StackError
 
     # ibis, duckdb and kafka-python warn about their own dependencies' APIs; not actionable here
@@ -412,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except (StackError, DataError, RegistryError, FeatureStoreError) as error:
+    except (StackError, DataError, RegistryError, FeatureStoreError, ReportError) as error:
         print(f"fraud {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

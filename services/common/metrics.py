@@ -66,7 +66,7 @@ def serve_metrics(
 def register_target(settings: Settings, service: str, host: str, port: int) -> Path:
     """Announce ``http://host:port/metrics`` to Prometheus (file-based discovery); the file is
     removed at exit. Returns its path."""
-    targets = settings.var_dir / "prometheus" / "targets"
+    targets = settings.targets_dir
     targets.mkdir(parents=True, exist_ok=True)
     target_file = targets / f"{service}-{port}.json"
     entry = [

@@ -116,6 +116,11 @@ class PrometheusSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(9090, ge=1, le=65535)
+    targets_dir: Path | None = Field(
+        None,
+        description="where processes register their /metrics for file-based discovery "
+        "(default: var/prometheus/targets of this checkout)",
+    )
 
     @property
     def url(self) -> str:
@@ -184,6 +189,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def targets_dir(self) -> Path:
+        """Prometheus's file-based discovery folder."""
+        return self.prometheus.targets_dir or self.var_dir / "prometheus" / "targets"
 
     @property
     def models_dir(self) -> Path:

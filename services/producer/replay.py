@@ -6,8 +6,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from services.common.settings import Settings
 from services.producer.sources import Event
+
+SENT = Counter("fraud_producer_sent_total", "Records the producer sent, by topic.", ["topic"])
+SEND_ERRORS = Counter("fraud_producer_send_errors_total", "Records Kafka did not accept.")
 
 
 @dataclass
@@ -73,7 +78,9 @@ def send_all(
                 sent_tx += 1
                 if progress is not None:
                     progress.update(1)  # type: ignore[attr-defined]
-            producer.send(topics[event.topic], key=event.key, value=event.value)  # type: ignore[attr-defined]
+            future = producer.send(topics[event.topic], key=event.key, value=event.value)  # type: ignore[attr-defined]
+            future.add_errback(lambda _error: SEND_ERRORS.inc())
+            SENT.labels(topic=event.topic).inc()
             stats.sent[event.topic] = stats.sent.get(event.topic, 0) + 1
         producer.flush(timeout=60)  # type: ignore[attr-defined]
     finally:

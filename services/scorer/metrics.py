@@ -62,3 +62,14 @@ STORED = Counter(
 ASSIGNED_PARTITIONS = Gauge(
     "fraud_scorer_assigned_partitions", "Partitions of the transactions topic this worker owns."
 )
+RECEIVED = Counter("fraud_transactions_received_total",
+                   "Transaction records consumed, by validity.", ["result"])  # fmt: skip
+CONSUMER_LAG = Gauge("fraud_consumer_lag_records",
+                     "Records behind the partition's end (log end offset minus position).",
+                     ["topic", "partition"])  # fmt: skip
+LABEL_FRESHNESS = Gauge(
+    "fraud_feature_freshness_seconds",
+    "Seconds since the newest label was applied to terminal risk (wall clock).",
+)
+LAST_LABEL_APPLIED = Gauge("fraud_last_label_applied_timestamp_seconds",
+                           "Unix time the newest label was applied to terminal risk.")  # fmt: skip

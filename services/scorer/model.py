@@ -15,6 +15,8 @@ import xgboost as xgb
 from models.registry import LoadedModel, ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
+MODEL_ERROR_KEY = "scorer:model_load_error"
+"""Redis key where a scorer reports a promoted version it could not load (the API shows it)."""
 
 
 @dataclass

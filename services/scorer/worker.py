@@ -33,11 +33,12 @@ from services.common.settings import Settings
 from services.scorer import metrics
 from services.scorer.faust_app import make_app
 from services.scorer.feature_state import RedisFeatureState
-from services.scorer.model import ActiveModel
+from services.scorer.model import MODEL_ERROR_KEY, ActiveModel
 from services.scorer.scoring import Scorer
 from services.scorer.side_consumers import consume_batches
 
 log = logging.getLogger("fraud.scorer")
+
 REDIS_RETRY_S = 0.5
 
 
@@ -49,6 +50,7 @@ class Runtime:
         self.model = ActiveModel(ModelRegistry(settings.models_dir))
         self._redis: Any = None
         self._producer: Any = None
+        self.last_label_at = 0.0
         self.scorer: Scorer | None = None
 
     def redis(self) -> Any:
@@ -91,6 +93,8 @@ class Runtime:
             metrics.MODEL_INFO.clear()
             metrics.MODEL_INFO.labels(version=self.model.current.version).set(1)
         try:
+            if self.model.last_error:  # the API's /v1/models/active says why
+                await self.redis().set(MODEL_ERROR_KEY, self.model.last_error, ex=3600)
             raw = await self.redis().get(POLICY_KEY)
         except Exception as error:
             log.warning("policy_unavailable error=%s", type(error).__name__)
@@ -155,6 +159,8 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         scorer = runtime.get_scorer()
         async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_ms / 1000):
             valid, rejects = _validate(events)
+            metrics.RECEIVED.labels(result="valid").inc(len(valid))
+            metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
             futures = await dead_letter(rejects)
             if valid:
                 futures += await _score_batch(
@@ -177,6 +183,9 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             await _retry_redis(lambda: state.apply_labels(parsed), "labels")
         for label in parsed:
             metrics.LABELS.labels(source=label.source).inc()
+        if parsed:
+            runtime.last_label_at = time.time()
+            metrics.LAST_LABEL_APPLIED.set(runtime.last_label_at)
 
     async def store_decisions(records: Sequence[Any]) -> None:
         raw = [r.value for r in records if r.value]
@@ -206,6 +215,24 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             if tp.topic == transactions.get_topic_name()
         ]
         metrics.ASSIGNED_PARTITIONS.set(len(owned))
+        if runtime.last_label_at:
+            metrics.LABEL_FRESHNESS.set(time.time() - runtime.last_label_at)
+
+    @app.timer(5.0)
+    async def consumer_lag() -> None:
+        owned = [
+            tp
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == transactions.get_topic_name()
+        ]
+        if not owned:
+            return
+        ends = await app.consumer.highwaters(*owned)
+        for tp in owned:
+            position = await app.consumer.position(tp)
+            if position is not None and tp in ends:
+                lag = max(ends[tp] - position, 0)
+                metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     @app.task
     async def startup() -> None:

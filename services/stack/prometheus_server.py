@@ -11,18 +11,13 @@ from services.stack.process import ManagedProcess
 INFRA = PROJECT_ROOT / "infra" / "prometheus"
 
 
-def targets_dir(settings: Settings) -> Path:
-    """Where our processes register their /metrics endpoints for file-based discovery."""
-    return settings.var_dir / "prometheus" / "targets"
-
-
 def render_config(settings: Settings) -> Path:
     """Write ``var/prometheus/prometheus.yml`` from the template; return its path."""
     home = settings.var_dir / "prometheus"
-    targets_dir(settings).mkdir(parents=True, exist_ok=True)
+    settings.targets_dir.mkdir(parents=True, exist_ok=True)
     text = (INFRA / "prometheus.yml").read_text()
     for key, value in {
-        "@TARGETS_DIR@": str(targets_dir(settings)),
+        "@TARGETS_DIR@": str(settings.targets_dir),
         "@RULES_DIR@": str(INFRA / "rules"),
         "@PROMETHEUS_ADDRESS@": f"{settings.prometheus.host}:{settings.prometheus.port}",
     }.items():

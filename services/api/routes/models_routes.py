@@ -11,11 +11,10 @@ from services.api.deps import Admin, State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import ActiveModel, ModelInfo
+from services.scorer.model import MODEL_ERROR_KEY
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Version = Annotated[str, Path(pattern=r"^v[0-9]{1,9}$", description="v1, v2, ...")]
-MODEL_ERROR_KEY = "scorer:model_load_error"
-"""Where scorers report a promoted version they could not load."""
 
 
 def _info(state: Any, version: str, active: str | None) -> ModelInfo:

@@ -1,0 +1,22 @@
+# One image for every process of the project (scorer, API, producer, one-shot jobs).
+# The handbook data is not baked in: mount it at /data (FRAUD_DATA_DIR).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    FRAUD_VAR_DIR=/var/lib/fraud FRAUD_DATA_DIR=/data
+RUN useradd --create-home --uid 10001 fraud \
+ && mkdir -p /var/lib/fraud /data && chown fraud /var/lib/fraud
+WORKDIR /app
+COPY pyproject.toml README.md LICENSE ./
+COPY services services
+COPY models models
+COPY feature_store feature_store
+COPY infra infra
+RUN pip install --no-cache-dir -e . \
+ && python -c "import services.cli, models.train"
+USER fraud
+EXPOSE 8000 8001
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)" || exit 1
+ENTRYPOINT ["fraud"]
+CMD ["--help"]

@@ -1,0 +1,99 @@
+"""``fraud report``: the last run's latency and throughput as PNG, read from Prometheus.
+
+For users without Grafana. Queries Prometheus's HTTP API (``query_range``) over the last
+``minutes`` and plots end-to-end latency percentiles against the 50 ms SLO, and decisions per
+second, under ``var/reports/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import requests
+
+from services.common.settings import Settings
+
+QUERIES = {
+    "p50": "histogram_quantile(0.5, sum by (le) (rate(fraud_e2e_latency_seconds_bucket[30s])))",
+    "p95": "histogram_quantile(0.95, sum by (le) (rate(fraud_e2e_latency_seconds_bucket[30s])))",
+    "p99": "histogram_quantile(0.99, sum by (le) (rate(fraud_e2e_latency_seconds_bucket[30s])))",
+    "throughput": "sum(rate(fraud_decisions_total[30s]))",
+}
+
+
+class ReportError(RuntimeError):
+    """Prometheus is unreachable or holds no scoring data for the period."""
+
+
+def query_range(
+    settings: Settings, expr: str, start: float, end: float, step: float
+) -> list[tuple[float, float]]:
+    """(unix time, value) points of a PromQL expression (first series only).
+
+    Raises:
+        ReportError: Prometheus did not answer or rejected the query.
+    """
+    try:
+        reply = requests.get(
+            f"{settings.prometheus.url}/api/v1/query_range",
+            params={"query": expr, "start": str(start), "end": str(end), "step": str(step)},
+            timeout=10,
+        ).json()
+    except (requests.RequestException, ValueError) as error:
+        raise ReportError(f"Prometheus at {settings.prometheus.url}: {error}") from error
+    if reply.get("status") != "success":
+        raise ReportError(f"query failed: {reply.get('error')}")
+    result = reply["data"]["result"]
+    if not result:
+        return []
+    return [(float(t), float(v)) for t, v in result[0]["values"] if v not in ("NaN", "+Inf")]
+
+
+def write_report(settings: Settings, minutes: float = 30.0) -> list[Path]:
+    """Write ``latency.png`` and ``throughput.png`` under the reports folder.
+
+    Raises:
+        ReportError: no decisions in the period.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    end = time.time()
+    start = end - minutes * 60
+    step = max(5.0, minutes * 60 / 500)
+    series = {name: query_range(settings, q, start, end, step) for name, q in QUERIES.items()}
+    if not series["throughput"]:
+        raise ReportError(f"no decisions in the last {minutes:g} minutes; run `make run` first")
+    folder = settings.reports_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = series["throughput"][0][0]
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in ("p50", "p95", "p99"):
+        points = series[name]
+        ax.plot([(t - t0) / 60 for t, _ in points], [v * 1000 for _, v in points], label=name)
+    ax.axhline(50, color="red", ls="--", lw=1, label="SLO 50 ms")
+    ax.set(
+        xlabel="minutes",
+        ylabel="end-to-end latency (ms)",
+        yscale="log",
+        title="End-to-end latency, from Prometheus (30 s windows)",
+    )
+    ax.legend()
+    fig.tight_layout()
+    latency = folder / "latency.png"
+    fig.savefig(latency, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    points = series["throughput"]
+    ax.plot([(t - t0) / 60 for t, _ in points], [v for _, v in points])
+    ax.set(xlabel="minutes", ylabel="decisions per second", title="Throughput, from Prometheus")
+    fig.tight_layout()
+    throughput = folder / "throughput.png"
+    fig.savefig(throughput, dpi=110)
+    plt.close(fig)
+    return [latency, throughput]

@@ -1,0 +1,159 @@
+"""With the scorer, the API and a producer streaming, the real Prometheus scrapes every
+process, every Grafana panel's query returns data, and `fraud report` plots it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import requests
+
+from services.api.keys import create_key
+from services.common.settings import PROJECT_ROOT, Settings
+from services.observability.dashboards import panel_queries
+from services.observability.report import write_report
+from services.stack.topics import ensure_topics
+from tests.conftest import TrainedModel, free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+OBS_REDIS_DB = 5
+
+
+@pytest.fixture(scope="module")
+def running(
+    trained: TrainedModel, settings: Settings, prometheus_url: str, kafka: str
+) -> Iterator[tuple[Settings, dict[str, str]]]:
+    unique = uuid.uuid4().hex[:8]
+    env = {
+        "FRAUD_VAR_DIR": str(trained.settings.var_dir),
+        "FRAUD_PROMETHEUS__TARGETS_DIR": str(settings.targets_dir),  # the stack's Prometheus
+        "FRAUD_TOPICS__PREFIX": f"obs{unique}.",
+        "FRAUD_REDIS__DB": str(OBS_REDIS_DB),
+        "FRAUD_SCORER__APP_ID": f"obs-scorer-{unique}",
+        "FRAUD_SCORER__METRICS_PORT": str(free_port()),
+        "FRAUD_API__PORT": str(free_port()),
+    }
+    private = Settings(
+        var_dir=trained.settings.var_dir,
+        redis={"db": OBS_REDIS_DB},
+        topics={"prefix": env["FRAUD_TOPICS__PREFIX"]},
+    )
+    ensure_topics(private)
+    client = redis.Redis(port=private.redis.port, db=OBS_REDIS_DB)
+    client.flushdb()
+    key = create_key(client, "obs", "viewer")
+    full_env = {**os.environ, **env}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", cmd],
+            cwd=PROJECT_ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        for cmd in ("score", "api")
+    ]
+    producer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "produce",
+            "--from",
+            "2018-08-08",
+            "--to",
+            "2018-08-09",
+            "--rate",
+            "150",
+            "--count",
+            "12000",
+            "--json",
+            "--metrics-port",
+            "0",
+        ],
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    procs.append(producer)
+    from kafka import KafkaProducer
+
+    bad = KafkaProducer(bootstrap_servers=kafka)
+    for payload in (b"{not json", b'{"schema_version": 1}', b"\xff\xfe"):
+        bad.send(private.topics.transactions.name, payload)
+    bad.flush()
+    bad.close()
+    api = f"http://127.0.0.1:{env['FRAUD_API__PORT']}"
+    wait_for(lambda: _get(f"{api}/healthz"), 60, "the API")
+    for _ in range(20):
+        _get(f"{api}/v1/decisions/1240489", headers={"X-API-Key": key})
+    yield private, env
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=60)
+
+
+def _get(url: str, **kwargs: object) -> bool:
+    try:
+        return requests.get(url, timeout=2, **kwargs).status_code < 500  # type: ignore[arg-type]
+    except requests.RequestException:
+        return False
+
+
+def _query(prometheus_url: str, expr: str) -> list[object]:
+    reply = requests.get(
+        f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=10
+    ).json()
+    assert reply["status"] == "success", reply
+    return [r for r in reply["data"]["result"] if r["value"][1] not in ("NaN",)]
+
+
+def test_prometheus_scrapes_every_process(
+    running: tuple[Settings, dict[str, str]], prometheus_url: str
+) -> None:
+    _, env = running
+    ports = {"scorer": env["FRAUD_SCORER__METRICS_PORT"], "api": env["FRAUD_API__PORT"]}
+
+    def scraped() -> bool:
+        up = _query(prometheus_url, "up == 1")
+        targets = {(r["metric"].get("service"), r["metric"]["instance"]) for r in up}  # type: ignore[index]
+        ours = all(
+            ("scorer" if s == "scorer" else "api", f"127.0.0.1:{p}") in targets
+            for s, p in ports.items()
+        )
+        return ours and any(s == "producer" for s, _ in targets)
+
+    wait_for(scraped, 90, "Prometheus to scrape the scorer, the API and the producer", 2)
+
+
+def test_every_dashboard_query_returns_a_series(
+    running: tuple[Settings, dict[str, str]], prometheus_url: str
+) -> None:
+    pending = dict(panel_queries_by_expr())
+    deadline = time.monotonic() + 180
+    while pending and time.monotonic() < deadline:
+        for expr in list(pending):
+            if _query(prometheus_url, expr):
+                del pending[expr]
+        time.sleep(3)
+    assert not pending, f"panels without data: {sorted(set(pending.values()))}"
+
+
+def panel_queries_by_expr() -> dict[str, str]:
+    return {expr: title for title, expr in panel_queries()}
+
+
+def test_report_plots_latency_and_throughput(
+    running: tuple[Settings, dict[str, str]], settings: Settings
+) -> None:
+    paths = write_report(settings, minutes=10)
+    assert [p.name for p in paths] == ["latency.png", "throughput.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
