@@ -228,6 +228,23 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from services.bench.runner import markdown, run
+
+    rates = tuple(float(r) for r in args.rates.split(","))
+    log = (lambda *_: None) if args.json else print
+    report = run(
+        settings,
+        rates=rates,
+        seconds=args.seconds,
+        poisson=not args.fixed,
+        targets=tuple(args.targets.split(",")),
+        log=log,
+    )
+    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
+    return 0
+
+
 def _score(args: argparse.Namespace, settings: Settings) -> int:
     from services.scorer.worker import main as worker_main
 
@@ -384,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("score", _score, "run the scoring worker (Faust) until stopped")
     add("topics", _topics, "create the contract topics (idempotent)")
+
+    p = add("bench", _bench, "open-loop rate ladder: passthrough worker against the scorer")
+    p.add_argument(
+        "--rates",
+        default="250,500,1000,2000,4000,8000",
+        help="comma-separated transactions per second",
+    )
+    p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
+    p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
+    p.add_argument("--targets", default="passthrough,scorer")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
 
     p = add("report", _report, "plot the last run's latency and throughput from Prometheus")

@@ -36,6 +36,7 @@ class Event:
     key: bytes
     value: bytes
     event_time_ms: int
+    transaction_id: str = ""
 
 
 def read_file(path: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
@@ -117,7 +118,7 @@ def _transaction_events(txs: pd.DataFrame) -> Iterator[Event]:
             "amount": amount,
             "currency": cur,
         }
-        yield Event("transactions", customer.encode(), json.dumps(value).encode(), int(ms))
+        yield Event("transactions", customer.encode(), json.dumps(value).encode(), int(ms), tid)
 
 
 def _label_events(labelled: pd.DataFrame, lead: pd.Timedelta) -> Iterator[Event]:
@@ -190,4 +191,10 @@ def simulated_events(
                 "amount": float(a),
                 "currency": "EUR",
             }
-            yield Event("transactions", f"c{c}".encode(), json.dumps(value).encode(), now_ms)
+            yield Event(
+                "transactions",
+                f"c{c}".encode(),
+                json.dumps(value).encode(),
+                now_ms,
+                str(value["transaction_id"]),
+            )

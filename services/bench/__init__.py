@@ -1,0 +1,1 @@
+"""Benchmarks: open-loop load against the passthrough worker and the scorer."""

@@ -1,0 +1,306 @@
+"""``fraud bench``: the passthrough worker and the scorer under a ladder of open-loop rates.
+
+Each target runs as its own process in a private namespace (topic prefix, consumer group,
+Redis database) against the local stack. For each rate it sends ``step_seconds`` of simulated
+transactions and reports end-to-end latency percentiles (send to output record), achieved
+throughput, the backlog left at the end, and the worker's CPU and resident memory. A rate is
+sustained when p99 <= 50 ms and every record came back within a short grace period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from services.bench.loadgen import Receiver, Timings, arrivals, send_step
+from services.common.settings import PROJECT_ROOT, Settings
+from services.producer.sources import simulated_events
+
+DEFAULT_RATES = (250, 500, 1000, 2000, 4000, 8000)
+SLO_P99_S = 0.050
+GRACE_S = 3.0
+BENCH_REDIS_DB = 6
+
+
+def _events(seed: int) -> Iterator[tuple[str, bytes, bytes]]:
+    for event in simulated_events(customers=5000, terminals=10000, seed=seed):
+        yield event.transaction_id, event.key, event.value
+
+
+def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    if target == "passthrough":
+        argv = [
+            sys.executable,
+            "-m",
+            "services.scorer.passthrough",
+            "--source",
+            settings.topics.transactions.name,
+            "--sink",
+            settings.topics.decisions.name,
+            "--group",
+            env["FRAUD_SCORER__APP_ID"],
+        ]
+    else:
+        argv = [sys.executable, "-m", "services.cli", "score"]
+    log = open(settings.var_dir / "log" / f"bench-{target}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        argv, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def _warm_up(
+    producer: Any,
+    settings: Settings,
+    receiver_timings: Timings,
+    events: Iterator[tuple[str, bytes, bytes]],
+) -> None:
+    """Send a trickle until records come back: the worker has joined and is serving."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        send_step(
+            producer,
+            settings.topics.transactions.name,
+            events,
+            arrivals(50, 1.0, False),
+            receiver_timings,
+        )
+        if receiver_timings.received:
+            time.sleep(2)
+            return
+    raise TimeoutError("the worker never answered; see var/log/bench-*.log")
+
+
+def _step(
+    producer: Any,
+    settings: Settings,
+    proc: psutil.Process,
+    rate: float,
+    seconds: float,
+    poisson: bool,
+    events: Iterator[tuple[str, bytes, bytes]],
+    timings: Timings,
+) -> dict[str, Any]:
+    before = set(timings.sent)
+    step = Timings(sent={}, received=timings.received)
+    cpu0, wall0 = proc.cpu_times(), time.monotonic()
+    send_step(
+        producer,
+        settings.topics.transactions.name,
+        events,
+        arrivals(rate, seconds, poisson, seed=int(rate)),
+        step,
+    )
+    sent_at_end = time.time()
+    backlog_at_end = sum(1 for t in step.sent if t not in timings.received)
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline and any(t not in timings.received for t in step.sent):
+        time.sleep(0.1)
+    cpu1, wall1 = proc.cpu_times(), time.monotonic()
+    timings.sent.update(step.sent)
+    ids = [t for t in step.sent if t not in before]
+    latency = np.array([timings.received[t] - step.sent[t] for t in ids if t in timings.received])
+    in_time = sum(1 for t in ids if timings.received.get(t, 1e18) <= sent_at_end)
+    lost = len(ids) - len(latency)
+    pct = (np.percentile(latency, [50, 95, 99]) * 1000).round(2).tolist() if len(latency) else []
+    cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    result = {
+        "rate_tps": rate,
+        "sent": len(ids),
+        "achieved_tps": round(in_time / seconds, 1),
+        "p50_ms": pct[0] if pct else None,
+        "p95_ms": pct[1] if pct else None,
+        "p99_ms": pct[2] if pct else None,
+        "max_ms": round(float(latency.max()) * 1000, 2) if len(latency) else None,
+        "backlog_at_end": backlog_at_end,
+        "not_returned_after_grace": lost,
+        "cpu_percent": round(100 * cpu_s / (wall1 - wall0), 1),
+        "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+    }
+    result["sustained"] = bool(pct) and pct[2] / 1000 <= SLO_P99_S and lost == 0
+    return result
+
+
+def bench_target(
+    target: str,
+    settings: Settings,
+    rates: tuple[float, ...],
+    seconds: float,
+    poisson: bool,
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """The rate ladder for one target; stops after the first rate it does not sustain."""
+    import redis
+    from kafka import KafkaProducer
+
+    from services.stack.topics import ensure_topics
+
+    unique = uuid.uuid4().hex[:8]
+    env = {
+        "FRAUD_TOPICS__PREFIX": f"bench{unique}.",
+        "FRAUD_REDIS__DB": str(BENCH_REDIS_DB),
+        "FRAUD_SCORER__APP_ID": f"bench-{target}-{unique}",
+        "FRAUD_SCORER__METRICS_PORT": "0",
+        "FRAUD_VAR_DIR": str(settings.var_dir),
+    }
+    private = Settings(
+        var_dir=settings.var_dir,
+        redis={"db": BENCH_REDIS_DB},
+        topics={"prefix": env["FRAUD_TOPICS__PREFIX"]},
+    )
+    ensure_topics(private)
+    redis.Redis(host=settings.redis.host, port=settings.redis.port, db=BENCH_REDIS_DB).flushdb()
+    (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
+    worker = _start(target, private, env)
+    timings = Timings()
+    receiver = Receiver(private, private.topics.decisions.name, timings).start()
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        acks=1,
+        linger_ms=1,
+        batch_size=64 * 1024,
+    )
+    events = _events(seed=len(target))
+    steps = []
+    try:
+        _warm_up(producer, private, timings, events)
+        proc = psutil.Process(worker.pid)
+        for rate in rates:
+            result = _step(producer, private, proc, rate, seconds, poisson, events, timings)
+            result["target"] = target
+            steps.append(result)
+            log(
+                f"{target:<12} {rate:>6} tx/s: achieved {result['achieved_tps']:>7}, "
+                f"p99 {result['p99_ms']} ms, backlog {result['backlog_at_end']}, "
+                f"cpu {result['cpu_percent']} %, {'ok' if result['sustained'] else 'NOT sustained'}"
+            )
+            if not result["sustained"]:
+                break
+    finally:
+        producer.close(timeout=10)
+        receiver.stop()
+        worker.terminate()
+        worker.wait(timeout=60)
+    return steps
+
+
+def summarise(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline numbers of ``fraud bench --json``."""
+    out: dict[str, Any] = {}
+    for target in ("passthrough", "scorer"):
+        mine = [s for s in steps if s["target"] == target]
+        ok = [s for s in mine if s["sustained"]]
+        best = max(ok, key=lambda s: s["rate_tps"]) if ok else None
+        at_500 = next((s for s in mine if s["rate_tps"] == 500), None)
+        out[target] = {
+            "max_sustained_tps": best["rate_tps"] if best else 0,
+            "p99_ms_at_max": best["p99_ms"] if best else None,
+            "p99_ms_at_500": at_500["p99_ms"] if at_500 else None,
+        }
+    passthrough = out["passthrough"]["max_sustained_tps"]
+    out["scorer"]["share_of_passthrough"] = (
+        round(out["scorer"]["max_sustained_tps"] / passthrough, 3) if passthrough else None
+    )
+    return out
+
+
+def run(
+    settings: Settings,
+    rates: tuple[float, ...] = DEFAULT_RATES,
+    seconds: float = 15.0,
+    poisson: bool = True,
+    targets: tuple[str, ...] = ("passthrough", "scorer"),
+    log: Any = print,
+) -> dict[str, Any]:
+    """Both ladders; writes ``var/reports/bench.json``, ``bench.md`` and ``bench.png``.
+
+    Raises:
+        models.registry.RegistryError: no active model for the scorer.
+    """
+    from models.registry import ModelRegistry, RegistryError
+
+    if "scorer" in targets and ModelRegistry(settings.models_dir).active() is None:
+        raise RegistryError("the scorer needs an active model: run `fraud train` first")
+    steps: list[dict[str, Any]] = []
+    for target in targets:
+        steps += bench_target(target, settings, rates, seconds, poisson, log)
+    report = {
+        **summarise(steps),
+        "steps": steps,
+        "step_seconds": seconds,
+        "arrivals": "poisson" if poisson else "fixed",
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        },
+    }
+    folder = settings.reports_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps(report, indent=2))
+    (folder / "bench.md").write_text(markdown(report))
+    plot(report, folder / "bench.png")
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table."""
+    lines = [
+        "| target | rate tx/s | achieved tx/s | p50 ms | p95 ms | p99 ms | max ms | "
+        "backlog at end | lost | CPU % | RSS MiB | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["steps"]:
+        lines.append(
+            f"| {s['target']} | {s['rate_tps']} | {s['achieved_tps']} | {s['p50_ms']} "
+            f"| {s['p95_ms']} | {s['p99_ms']} | {s['max_ms']} | {s['backlog_at_end']} "
+            f"| {s['not_returned_after_grace']} | {s['cpu_percent']} | {s['rss_mib']} "
+            f"| {'yes' if s['sustained'] else 'no'} |"
+        )
+    p, sc = report["passthrough"], report["scorer"]
+    lines += [
+        "",
+        f"Highest sustained rate (p99 <= 50 ms, nothing left behind): passthrough "
+        f"{p['max_sustained_tps']} tx/s, scorer {sc['max_sustained_tps']} tx/s "
+        f"(p99 {sc['p99_ms_at_max']} ms; {sc['share_of_passthrough']} of the passthrough). "
+        f"Scorer p99 at 500 tx/s: {sc['p99_ms_at_500']} ms. {report['step_seconds']} s per "
+        f"step, {report['arrivals']} arrivals, {report['machine']['cpus']} CPUs.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """p50 and p99 latency against the offered rate, both targets, log scales."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for target, style in (("passthrough", "--"), ("scorer", "-")):
+        mine = [s for s in report["steps"] if s["target"] == target and s["p99_ms"] is not None]
+        rates = [s["rate_tps"] for s in mine]
+        ax.plot(rates, [s["p50_ms"] for s in mine], style, marker="o", label=f"{target} p50")
+        ax.plot(rates, [s["p99_ms"] for s in mine], style, marker="s", label=f"{target} p99")
+    ax.axhline(50, color="red", lw=1, ls=":", label="SLO p99 50 ms")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="offered rate (transactions/s)",
+        ylabel="end-to-end latency (ms)",
+        title="Latency against rate (open loop)",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

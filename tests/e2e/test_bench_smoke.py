@@ -1,0 +1,31 @@
+"""`fraud bench` end to end on a two-rate ladder: both workers answer, the report is written.
+
+Speeds are not asserted here (the benchmark reports them); this only proves the machinery.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.bench.runner import run
+from services.common.settings import Settings
+from tests.conftest import TrainedModel
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_writes_its_report(trained: TrainedModel, kafka: str, redis_url: str) -> None:
+    settings = Settings(var_dir=trained.settings.var_dir)
+    report = run(settings, rates=(50, 100), seconds=3, log=lambda *_: None)
+    assert set(report) >= {"passthrough", "scorer", "steps"}
+    assert {s["target"] for s in report["steps"]} == {"passthrough", "scorer"}
+    for step in report["steps"]:
+        assert step["sent"] == int(step["rate_tps"] * 3)
+        assert step["not_returned_after_grace"] == 0, step
+        assert step["p99_ms"] is not None and step["cpu_percent"] > 0
+    saved = json.loads((settings.reports_dir / "bench.json").read_text())
+    assert saved["steps"] == report["steps"]
+    assert (settings.reports_dir / "bench.md").read_text().startswith("| target |")
+    assert (settings.reports_dir / "bench.png").stat().st_size > 10_000
