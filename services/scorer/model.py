@@ -56,6 +56,9 @@ class ActiveModel:
             self.last_error = str(error)
             log.error("model_load_failed version=%s error=%s", active, error)
             return False
+        # one thread: XGBoost's OpenMP workers spin between the scorer's small batches and
+        # burned a second core (the worker showed 107 % CPU at 250 tx/s)
+        loaded.booster.set_param({"nthread": 1})
         self.current, self.last_error = loaded, None
         log.info("model_active version=%s", active)
         return True
