@@ -27,7 +27,7 @@ from services.bench.loadgen import Receiver, Timings, arrivals, send_step
 from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.sources import simulated_events
 
-DEFAULT_RATES = (250, 500, 1000, 2000, 4000, 8000)
+DEFAULT_RATES = (250, 500, 1000, 2000, 3000, 4000, 8000)
 SLO_P99_S = 0.050
 GRACE_S = 3.0
 BENCH_REDIS_DB = 6
