@@ -6,20 +6,37 @@ whatever the decision store already held from earlier runs.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
+
+import orjson
 
 from services.common.settings import Settings
 
 
 class DecisionTap:
-    """Collects the first decision record per transaction id produced after :meth:`start`."""
+    """Collects the first record per transaction id produced after :meth:`start`.
 
-    def __init__(self, settings: Settings) -> None:
+    Args:
+        topic: the topic to read (default: ``decisions``); its records are JSON objects with
+            a ``transaction_id``.
+        keep_records: keep each record (else only its arrival time, for long benchmarks).
+
+    Attributes:
+        records: transaction id -> the first record (when ``keep_records``).
+        received_at: transaction id -> when its first record arrived (``time.time()``).
+        duplicates: records seen again for an id (redeliveries).
+    """
+
+    def __init__(
+        self, settings: Settings, topic: str | None = None, keep_records: bool = True
+    ) -> None:
         self._settings = settings
+        self._topic = topic or settings.topics.decisions.name
+        self._keep = keep_records
         self.records: dict[str, dict[str, Any]] = {}
+        self.received_at: dict[str, float] = {}
         self.duplicates = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -39,9 +56,9 @@ class DecisionTap:
         consumer = KafkaConsumer(
             bootstrap_servers=self._settings.kafka.bootstrap_servers,
             enable_auto_commit=False,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=10,
         )
-        topic = self._settings.topics.decisions.name
+        topic = self._topic
         parts = [
             TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
         ]
@@ -52,20 +69,25 @@ class DecisionTap:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                for batch in consumer.poll(timeout_ms=100).values():
+                for batch in consumer.poll(timeout_ms=50).values():
+                    now = time.time()
                     for record in batch:
-                        decision = json.loads(record.value)
+                        decision = orjson.loads(record.value)
+                        tx_id = decision["transaction_id"]
                         with self._lock:
-                            if decision["transaction_id"] in self.records:
+                            if tx_id in self.received_at:
                                 self.duplicates += 1
-                            else:
-                                self.records[decision["transaction_id"]] = decision
+                                continue
+                            self.received_at[tx_id] = now
+                            if self._keep:
+                                self.records[tx_id] = decision
         finally:
             consumer.close()
 
     def count(self, ids: set[str] | None = None) -> int:
         with self._lock:
-            return len(self.records) if ids is None else sum(1 for i in ids if i in self.records)
+            seen = self.received_at
+            return len(seen) if ids is None else sum(1 for i in ids if i in seen)
 
     def wait_for(self, ids: list[str], timeout_s: float, progress: Any = None) -> int:
         """Wait until every id has a decision or the deadline passes; return how many do."""

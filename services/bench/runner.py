@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from services.bench.loadgen import Receiver, Timings, arrivals, send_step
+from services.bench.loadgen import Timings, arrivals, send_step
 from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.sources import simulated_events
 
@@ -162,8 +162,10 @@ def bench_target(
     redis.Redis(host=settings.redis.host, port=settings.redis.port, db=BENCH_REDIS_DB).flushdb()
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     worker = _start(target, private, env)
-    timings = Timings()
-    receiver = Receiver(private, private.topics.decisions.name, timings).start()
+    from services.decision_tap import DecisionTap
+
+    receiver = DecisionTap(private, keep_records=False).start()
+    timings = Timings(received=receiver.received_at)
     producer = KafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         acks=1,

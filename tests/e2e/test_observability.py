@@ -131,7 +131,7 @@ def test_prometheus_scrapes_every_process(
         )
         return ours and any(s == "producer" for s, _ in targets)
 
-    wait_for(scraped, 90, "Prometheus to scrape the scorer, the API and the producer", 2)
+    assert wait_for(scraped, 90, "Prometheus to scrape the scorer, the API and the producer", 2)
 
 
 def test_every_dashboard_query_returns_a_series(

@@ -27,6 +27,16 @@ Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
 
 
+def decision_not_found(transaction_id: str) -> Problem:
+    """The 404 of a transaction without a decision."""
+    return Problem(
+        404,
+        "decision-not-found",
+        "No decision for this transaction",
+        f"transaction {transaction_id} has no decision",
+    )
+
+
 def _encode_cursor(score: float, member: str) -> str:
     return base64.urlsafe_b64encode(f"{int(score)}:{member}".encode()).decode().rstrip("=")
 
@@ -102,12 +112,7 @@ async def _page(
 async def get_decision(transaction_id: TransactionId, state: State, _: Viewer) -> Any:
     decision = await state.decisions.get(transaction_id)
     if decision is None:
-        raise Problem(
-            404,
-            "decision-not-found",
-            "No decision for this transaction",
-            f"transaction {transaction_id} has no decision",
-        )
+        raise decision_not_found(transaction_id)
     return decision
 
 
@@ -167,12 +172,7 @@ def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanati
     to the margin, whose logistic is the score."""
     raw = state.redis_sync.get(decision_key(transaction_id))
     if raw is None:
-        raise Problem(
-            404,
-            "decision-not-found",
-            "No decision for this transaction",
-            f"transaction {transaction_id} has no decision",
-        )
+        raise decision_not_found(transaction_id)
     decision = orjson.loads(raw)
     version, features = decision.get("model_version"), decision.get("features")
     if version is None or features is None or decision.get("score") is None:
