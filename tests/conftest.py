@@ -119,3 +119,61 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class PrivateScorer:
+    """A `fraud score` process in a private namespace: topic prefix, Redis database, group."""
+
+    settings: Settings
+    env: dict[str, str]
+    process: Any
+
+
+def start_private_scorer(trained: TrainedModel, redis_db: int, name: str) -> PrivateScorer:
+    """Create the namespace's topics, flush its Redis database, start the scorer and wait
+    until it owns its partitions and has loaded the session's model."""
+    import subprocess
+    import sys
+
+    import redis
+    import requests
+
+    from services.common.settings import PROJECT_ROOT
+    from services.stack.topics import ensure_topics
+
+    unique = uuid.uuid4().hex[:8]
+    env = {
+        "FRAUD_VAR_DIR": str(trained.settings.var_dir),
+        "FRAUD_TOPICS__PREFIX": f"{name}{unique}.",
+        "FRAUD_REDIS__DB": str(redis_db),
+        "FRAUD_SCORER__APP_ID": f"{name}-scorer-{unique}",
+        "FRAUD_SCORER__METRICS_PORT": str(free_port()),
+    }
+    settings = Settings(
+        var_dir=trained.settings.var_dir,
+        redis={"db": redis_db},
+        topics={"prefix": env["FRAUD_TOPICS__PREFIX"]},
+    )
+    ensure_topics(settings)
+    redis.Redis(host=settings.redis.host, port=settings.redis.port, db=redis_db).flushdb()
+    log = open(settings.var_dir / f"{name}-scorer.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "score"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{env['FRAUD_SCORER__METRICS_PORT']}/metrics"
+
+    def ready() -> bool:
+        try:
+            text = requests.get(url, timeout=1).text
+        except requests.RequestException:
+            return False
+        owned = "fraud_scorer_assigned_partitions 4.0" in text
+        return owned and "fraud_model_info{" in text
+
+    wait_for(ready, 120, "the scorer to own its partitions and load the model")
+    return PrivateScorer(settings, env, process)

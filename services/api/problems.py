@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common.events import mask_card_numbers
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "/problems/"
 """Problem types are relative URIs (RFC 9457 section 3.1.1), one per kind of error."""
@@ -56,11 +58,11 @@ def problem_response(
         "type": TYPE_BASE + kind,
         "title": title,
         "status": status,
-        "instance": request.url.path,
+        "instance": mask_card_numbers(request.url.path),  # a path may carry a card number
         "request_id": getattr(request.state, "request_id", None),
     }
     if detail:
-        body["detail"] = detail
+        body["detail"] = mask_card_numbers(detail)
     body.update(extra)
     headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
@@ -80,8 +82,12 @@ async def handle_http(request: Request, exc: Exception) -> JSONResponse:
 
 async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # the input is never echoed, and a field name or message may be a card number: masked
     errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        {
+            "loc": [mask_card_numbers(str(p)) for p in e.get("loc", ())],
+            "msg": mask_card_numbers(str(e.get("msg", ""))),
+        }
         for e in exc.errors()
     ]
     return problem_response(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from services.common.events import contains_card_number
 from services.common.policy import Outcome
 
 
@@ -98,6 +99,13 @@ class LabelIn(BaseModel):
     reported_at: AwareDatetime | None = Field(
         None, description="when the verdict was reached (default: now)"
     )
+
+    @field_validator("transaction_id")
+    @classmethod
+    def _no_card_number(cls, value: str) -> str:
+        if contains_card_number(value):
+            raise ValueError("a card number is not a transaction id")
+        return value
 
 
 class LabelOut(BaseModel):

@@ -32,12 +32,19 @@ class KafkaSettings(BaseModel):
         return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
 
 
+MAX_RECORD_BYTES = 2 * 1024 * 1024
+"""Largest record the transaction and dead-letter topics accept: above the 16 KiB event limit,
+so that an oversized event reaches the scorer and is dead-lettered with a reason instead of
+being refused by the broker unseen."""
+
+
 class TopicSpec(BaseModel):
     """One topic: its name, partition count and retention (milliseconds, -1 keeps forever)."""
 
     name: str
     partitions: int
     retention_ms: int
+    max_message_bytes: int | None = None
 
 
 _DAY_MS = 24 * 3600 * 1000
@@ -69,6 +76,7 @@ class TopicsSettings(BaseModel):
             name=self.prefix + "transactions",
             partitions=self.transactions_partitions,
             retention_ms=self.transactions_retention_ms,
+            max_message_bytes=MAX_RECORD_BYTES,
         )
 
     @property
@@ -77,6 +85,7 @@ class TopicsSettings(BaseModel):
             name=self.prefix + "transactions.dlq",
             partitions=self.dlq_partitions,
             retention_ms=self.dlq_retention_ms,
+            max_message_bytes=MAX_RECORD_BYTES,
         )
 
     @property

@@ -10,6 +10,7 @@ each other's updates. Two round trips per micro-batch.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 from collections.abc import Sequence
@@ -39,6 +40,20 @@ def customer_key(customer_id: str) -> str:
 
 def terminal_key(terminal_id: str) -> str:
     return f"fs:t:{terminal_id}"
+
+
+def id_key(transaction_id: str) -> str:
+    return f"txid:{transaction_id}"
+
+
+ID_MEMORY_S = 35 * 24 * 3600
+"""How long a transaction id stays reserved for its content (seconds of wall clock)."""
+
+
+def fingerprint(tx: Transaction) -> bytes:
+    """The fields that make a transaction what it is (a redelivery repeats them exactly)."""
+    fields = (tx.customer_id, tx.terminal_id, str(tx.time_ms), repr(tx.amount), tx.currency)
+    return hashlib.sha256("\x1f".join(fields).encode()).digest()[:16]
 
 
 def encode_customer(history: CustomerHistory) -> bytes:
@@ -128,6 +143,24 @@ class RedisFeatureState:
                 pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
         await pipe.execute()
         return values
+
+    async def claim_ids(self, batch: Sequence[Transaction]) -> list[bool]:
+        """Record each transaction's content fingerprint under its id; True where the id was
+        already taken by different content (a reused id, not a redelivery). One round trip.
+
+        Fingerprints expire after :data:`ID_MEMORY_S` (wall clock).
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        prints = [fingerprint(tx) for tx in batch]
+        for tx, sig in zip(batch, prints, strict=True):
+            pipe.set(id_key(tx.transaction_id), sig, nx=True, get=True, ex=ID_MEMORY_S)
+        previous = await pipe.execute()
+        seen: dict[str, bytes] = {}
+        conflicts = []
+        for tx, sig, old in zip(batch, prints, previous, strict=True):
+            first = seen.setdefault(tx.transaction_id, sig)  # twice in one batch
+            conflicts.append((old is not None and old != sig) or first != sig)
+        return conflicts
 
     async def apply_labels(self, labels: Sequence[Label]) -> None:
         """Record labels for terminal risk; the latest label of a transaction wins.

@@ -26,10 +26,16 @@ import orjson
 
 from models.registry import ModelRegistry
 from services.common.decision_store import DecisionStore
-from services.common.events import InvalidEvent, Transaction, parse_label, parse_transaction
+from services.common.events import (
+    InvalidEvent,
+    Transaction,
+    mask_card_numbers_bytes,
+    parse_label,
+    parse_transaction,
+)
 from services.common.metrics import serve_metrics
 from services.common.policy import POLICY_KEY, Policy
-from services.common.settings import Settings
+from services.common.settings import MAX_RECORD_BYTES, Settings
 from services.scorer import metrics
 from services.scorer.faust_app import make_app
 from services.scorer.feature_state import RedisFeatureState
@@ -77,6 +83,7 @@ class Runtime:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
+                max_request_size=MAX_RECORD_BYTES + 64 * 1024,  # a dead-lettered 2 MiB event
             )
             await producer.start()
             self._producer = producer
@@ -130,28 +137,23 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     decisions_topic = settings.topics.decisions.name
 
     async def dead_letter(rejects: list[Any]) -> list[Any]:
+        """Send (event, InvalidEvent) pairs to the dead-letter topic: the original bytes with
+        any card number masked, the reason in headers."""
         producer = await runtime.producer()
         futures = []
         for event, error in rejects:
             msg = event.message
+            source = f"{msg.topic}/{msg.partition}/{msg.offset}"
             headers = [
                 ("reason", error.reason.encode()),
                 ("detail", error.detail.encode()),
-                ("source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
+                ("source", source.encode()),
             ]
-            futures.append(
-                await producer.send(
-                    dlq_topic, key=event.key, value=event.value or b"", headers=headers
-                )
-            )
+            key = mask_card_numbers_bytes(event.key) if event.key else None
+            value = mask_card_numbers_bytes(event.value or b"")
+            futures.append(await producer.send(dlq_topic, key=key, value=value, headers=headers))
             metrics.DEAD_LETTERS.labels(reason=error.reason.split(":")[0]).inc()
-            log.warning(
-                "dead_letter reason=%s source=%s/%s/%s",
-                error.reason,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-            )
+            log.warning("dead_letter reason=%s source=%s", error.reason, source)
         return futures
 
     @app.agent(transactions)
@@ -159,6 +161,8 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         scorer = runtime.get_scorer()
         async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_ms / 1000):
             valid, rejects = _validate(events)
+            valid, reused = await _claim(runtime, valid)
+            rejects += reused
             metrics.RECEIVED.labels(result="valid").inc(len(valid))
             metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
             futures = await dead_letter(rejects)
@@ -243,6 +247,38 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         await runtime.refresh()
 
     return app
+
+
+async def _claim(runtime: Runtime, valid: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Split off transactions whose id was already used with different content.
+
+    A redelivery (same content) passes; a reuse goes to the dead-letter topic. When Redis is
+    down the check is skipped (the batch is decided in degraded mode anyway).
+    """
+    if not valid:
+        return valid, []
+    try:
+        conflicts = await asyncio.wait_for(
+            RedisFeatureState(runtime.redis()).claim_ids([tx for _, tx in valid]), 2.0
+        )
+    except Exception as error:
+        log.warning("id_check_unavailable error=%s", type(error).__name__)
+        return valid, []
+    kept, reused = [], []
+    for (event, tx), conflict in zip(valid, conflicts, strict=True):
+        if conflict:
+            reused.append(
+                (
+                    event,
+                    InvalidEvent(
+                        "reused_transaction_id",
+                        f"transaction {tx.transaction_id} was already used with other content",
+                    ),
+                )
+            )
+        else:
+            kept.append((event, tx))
+    return kept, reused
 
 
 async def _score_batch(scorer: Scorer, producer: Any, topic: str, valid: list[Any]) -> list[Any]:

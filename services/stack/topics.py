@@ -40,7 +40,12 @@ def _new_topic(new_topic: type, spec: TopicSpec) -> object:
         name=spec.name,
         num_partitions=spec.partitions,
         replication_factor=1,
-        topic_configs={"retention.ms": str(spec.retention_ms)},
+        topic_configs={
+            "retention.ms": str(spec.retention_ms),
+            **(
+                {"max.message.bytes": str(spec.max_message_bytes)} if spec.max_message_bytes else {}
+            ),
+        },
     )
 
 

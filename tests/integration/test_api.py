@@ -376,3 +376,20 @@ def test_policy_is_validated_versioned_and_audited(
     )
     assert client.get("/v1/policy", headers=admin).json() == stored
     client.put("/v1/policy", json={}, headers=admin)  # back to the model's thresholds
+
+
+def test_hostile_bodies_get_4xx_problems(client: TestClient, keys: dict[str, str]) -> None:
+    """The hostile event corpus posted as label bodies: never a 5xx, always a problem."""
+    from tests.data.corpus import hostile_events
+
+    for name, payload, _ in hostile_events():
+        response = client.post(
+            "/v1/labels",
+            content=payload,
+            headers={**_h(keys["analyst"]), "Content-Type": "application/json"},
+        )
+        assert 400 <= response.status_code < 500, (name, response.status_code)
+        assert response.headers["content-type"] == PROBLEM, name
+        assert "4111111111111111" not in response.text, name
+    lookup = client.get("/v1/decisions/4111111111111111", headers=_h(keys["viewer"]))
+    assert lookup.status_code == 404 and "4111111111111111" not in lookup.text

@@ -1,0 +1,86 @@
+"""Hostile input through the running scorer: each corpus event reaches the dead-letter topic
+with its reason and no card number, a reused transaction id too, and valid traffic sent
+alongside is decided in full."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from services.common.events import contains_card_number
+from services.decision_tap import DecisionTap
+from services.producer.replay import send_all
+from services.producer.sources import read_file, replay_events
+from tests.conftest import PrivateScorer, TrainedModel, start_private_scorer
+from tests.data.corpus import hostile_events
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def scorer(trained: TrainedModel, kafka: str, redis_url: str) -> Iterator[PrivateScorer]:
+    private = start_private_scorer(trained, redis_db=7, name="hostile")
+    yield private
+    private.process.terminate()
+    private.process.wait(timeout=60)
+
+
+def test_hostile_events_go_to_the_dead_letter_topic(scorer: PrivateScorer, kafka: str) -> None:
+    settings = scorer.settings
+    events = hostile_events()
+    valid = {
+        "schema_version": 1,
+        "transaction_id": "reuse-1",
+        "event_time": "2018-08-08T10:15:02Z",
+        "customer_id": "c-1",
+        "terminal_id": "t-1",
+        "amount": 10.0,
+    }
+    tap = DecisionTap(settings).start()
+    producer = KafkaProducer(bootstrap_servers=kafka, max_request_size=2_000_000)
+    topic = settings.topics.transactions.name
+    producer.send(topic, key=b"reuse", value=json.dumps(valid).encode())
+    producer.flush()
+    for i, (_, payload, _) in enumerate(events):
+        producer.send(topic, key=f"h-{i}".encode(), value=payload)
+    producer.send(topic, key=b"reuse", value=json.dumps(valid).encode())  # a redelivery
+    producer.send(topic, key=b"reused", value=json.dumps({**valid, "amount": 99.0}).encode())
+    producer.flush()
+    producer.close()
+
+    frame = read_file(settings.data_dir / "transactions.parquet")
+    day = dt.date(2018, 8, 8)
+    stats = send_all(
+        settings, replay_events(frame, day, day + dt.timedelta(days=1)), rate_tps=500, limit=2000
+    )
+    ids = ["reuse-1"] + [
+        str(t) for t in frame["transaction_id"][(frame["event_time"] >= str(day))].head(2000)
+    ]
+    assert stats.transactions == 2000
+    assert tap.wait_for(ids, timeout_s=120) == len(ids), "valid traffic was not all decided"
+    tap.stop()
+
+    consumer = KafkaConsumer(
+        settings.topics.transactions_dlq.name,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=15_000,
+        max_partition_fetch_bytes=2_000_000,
+    )
+    dead = {}
+    for record in consumer:
+        headers = dict(record.headers)
+        dead[record.key.decode()] = (headers["reason"].decode(), record.value)
+        if len(dead) == len(events) + 1:
+            break
+    consumer.close()
+    for i, (name, _, reason) in enumerate(events):
+        got, value = dead[f"h-{i}"]
+        assert got.startswith(reason), (name, got)
+        assert not contains_card_number(value.decode("utf-8", errors="replace")), name
+    assert dead["reused"][0] == "reused_transaction_id"
+    assert "reuse" not in dead  # the redelivery is not a reuse
