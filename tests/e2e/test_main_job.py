@@ -8,13 +8,8 @@ file and ``fraud evaluate`` for the same model and week.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,14 +19,13 @@ import redis
 from models.evaluate import evaluate
 from services.common.decision_store import decision_key
 from services.common.handbook import load_reference, load_transactions
-from services.common.settings import PROJECT_ROOT, Settings
+from services.common.settings import Settings
 from services.decision_tap import DecisionTap
 from services.features import definitions as d
 from services.producer.replay import send_all
 from services.producer.sources import read_file, replay_events
 from services.scorer.backfill import backfill
-from services.stack.topics import ensure_topics
-from tests.conftest import TrainedModel, free_port, wait_for
+from tests.conftest import PrivateScorer, TrainedModel, start_private_scorer, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,28 +34,21 @@ TEST_REDIS_DB = 2
 
 
 @pytest.fixture(scope="module")
-def env(trained: TrainedModel, kafka: str, redis_url: str) -> dict[str, str]:
-    unique = uuid.uuid4().hex[:8]
-    return {
-        "FRAUD_VAR_DIR": str(trained.settings.var_dir),
-        "FRAUD_TOPICS__PREFIX": f"e2e{unique}.",
-        "FRAUD_REDIS__DB": str(TEST_REDIS_DB),
-        "FRAUD_SCORER__APP_ID": f"e2e-scorer-{unique}",
-        "FRAUD_SCORER__METRICS_PORT": str(free_port()),
-    }
+def private(trained: TrainedModel, kafka: str, redis_url: str) -> Iterator[PrivateScorer]:
+    """The scorer in its own namespace, over feature state backfilled to the week's start."""
+    scorer = start_private_scorer(trained, redis_db=TEST_REDIS_DB, name="e2e")
+    client = redis.Redis(
+        host=scorer.settings.redis.host, port=scorer.settings.redis.port, db=TEST_REDIS_DB
+    )
+    backfill(client, load_transactions(scorer.settings.data_dir, None, START), START)
+    yield scorer
+    scorer.process.terminate()
+    scorer.process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
-def settings_e2e(env: dict[str, str], monkeypatch_module: pytest.MonkeyPatch) -> Settings:
-    for key, value in env.items():
-        monkeypatch_module.setenv(key, value)
-    return Settings()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def settings_e2e(private: PrivateScorer) -> Settings:
+    return private.settings
 
 
 @pytest.fixture(scope="module")
@@ -82,41 +69,6 @@ def replay_file(tmp_path_factory: pytest.TempPathFactory, settings_e2e: Settings
     return path
 
 
-@pytest.fixture(scope="module")
-def scorer(settings_e2e: Settings, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    ensure_topics(settings_e2e)
-    client = redis.Redis(
-        host=settings_e2e.redis.host, port=settings_e2e.redis.port, db=TEST_REDIS_DB
-    )
-    client.flushdb()  # the test's own database
-    history = load_transactions(settings_e2e.data_dir, None, START)
-    backfill(client, history, START)
-    log = open(settings_e2e.var_dir / "e2e-scorer.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "score"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    port = int(env["FRAUD_SCORER__METRICS_PORT"])
-
-    def ready() -> bool:
-        import requests
-
-        try:
-            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-        except requests.RequestException:
-            return False
-        return "fraud_scorer_assigned_partitions 4.0" in text and "fraud_model_info{" in text
-
-    wait_for(ready, 120, "the scorer to own its partitions and load the model")
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=60)
-    log.close()
-
-
 def _replay(settings: Settings, replay_file: Path, ids: list[str]) -> DecisionTap:
     tap = DecisionTap(settings).start()
     frame = read_file(replay_file)
@@ -133,9 +85,7 @@ def week_ids(settings_e2e: Settings) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(
-    settings_e2e: Settings, scorer: Any, replay_file: Path, week_ids: list[str]
-) -> DecisionTap:
+def first_run(settings_e2e: Settings, replay_file: Path, week_ids: list[str]) -> DecisionTap:
     return _replay(settings_e2e, replay_file, week_ids)
 
 
