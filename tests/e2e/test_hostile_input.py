@@ -19,6 +19,12 @@ from tests.conftest import PrivateScorer, TrainedModel, start_private_scorer
 from tests.data.corpus import hostile_events
 
 pytestmark = pytest.mark.e2e
+CORPUS_CARD_NUMBERS = (
+    "4111111111111111",
+    "5500000000000004",
+    "4012888888881881",
+    "378282246310005",
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +90,16 @@ def test_hostile_events_go_to_the_dead_letter_topic(scorer: PrivateScorer, kafka
         assert not contains_card_number(value.decode("utf-8", errors="replace")), name
     assert dead["reused"][0] == "reused_transaction_id"
     assert "reuse" not in dead  # the redelivery is not a reuse
+
+
+def test_no_card_number_or_key_in_the_worker_log(scorer: PrivateScorer) -> None:
+    """After the hostile run (card numbers in many fields), the scorer's log holds none,
+    nor anything shaped like an API key."""
+    import re
+
+    log = (scorer.settings.var_dir / "hostile-scorer.log").read_text(errors="replace")
+    assert "dead_letter reason=card_number" in log  # the log did see those events
+    digits_only = re.sub(r"[ -]", "", log)
+    for number in CORPUS_CARD_NUMBERS:  # the corpus's own numbers, in any spacing
+        assert number not in digits_only, number
+    assert not re.search(r"fd_[0-9a-f]{12}_[A-Za-z0-9-]{20,}", log)
