@@ -130,9 +130,12 @@ class PrivateScorer:
     process: Any
 
 
-def start_private_scorer(trained: TrainedModel, redis_db: int, name: str) -> PrivateScorer:
+def start_private_scorer(
+    trained: TrainedModel, redis_db: int, name: str, extra_env: dict[str, str] | None = None
+) -> PrivateScorer:
     """Create the namespace's topics, flush its Redis database, start the scorer and wait
-    until it owns its partitions and has loaded the session's model."""
+    until it owns its partitions and has loaded the session's model. ``extra_env`` joins the
+    namespace's variables (and is kept in ``env`` for other processes of the namespace)."""
     import subprocess
     import sys
 
@@ -149,6 +152,7 @@ def start_private_scorer(trained: TrainedModel, redis_db: int, name: str) -> Pri
         "FRAUD_REDIS__DB": str(redis_db),
         "FRAUD_SCORER__APP_ID": f"{name}-scorer-{unique}",
         "FRAUD_SCORER__METRICS_PORT": str(free_port()),
+        **(extra_env or {}),
     }
     settings = Settings(
         var_dir=trained.settings.var_dir,

@@ -21,7 +21,6 @@ class ReplayStats:
 
     sent: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    first_send: float = 0.0
 
     @property
     def transactions(self) -> int:
@@ -64,7 +63,6 @@ def send_all(
     }
     stats = ReplayStats()
     began = time.perf_counter()
-    stats.first_send = time.time()
     sent_tx = 0
     try:
         for event in events:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,8 +17,7 @@ from services.api.keys import create_key
 from services.common.settings import PROJECT_ROOT, Settings
 from services.observability.dashboards import panel_queries
 from services.observability.report import write_report
-from services.stack.topics import ensure_topics
-from tests.conftest import TrainedModel, free_port, wait_for
+from tests.conftest import TrainedModel, free_port, start_private_scorer, wait_for
 
 pytestmark = pytest.mark.e2e
 OBS_REDIS_DB = 5
@@ -29,35 +27,28 @@ OBS_REDIS_DB = 5
 def running(
     trained: TrainedModel, settings: Settings, prometheus_url: str, kafka: str
 ) -> Iterator[tuple[Settings, dict[str, str]]]:
-    unique = uuid.uuid4().hex[:8]
-    env = {
-        "FRAUD_VAR_DIR": str(trained.settings.var_dir),
-        "FRAUD_PROMETHEUS__TARGETS_DIR": str(settings.targets_dir),  # the stack's Prometheus
-        "FRAUD_TOPICS__PREFIX": f"obs{unique}.",
-        "FRAUD_REDIS__DB": str(OBS_REDIS_DB),
-        "FRAUD_SCORER__APP_ID": f"obs-scorer-{unique}",
-        "FRAUD_SCORER__METRICS_PORT": str(free_port()),
-        "FRAUD_API__PORT": str(free_port()),
-    }
-    private = Settings(
-        var_dir=trained.settings.var_dir,
-        redis={"db": OBS_REDIS_DB},
-        topics={"prefix": env["FRAUD_TOPICS__PREFIX"]},
+    scorer = start_private_scorer(
+        trained,
+        redis_db=OBS_REDIS_DB,
+        name="obs",
+        extra_env={
+            "FRAUD_PROMETHEUS__TARGETS_DIR": str(settings.targets_dir),  # the stack's Prometheus
+            "FRAUD_API__PORT": str(free_port()),
+        },
     )
-    ensure_topics(private)
+    private, env = scorer.settings, scorer.env
     client = redis.Redis(port=private.redis.port, db=OBS_REDIS_DB)
-    client.flushdb()
     key = create_key(client, "obs", "viewer")
     full_env = {**os.environ, **env}
     procs = [
+        scorer.process,
         subprocess.Popen(
-            [sys.executable, "-m", "services.cli", cmd],
+            [sys.executable, "-m", "services.cli", "api"],
             cwd=PROJECT_ROOT,
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-        )
-        for cmd in ("score", "api")
+        ),
     ]
     producer = subprocess.Popen(
         [
