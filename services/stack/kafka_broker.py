@@ -94,9 +94,8 @@ class KafkaBroker:
         if (self.data / "meta.properties").exists():
             return
         id_file = self.home / "cluster.id"
-        if not id_file.exists():
-            raw = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-            id_file.write_text(raw + "\n")
+        if not id_file.exists() or id_file.read_text().startswith("-"):
+            id_file.write_text(new_cluster_id() + "\n")
         result = subprocess.run(
             [
                 *self._java(STORAGE_TOOL),
@@ -163,6 +162,16 @@ class KafkaBroker:
             f"{self.libs}/*",
             main,
         ]
+
+
+def new_cluster_id() -> str:
+    """16 random bytes, unpadded base64url (22 characters), never starting with ``-``: the
+    storage tool's argument parser would take such an id for an option (as Kafka's own
+    ``Uuid.randomUuid`` avoids too)."""
+    while True:
+        raw = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        if not raw.startswith("-"):
+            return raw
 
 
 def _require(program: str, how: str) -> None:
