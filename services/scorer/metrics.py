@@ -55,6 +55,14 @@ BATCH_SIZE = Histogram(
 )
 MODEL_INFO = Gauge("fraud_model_info", "1 for the active model version.", ["version"])
 DEGRADED_MODE = Gauge("fraud_degraded_mode", "1 while the scorer decides in degraded mode.")
+STATE_BACKLOG = Gauge(
+    "fraud_feature_state_backlog",
+    "Transactions decided in degraded mode whose history is not yet in the feature state.",
+)
+STATE_DROPPED = Gauge(
+    "fraud_feature_state_dropped",
+    "Degraded-mode transactions dropped from the feature state backlog (it was full).",
+)
 LABELS = Counter("fraud_labels_total", "Labels applied to terminal risk.", ["source"])
 STORED = Counter(
     "fraud_decisions_stored_total", "Decisions written to the decision store.", ["result"]

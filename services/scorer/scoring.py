@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 3
 FEATURES_TIMEOUT_S = 2.0
 """A micro-batch whose features take longer is decided in degraded mode."""
+PROBE_EVERY_S = 1.0
+"""After a feature-source failure, batches are decided in degraded mode without trying it
+again for this long (no batch waits on a source known to be down)."""
+MAX_PENDING = 1_000_000
+"""Transactions decided in degraded mode kept for the feature state (about 200 MB at most)."""
+CATCH_UP_CHUNK = 2000
 COLUMN = {name: j for j, name in enumerate(d.ALL_FEATURES)}
 
 
@@ -53,16 +59,39 @@ class Scorer:
         self.model = model
         self.policy = policy
         self.stages = StageTimes()
+        self.pending: list[Transaction] = []
+        """Transactions decided while the feature source was down, not yet in its state."""
+        self.dropped = 0
+        """Pending transactions dropped past :data:`MAX_PENDING` (their history is lost)."""
+        self._down_until = 0.0
+        self._state_lock = asyncio.Lock()  # the pending list has one writer at a time
+
+    @property
+    def features_down(self) -> bool:
+        """True while the feature source is considered down (see :data:`PROBE_EVERY_S`)."""
+        return time.monotonic() < self._down_until
 
     async def decide(self, batch: Sequence[Transaction]) -> list[dict[str, Any]]:
-        """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract)."""
+        """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract).
+
+        While the feature source fails, the batch is decided in degraded mode and kept in
+        :attr:`pending`; once the source answers again, the pending transactions are written
+        to the feature state first, in arrival order, so the state ends as if the outage had
+        not happened (while this process lives).
+        """
         began = time.perf_counter()
-        values: FloatArray | None
-        try:
-            values = await asyncio.wait_for(self.features.features(batch), FEATURES_TIMEOUT_S)
-        except Exception as error:  # any feature-store failure means degraded mode
-            log.warning("features_unavailable error=%s batch=%d", type(error).__name__, len(batch))
-            values = None
+        values: FloatArray | None = None
+        async with self._state_lock:
+            if self.features_down:
+                self._keep(batch)
+            else:
+                try:
+                    await self._catch_up()
+                    values = await asyncio.wait_for(
+                        self.features.features(batch), FEATURES_TIMEOUT_S
+                    )
+                except Exception as error:  # any feature-store failure means degraded mode
+                    self._failed(error, batch)
         after_features = time.perf_counter()
         model = self.model.current
         scores: list[float | None] = [None] * len(batch)
@@ -93,6 +122,44 @@ class Scorer:
             after_features - began, after_model - after_features, done - after_model
         )
         return decisions
+
+    async def recover(self) -> None:
+        """Write pending transactions to the feature state if the source is back (called on
+        a timer, so the state catches up even when no transaction arrives)."""
+        if not self.pending or self.features_down:
+            return
+        async with self._state_lock:
+            try:
+                await self._catch_up()
+            except Exception as error:
+                self._failed(error, [])
+
+    def _failed(self, error: Exception, batch: Sequence[Transaction]) -> None:
+        log.warning("features_unavailable error=%s batch=%d", type(error).__name__, len(batch))
+        self._down_until = time.monotonic() + PROBE_EVERY_S
+        self._keep(batch)
+
+    async def _catch_up(self) -> None:
+        """Write the pending transactions to the feature state, oldest first.
+
+        Raises:
+            Exception: whatever the feature source raises (the rest stays pending).
+        """
+        backlog = len(self.pending)
+        while self.pending:
+            chunk = self.pending[:CATCH_UP_CHUNK]
+            await asyncio.wait_for(self.features.features(chunk), FEATURES_TIMEOUT_S)
+            del self.pending[: len(chunk)]
+        if backlog:
+            log.warning("features_recovered caught_up=%d", backlog)
+
+    def _keep(self, batch: Sequence[Transaction]) -> None:
+        self.pending.extend(batch)
+        excess = len(self.pending) - MAX_PENDING
+        if excess > 0:
+            del self.pending[:excess]
+            self.dropped += excess
+            log.error("degraded_backlog_full dropped=%d", excess)
 
     def _record(
         self,

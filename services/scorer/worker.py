@@ -58,14 +58,24 @@ class Runtime:
         self._producer: Any = None
         self.last_label_at = 0.0
         self.scorer: Scorer | None = None
+        self._error_reported = False
 
     def redis(self) -> Any:
         if self._redis is None:  # created inside the worker's event loop
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
             cfg = self.settings.redis
             self._redis = aioredis.Redis(
-                host=cfg.host, port=cfg.port, db=cfg.db, socket_timeout=2, socket_connect_timeout=1
+                host=cfg.host,
+                port=cfg.port,
+                db=cfg.db,
+                socket_timeout=2,
+                socket_connect_timeout=1,
+                # fail fast (one immediate retry, for a pooled connection Redis closed): a
+                # batch must not wait on backoffs; the scorer has its own degraded mode
+                retry=Retry(NoBackoff(), 1),
             )
         return self._redis
 
@@ -102,6 +112,10 @@ class Runtime:
         try:
             if self.model.last_error:  # the API's /v1/models/active says why
                 await self.redis().set(MODEL_ERROR_KEY, self.model.last_error, ex=3600)
+                self._error_reported = True
+            elif self._error_reported:
+                await self.redis().delete(MODEL_ERROR_KEY)
+                self._error_reported = False
             raw = await self.redis().get(POLICY_KEY)
         except Exception as error:
             log.warning("policy_unavailable error=%s", type(error).__name__)
@@ -213,6 +227,12 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     @app.timer(1.0)
     async def refresh() -> None:
         await runtime.refresh()
+        scorer = runtime.get_scorer()
+        if scorer.pending:
+            await scorer.recover()
+            metrics.STATE_BACKLOG.set(len(scorer.pending))
+        if not (scorer.pending or scorer.features_down or runtime.model.current is None):
+            metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
         owned = [
             tp
             for tp in app.assignor.assigned_actives()
@@ -255,7 +275,7 @@ async def _claim(runtime: Runtime, valid: list[Any]) -> tuple[list[Any], list[An
     A redelivery (same content) passes; a reuse goes to the dead-letter topic. When Redis is
     down the check is skipped (the batch is decided in degraded mode anyway).
     """
-    if not valid:
+    if not valid or runtime.get_scorer().features_down:
         return valid, []
     try:
         conflicts = await asyncio.wait_for(
@@ -295,6 +315,8 @@ async def _score_batch(scorer: Scorer, producer: Any, topic: str, valid: list[An
     degraded = sum(1 for r in records if r["degraded"])
     metrics.DEGRADED_MODE.set(1 if degraded else 0)
     metrics.DEGRADED.inc(degraded)
+    metrics.STATE_BACKLOG.set(len(scorer.pending))
+    metrics.STATE_DROPPED.set(scorer.dropped)
     began = time.perf_counter()
     futures = []
     for (event, _), record in zip(valid, records, strict=True):
