@@ -49,6 +49,7 @@ class ActiveModel:
         active = self.registry.active()
         self._seen = (mtime, active)
         if active is None or (self.current is not None and self.current.version == active):
+            self.last_error = None  # back on a version that loads (a rollback)
             return False
         try:
             loaded = self.registry.load(active)
