@@ -148,6 +148,13 @@ class ScorerSettings(BaseModel):
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
     )
     loglevel: str = "warning"
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6.0,
+        le=300.0,
+        description="a replica silent this long (crashed) loses its partitions to the others;"
+        " heartbeats go every third of it",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -168,6 +175,12 @@ class ApiSettings(BaseModel):
             secret = value.get_secret_value()
             if len(secret) < 24 or secret.lower() in {"changeme", "change-me", "secret", "admin"}:
                 raise ValueError("FRAUD_API__BOOTSTRAP_ADMIN_KEY must be a random 24+ char secret")
+            parts = secret.split("_")
+            if len(parts) != 3 or parts[0] != "fd" or not all(parts[1:]):
+                raise ValueError(
+                    "FRAUD_API__BOOTSTRAP_ADMIN_KEY must read fd_<id>_<secret> (no other '_'),"
+                    " e.g. fd_$(openssl rand -hex 6)_$(openssl rand -hex 24)"
+                )
         return value
 
 

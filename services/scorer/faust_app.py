@@ -31,4 +31,7 @@ def make_app(settings: Settings, app_id: str, web_port: int | None = None) -> fa
         topic_disable_leader=True,
         producer_linger_ms=0,
         consumer_auto_offset_reset="earliest",
+        # a crashed replica's partitions move after this long (Faust's default is 60 s)
+        broker_session_timeout=settings.scorer.session_timeout_s,
+        broker_heartbeat_interval=settings.scorer.session_timeout_s / 3,
     )
