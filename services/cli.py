@@ -245,6 +245,31 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _chaos(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import ModelRegistry
+    from services.chaos.scenarios import SCENARIOS, markdown, run
+    from services.stack.stack import Stack
+
+    log = (lambda *_: None) if args.json else print
+    for name, outcome, _ in Stack(settings).up():
+        log(f"{name:<28} {outcome}")
+    if ModelRegistry(settings.models_dir).active() is None:
+        from models.train import run_training
+
+        log("no active model: training one with the quick grid")
+        run_training(settings, quick=True, progress=not args.json)
+    names = args.scenario or list(SCENARIOS)
+    results = run(
+        settings, names, count=args.transactions, rate_tps=args.rate, seed=args.seed, log=log
+    )
+    report = [r.as_dict() for r in results]
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / "chaos.json").write_text(json.dumps(report, indent=2))
+    (settings.reports_dir / "chaos.md").write_text(markdown(results))
+    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
 def _score(args: argparse.Namespace, settings: Settings) -> int:
     from services.scorer.worker import main as worker_main
 
@@ -411,6 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
     p.add_argument("--targets", default="passthrough,scorer")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = add(
+        "chaos",
+        _chaos,
+        "fault scenarios on the local stack (restarts its broker and Redis): counts sent, "
+        "decided, duplicated, lost; exit 1 if any scenario fails",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        choices=["scorer-kill", "broker-restart", "redis-outage", "replica-kill", "bad-model"],
+        help="run this one (repeatable; default: all)",
+    )
+    p.add_argument("--transactions", type=int, default=50_000, help="per scenario")
+    p.add_argument("--rate", type=float, default=1000.0, help="transactions per second")
+    p.add_argument("--seed", type=int, help="for the fault moments (default: drawn, printed)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
 

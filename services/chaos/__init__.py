@@ -1,0 +1,1 @@
+"""Fault injection (``fraud chaos``): crashes and outages during replays, audited."""

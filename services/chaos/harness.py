@@ -1,0 +1,443 @@
+"""The fault-injection harness: private namespaces, scorer processes, replays and the audit.
+
+A scenario runs in its own namespace on the local stack (topic prefix, consumer group, Redis
+database, a private copy of the active model), replays handbook transactions through Kafka
+into real ``fraud score`` processes while it breaks things, then audits what came out:
+
+- every transaction sent has exactly one decision in the store (``lost``, ``duplicated``);
+- the decisions topic may repeat a decision after a crash (at-least-once, ``redelivered``),
+  but never holds two different outcomes for one transaction;
+- the feature state equals that of a clean run: the same transactions written in order by the
+  same state code (:class:`RedisFeatureState`) into another database, with no faults;
+- every decision not made in degraded mode carries the clean run's feature values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+
+from models.registry import ModelRegistry, RegistryError
+from services.common.decision_store import decision_key
+from services.common.events import parse_transaction
+from services.common.settings import PROJECT_ROOT, Settings
+from services.features import definitions as d
+from services.features.incremental import TERMINAL_HORIZON_MS
+from services.producer.sources import Event
+
+CHAOS_REDIS_DB = 8
+"""Redis database of the scenario under test (flushed at each scenario's start)."""
+REFERENCE_REDIS_DB = 9
+"""Redis database of the clean run (flushed at each scenario's start)."""
+REFERENCE_BATCH = 500
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Audit:
+    """What one scenario sent and what came out of it.
+
+    Attributes:
+        sent: transactions Kafka acknowledged to the producer.
+        decided: of those, transactions with a decision in the store.
+        duplicated: transactions decided twice: two different verdicts (outcome or score) on
+            the decisions topic. (The store cannot hold two: it is written once per id.)
+        lost: transactions sent that have no decision in the store.
+        redelivered: extra copies of a decision on the topic (at-least-once; the store keeps
+            the first).
+        degraded: decisions made in degraded mode.
+        feature_mismatches: non-degraded decisions whose features differ from the clean run.
+        state_keys: card and terminal histories in the clean run's state.
+        state_equal: the feature state in Redis equals the clean run's (and is not empty).
+    """
+
+    sent: int = 0
+    decided: int = 0
+    duplicated: int = 0
+    lost: int = 0
+    redelivered: int = 0
+    degraded: int = 0
+    feature_mismatches: int = 0
+    state_keys: int = 0
+    state_equal: bool = False
+    state_differences: list[str] = field(default_factory=list)
+
+
+class FraudProcess:
+    """One ``fraud score`` (or other ``fraud`` command) process of a namespace, with its own
+    /metrics port and log."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, command: str = "score") -> None:
+        self.port = free_port()
+        self.env = {**env, "FRAUD_SCORER__METRICS_PORT": str(self.port)}
+        self.log_path = log_path
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", self.command],
+                cwd=PROJECT_ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric, or None when the process does not answer."""
+        import requests
+
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=1).text
+        except requests.RequestException:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def owned(self) -> int:
+        return int(self.metric("fraud_scorer_assigned_partitions") or 0)
+
+    def wait_owning(self, partitions: int, timeout_s: float = 120.0) -> None:
+        """Wait until this process owns ``partitions`` partitions (or at least one with 0).
+
+        Raises:
+            TimeoutError: not within ``timeout_s`` (or the process exited).
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise TimeoutError(f"the scorer exited with {self.proc.returncode}")
+            owned = self.owned()
+            if (owned == partitions) if partitions else owned > 0:
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"the scorer did not own {partitions or 'any'} partitions in time")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class Namespace:
+    """A private corner of the local stack for one scenario.
+
+    Args:
+        base: the stack's settings (Kafka, Redis, data folder).
+        root: a folder for the namespace's model copy and logs.
+        name: the scenario's name (in topic names, the group id and log names).
+        model_source: a registry whose active version the scorers use.
+    """
+
+    def __init__(self, base: Settings, root: Path, name: str, model_source: Path) -> None:
+        unique = uuid.uuid4().hex[:8]
+        self.name = name
+        self.var_dir = root / name
+        (self.var_dir / "log").mkdir(parents=True, exist_ok=True)
+        prefix = f"chaos-{name}-{unique}."
+        app_id = f"chaos-{name}-{unique}"
+        self.settings = base.model_copy(
+            update={
+                "var_dir": self.var_dir,
+                "redis": base.redis.model_copy(update={"db": CHAOS_REDIS_DB}),
+                "topics": base.topics.model_copy(update={"prefix": prefix}),
+                "scorer": base.scorer.model_copy(update={"app_id": app_id}),
+            }
+        )
+        self.env = {
+            "FRAUD_VAR_DIR": str(self.var_dir),
+            "FRAUD_TOPICS__PREFIX": prefix,
+            "FRAUD_REDIS__DB": str(CHAOS_REDIS_DB),
+            "FRAUD_SCORER__APP_ID": app_id,
+            "FRAUD_PROMETHEUS__TARGETS_DIR": str(self.var_dir / "targets"),
+        }
+        self.model_version = copy_active_model(model_source, self.settings.models_dir)
+        self.scorers: list[FraudProcess] = []
+
+    def prepare(self) -> None:
+        """Create the namespace's topics; flush the scenario's and the clean run's databases."""
+        from services.stack.topics import ensure_topics
+
+        ensure_topics(self.settings)
+        for db in (CHAOS_REDIS_DB, REFERENCE_REDIS_DB):
+            self.redis(db).flushdb()
+
+    def redis(self, db: int = CHAOS_REDIS_DB) -> Any:
+        cfg = self.settings.redis
+        return redis.Redis(host=cfg.host, port=cfg.port, db=db, socket_timeout=10)
+
+    def scorer(self) -> FraudProcess:
+        """A new (not yet started) scorer process of this namespace."""
+        tag = len(self.scorers)
+        process = FraudProcess(self.env, self.var_dir / "log" / f"scorer-{tag}.log")
+        self.scorers.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.scorers:
+            process.stop()
+
+    def logs(self) -> list[Path]:
+        return sorted((self.var_dir / "log").glob("*.log"))
+
+
+def copy_active_model(source: Path, target: Path) -> str:
+    """Register the active version of the registry at ``source`` into ``target``, active.
+
+    Raises:
+        RegistryError: ``source`` has no active model (train one: ``fraud train``).
+    """
+    registry = ModelRegistry(source)
+    active = registry.active()
+    if active is None:
+        raise RegistryError(f"no active model in {source}; train one first: `fraud train`")
+    loaded = registry.load(active)
+    copy = ModelRegistry(target)
+    metadata = {k: v for k, v in loaded.metadata.items() if k not in ("version", "created_at")}
+    version = copy.register(loaded.booster, metadata)
+    copy.promote(version, by="chaos")
+    return version
+
+
+def chaos_events(settings: Settings, count: int) -> list[Event]:
+    """The first ``count`` transactions of the chapter 3 test week (from 2018-08-08), as
+    transaction events v1, no labels (label timing would make features depend on races)."""
+    from services.demo import DEFAULT_START
+    from services.producer.sources import read_file, replay_events
+
+    frame = read_file(settings.data_dir / "transactions.parquet")
+    events = []
+    for event in replay_events(frame, DEFAULT_START, None):
+        if event.topic == "transactions":
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
+
+
+class Replay:
+    """Produces events at a fixed rate in a background thread, acks awaited (kafka-python).
+
+    The producer retries through broker restarts (idempotent, up to two minutes per record);
+    ``sent`` counts the records Kafka acknowledged and ``failed`` those it never did.
+    """
+
+    def __init__(self, settings: Settings, events: list[Event], rate_tps: float) -> None:
+        self.settings, self.events, self.rate = settings, events, rate_tps
+        self.sent: set[str] = set()
+        self.failed = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="chaos-replay", daemon=True)
+
+    def start(self) -> Replay:
+        self._thread.start()
+        return self
+
+    def _ack(self, tx_id: str) -> Any:
+        def callback(_metadata: Any) -> None:
+            with self._lock:
+                self.sent.add(tx_id)
+
+        return callback
+
+    def _fail(self, _error: Exception) -> None:
+        with self._lock:
+            self.failed += 1
+
+    def _run(self) -> None:
+        from services.producer.replay import make_producer
+
+        producer: Any = make_producer(self.settings)
+        topic = self.settings.topics.transactions.name
+        began = time.perf_counter()
+        try:
+            for i, event in enumerate(self.events):
+                delay = began + i / self.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                future = producer.send(topic, key=event.key, value=event.value)
+                future.add_callback(self._ack(event.transaction_id))
+                future.add_errback(self._fail)
+            producer.flush(timeout=180)
+        finally:
+            producer.close(timeout=10)
+            self.done.set()
+
+    def progress(self) -> float:
+        """Share of the events whose send time has come (0..1), by the clock."""
+        return min(len(self.sent) / max(len(self.events), 1), 1.0)
+
+    def wait(self, timeout_s: float) -> None:
+        self.done.wait(timeout_s)
+
+
+def wait_for_decisions(client: Any, ids: list[str], timeout_s: float) -> int:
+    """Poll the store until every id has a decision or the deadline passes; how many do."""
+    missing = list(ids)
+    deadline = time.monotonic() + timeout_s
+    while missing and time.monotonic() < deadline:
+        found = []
+        for i in range(0, len(missing), 5000):
+            chunk = missing[i : i + 5000]
+            found += client.mget([decision_key(t) for t in chunk])
+        missing = [t for t, v in zip(missing, found, strict=True) if v is None]
+        if missing:
+            time.sleep(0.5)
+    return len(ids) - len(missing)
+
+
+def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
+    """Every record value of ``topic`` from the beginning to its current end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        remaining = {p for p in parts if ends[p] > 0}
+        deadline = time.monotonic() + 120
+        while remaining and time.monotonic() < deadline:
+            for part, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    yield record.value
+                if consumer.position(part) >= ends[part]:
+                    remaining.discard(part)
+    finally:
+        consumer.close()
+
+
+def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarray]:
+    """The clean run: the events in order through :class:`RedisFeatureState` into
+    :data:`REFERENCE_REDIS_DB`. Returns each transaction's features (ALL_FEATURES order)."""
+    import redis.asyncio as aioredis
+
+    from services.scorer.feature_state import RedisFeatureState
+
+    async def run() -> dict[str, np.ndarray]:
+        cfg = settings.redis
+        client = aioredis.Redis(host=cfg.host, port=cfg.port, db=REFERENCE_REDIS_DB)
+        state = RedisFeatureState(client)
+        out: dict[str, np.ndarray] = {}
+        try:
+            txs = [parse_transaction(e.value) for e in events]
+            for i in range(0, len(txs), REFERENCE_BATCH):
+                batch = txs[i : i + REFERENCE_BATCH]
+                values = await state.features(batch)
+                out.update({tx.transaction_id: row for tx, row in zip(batch, values, strict=True)})
+        finally:
+            await client.aclose()
+        return out
+
+    return asyncio.run(run())
+
+
+def _feature_state(client: Any) -> dict[str, Any]:
+    """The feature state of a database, normalised: card histories decoded; terminal members
+    older than the terminal horizon (pruned lazily, at random) left out."""
+    from services.scorer.feature_state import decode_customer
+
+    state: dict[str, Any] = {}
+    for key in client.scan_iter(match="fs:c:*", count=1000):
+        h = decode_customer(client.get(key))
+        state[key.decode()] = (
+            h.times_ms.tolist(),
+            h.cents.tolist(),
+            h.large.tolist(),
+            list(h.transaction_ids),
+        )
+    for key in client.scan_iter(match="fs:t:*", count=1000):
+        members = client.zrange(key, 0, -1, withscores=True)
+        newest = max((s for _, s in members), default=0.0)
+        state[key.decode()] = sorted(
+            (m.decode(), s) for m, s in members if s >= newest - TERMINAL_HORIZON_MS
+        )
+    return state
+
+
+def audit(
+    ns: Namespace, replay: Replay, reference: dict[str, np.ndarray], timeout_s: float
+) -> Audit:
+    """Wait for the decisions of what was sent, then count what came out (see module doc)."""
+    client = ns.redis()
+    sent = sorted(replay.sent)
+    result = Audit(sent=len(sent))
+    result.decided = wait_for_decisions(client, sent, timeout_s)
+    result.lost = result.sent - result.decided
+
+    verdicts: dict[str, set[tuple[str, float | None]]] = {}
+    copies = 0
+    for value in read_topic(ns.settings, ns.settings.topics.decisions.name):
+        record = orjson.loads(value)
+        verdicts.setdefault(record["transaction_id"], set()).add(
+            (record["outcome"], record["score"])
+        )
+        copies += 1
+    result.redelivered = copies - len(verdicts)
+    result.duplicated = sum(1 for v in verdicts.values() if len(v) > 1)
+
+    stored: list[bytes | None] = []
+    for i in range(0, len(sent), 5000):
+        stored += client.mget([decision_key(t) for t in sent[i : i + 5000]])
+    decisions = [orjson.loads(v) for v in stored if v is not None]
+
+    columns = {name: j for j, name in enumerate(d.ALL_FEATURES)}
+    for rec in decisions:
+        if rec["degraded"]:
+            result.degraded += 1
+            continue
+        expected = reference.get(rec["transaction_id"])
+        got = rec["features"] or {}
+        if expected is None or any(
+            not np.isclose(value, expected[columns[name]], rtol=1e-9, atol=1e-9)
+            for name, value in got.items()
+        ):
+            result.feature_mismatches += 1
+
+    mine, clean = _feature_state(client), _feature_state(ns.redis(REFERENCE_REDIS_DB))
+    differing = sorted(k for k in mine.keys() | clean.keys() if mine.get(k) != clean.get(k))
+    result.state_keys = len(clean)
+    result.state_equal = bool(clean) and not differing
+    result.state_differences = differing[:10]
+    return result

@@ -1,0 +1,442 @@
+"""The fault scenarios of ``fraud chaos`` (issue #8): each breaks one thing during a replay.
+
+- ``scorer-kill``: SIGKILL the scorer at random moments, restarting it each time;
+- ``broker-restart``: stop the Kafka broker mid-replay and start it again;
+- ``redis-outage``: stop Redis for 30 s mid-replay (the scorer decides in degraded mode);
+- ``replica-kill``: two scorers in one consumer group, SIGKILL one;
+- ``bad-model``: promote a model file that does not load (through the API, then behind its
+  back): the old model stays active and the API says why.
+
+Scenarios restart the local stack's broker and Redis: run them on a development stack, not
+beside a production one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.chaos.harness import (
+    Audit,
+    FraudProcess,
+    Namespace,
+    Replay,
+    audit,
+    chaos_events,
+    free_port,
+    reference_run,
+)
+from services.common.settings import Settings
+from services.producer.sources import Event
+
+REDIS_OUTAGE_S = 30.0
+BROKER_DOWN_S = 5.0
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario's audit, what was done to the system, and its verdict."""
+
+    scenario: str
+    audit: Audit
+    faults: list[str] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        a = self.audit
+        clean = a.lost == 0 and a.duplicated == 0 and a.feature_mismatches == 0
+        return clean and a.state_equal and a.sent > 0 and all(self.checks.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        a = asdict(self.audit)
+        return {
+            "scenario": self.scenario,
+            "passed": self.passed,
+            **{k: a[k] for k in ("sent", "decided", "duplicated", "lost")},
+            **{k: v for k, v in a.items() if k not in ("sent", "decided", "duplicated", "lost")},
+            "faults": self.faults,
+            "checks": self.checks,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class Context:
+    """What every scenario gets: the stack's settings, the events, pacing and a seed."""
+
+    settings: Settings
+    root: Path
+    model_source: Path
+    events: list[Event]
+    rate_tps: float
+    rng: random.Random
+    log: Callable[[str], None]
+
+    @property
+    def replay_s(self) -> float:
+        return len(self.events) / self.rate_tps
+
+    def namespace(self, name: str) -> Namespace:
+        ns = Namespace(self.settings, self.root, name, self.model_source)
+        ns.prepare()
+        return ns
+
+    def finish(self, ns: Namespace, replay: Replay) -> Audit:
+        replay.wait(self.replay_s + 300)
+        self.log(f"{ns.name}: replay done ({len(replay.sent)} acknowledged); auditing")
+        reference = reference_run(ns.settings, [e for e in self.events])
+        return audit(ns, replay, reference, timeout_s=120 + len(self.events) / 500)
+
+
+def _kill_times(ctx: Context, kills: int) -> list[float]:
+    """Random moments within the replay, at least 4 s apart (seconds from its start)."""
+    span = ctx.replay_s * 0.85
+    while True:
+        times = sorted(ctx.rng.uniform(0.1 * ctx.replay_s, span) for _ in range(kills))
+        if all(b - a >= 4.0 for a, b in itertools.pairwise(times)):
+            return times
+
+
+def _sleep_until(began: float, offset: float) -> None:
+    time.sleep(max(began + offset - time.monotonic(), 0.0))
+
+
+def scorer_kill(ctx: Context, kills: int = 3) -> ScenarioResult:
+    ns = ctx.namespace("scorer-kill")
+    result = ScenarioResult("scorer-kill", Audit())
+    try:
+        scorer = ns.scorer()
+        scorer.start()
+        scorer.wait_owning(ns.settings.topics.transactions.partitions)
+        began = time.monotonic()
+        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        for offset in _kill_times(ctx, kills):
+            # a kill hits a scorer at work: not before the last restart owns its partitions
+            _sleep_until(began, max(offset, time.monotonic() - began + ctx.rng.uniform(0.5, 2)))
+            scorer.kill()
+            result.faults.append(f"SIGKILL scorer at {time.monotonic() - began:.1f} s")
+            scorer = ns.scorer()
+            scorer.start()
+            scorer.wait_owning(ns.settings.topics.transactions.partitions)
+        result.audit = ctx.finish(ns, replay)
+        result.checks["producer_lost_nothing"] = replay.failed == 0
+    finally:
+        ns.close()
+    return result
+
+
+def broker_restart(ctx: Context) -> ScenarioResult:
+    from services.stack.kafka_broker import KafkaBroker
+
+    ns = ctx.namespace("broker-restart")
+    result = ScenarioResult("broker-restart", Audit())
+    broker = KafkaBroker(ctx.settings).process()
+    try:
+        scorer = ns.scorer()
+        scorer.start()
+        scorer.wait_owning(ns.settings.topics.transactions.partitions)
+        began = time.monotonic()
+        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        _sleep_until(began, ctx.rng.uniform(0.3, 0.5) * ctx.replay_s)
+        at = time.monotonic() - began
+        if not broker.stop():
+            raise RuntimeError("the Kafka broker is not one `fraud up` started; cannot restart it")
+        stopped = time.monotonic() - began
+        time.sleep(BROKER_DOWN_S)
+        broker.start(ctx.settings.service_timeout_s)
+        result.faults.append(
+            f"broker told to stop at {at:.1f} s, gone at {stopped:.1f} s, down {BROKER_DOWN_S:.0f}"
+            f" s, serving again at {time.monotonic() - began:.1f} s"
+        )
+        result.audit = ctx.finish(ns, replay)
+        result.checks["producer_lost_nothing"] = replay.failed == 0
+        result.checks["scorer_survived"] = scorer.proc is not None and scorer.proc.poll() is None
+    finally:
+        broker.start(ctx.settings.service_timeout_s)  # whatever happened, leave it running
+        ns.close()
+    return result
+
+
+def redis_outage(ctx: Context, outage_s: float = REDIS_OUTAGE_S) -> ScenarioResult:
+    from services.stack.redis_server import redis_process
+
+    ns = ctx.namespace("redis-outage")
+    result = ScenarioResult("redis-outage", Audit())
+    server = redis_process(ctx.settings, install=False)
+    try:
+        scorer = ns.scorer()
+        scorer.start()
+        scorer.wait_owning(ns.settings.topics.transactions.partitions)
+        began = time.monotonic()
+        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        _sleep_until(began, ctx.rng.uniform(0.1, 0.2) * ctx.replay_s)
+        at = time.monotonic() - began
+        if not server.stop():
+            raise RuntimeError("Redis is not one `fraud up` started; cannot stop it")
+        time.sleep(outage_s / 2)
+        flagged = scorer.metric("fraud_degraded_mode")
+        time.sleep(outage_s / 2)
+        server.start(ctx.settings.service_timeout_s)
+        result.faults.append(
+            f"Redis stopped at {at:.1f} s for {time.monotonic() - began - at:.1f} s"
+        )
+        replay.wait(ctx.replay_s + 300)
+        deadline = time.monotonic() + 120
+        recovered = False
+        while not recovered and time.monotonic() < deadline:
+            time.sleep(0.5)  # the scorer writes its degraded-mode backlog to the state
+            recovered = scorer.metric("fraud_degraded_mode") == 0.0 and (
+                scorer.metric("fraud_feature_state_backlog") == 0.0
+            )
+        result.checks["recovered"] = recovered
+        result.faults.append(f"scorer recovered {time.monotonic() - began:.1f} s into the run")
+        result.audit = ctx.finish(ns, replay)
+        result.checks["degraded_mode_flagged"] = flagged == 1.0
+        result.checks["degraded_decisions_counted"] = (
+            (scorer.metric("fraud_degraded_decisions_total") or 0) >= result.audit.degraded > 0
+        )
+        result.checks["scorer_survived"] = scorer.proc is not None and scorer.proc.poll() is None
+        result.checks["producer_lost_nothing"] = replay.failed == 0
+    finally:
+        server.start(ctx.settings.service_timeout_s)
+        ns.close()
+    return result
+
+
+def replica_kill(ctx: Context) -> ScenarioResult:
+    ns = ctx.namespace("replica-kill")
+    result = ScenarioResult("replica-kill", Audit())
+    partitions = ns.settings.topics.transactions.partitions
+    try:
+        first, second = ns.scorer(), ns.scorer()
+        first.start()
+        first.wait_owning(partitions)
+        second.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (first.owned() > 0 and second.owned() > 0):
+            time.sleep(0.25)
+        shared = (first.owned(), second.owned())
+        result.checks["partitions_shared"] = sum(shared) == partitions and min(shared) > 0
+        began = time.monotonic()
+        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        victim, survivor = (first, second) if ctx.rng.random() < 0.5 else (second, first)
+        _sleep_until(began, ctx.rng.uniform(0.2, 0.6) * ctx.replay_s)
+        held = victim.owned()
+        victim.kill()
+        result.faults.append(
+            f"SIGKILL one of two replicas (it owned {held} of {partitions} partitions) at "
+            f"{time.monotonic() - began:.1f} s"
+        )
+        result.audit = ctx.finish(ns, replay)
+        result.checks["survivor_owns_all"] = survivor.owned() == partitions
+        result.checks["producer_lost_nothing"] = replay.failed == 0
+    finally:
+        ns.close()
+    return result
+
+
+def bad_model(ctx: Context) -> ScenarioResult:
+    """A damaged version is refused by the API; one activated behind the API's back is not
+    loaded by the scorer, which keeps deciding with the old model while the API says why."""
+    import requests
+
+    from models.registry import BOOSTER_FILE, ModelRegistry
+
+    ns = ctx.namespace("bad-model")
+    result = ScenarioResult("bad-model", Audit())
+    registry = ModelRegistry(ns.settings.models_dir)
+    good = registry.active()
+    loaded = registry.load(good or "")
+    meta = {k: v for k, v in loaded.metadata.items() if k not in ("version", "created_at")}
+    broken = registry.register(loaded.booster, meta)
+    (registry.root / broken / BOOSTER_FILE).write_bytes(b"{not a booster" + bytes(64))
+    key = f"fd_{secrets.token_hex(6)}_{secrets.token_hex(24)}"
+    port = free_port()
+    api = FraudProcess(
+        {**ns.env, "FRAUD_API__PORT": str(port), "FRAUD_API__BOOTSTRAP_ADMIN_KEY": key},
+        ns.var_dir / "log" / "api.log",
+        command="api",
+    )
+    url = f"http://127.0.0.1:{port}"
+    headers = {"X-API-Key": key}
+    try:
+        scorer = ns.scorer()
+        scorer.start()
+        scorer.wait_owning(ns.settings.topics.transactions.partitions)
+        api.start()
+        _wait_http(f"{url}/readyz")
+        began = time.monotonic()
+        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        _sleep_until(began, 0.25 * ctx.replay_s)
+        refused = requests.post(f"{url}/v1/models/{broken}/promote", headers=headers, timeout=10)
+        result.faults.append(f"API promote of damaged {broken}: HTTP {refused.status_code}")
+        result.checks["api_refuses_damaged_model"] = (
+            refused.status_code == 409
+            and refused.headers.get("content-type", "").startswith("application/problem+json")
+            and registry.active() == good
+        )
+        _sleep_until(began, 0.5 * ctx.replay_s)
+        _activate_behind_api(registry, broken)
+        result.faults.append(f"{broken} activated in registry.json directly")
+        said = _wait_json(
+            f"{url}/v1/models/active", headers, lambda body: bool(body.get("load_error"))
+        )
+        result.checks["api_says_why"] = bool(said and said["version"] == broken)
+        _sleep_until(began, 0.75 * ctx.replay_s)
+        back = requests.post(f"{url}/v1/models/{good}/promote", headers=headers, timeout=10)
+        result.faults.append(f"API promote of {good} again: HTTP {back.status_code}")
+        cleared = _wait_json(
+            f"{url}/v1/models/active", headers, lambda body: body.get("load_error") is None
+        )
+        result.checks["error_cleared_after_fix"] = bool(cleared and cleared["version"] == good)
+        result.audit = ctx.finish(ns, replay)
+        models = _stored_model_versions(ns, sorted(replay.sent))
+        result.checks["old_model_kept_deciding"] = models == {good}
+        result.checks["nothing_degraded"] = result.audit.degraded == 0
+    finally:
+        api.stop()
+        ns.close()
+    return result
+
+
+def _activate_behind_api(registry: Any, version: str) -> None:
+    """What a deploy script writing the registry's pointer file would do."""
+    import json
+
+    path = registry.root / "registry.json"
+    state = json.loads(path.read_text())
+    state["history"].append({"version": version, "by": "chaos", "at": time.time()})
+    state["active"] = version
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def _wait_http(url: str, timeout_s: float = 60.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+def _wait_json(
+    url: str, headers: dict[str, str], accept: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    import requests
+
+    body: dict[str, Any] | None = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        body = requests.get(url, headers=headers, timeout=5).json()
+        if accept(body):
+            return body
+        time.sleep(0.25)
+    return None
+
+
+def _stored_model_versions(ns: Namespace, ids: list[str]) -> set[str | None]:
+    import orjson
+
+    from services.common.decision_store import decision_key
+
+    client = ns.redis()
+    versions: set[str | None] = set()
+    for i in range(0, len(ids), 5000):
+        for raw in client.mget([decision_key(t) for t in ids[i : i + 5000]]):
+            if raw is not None:
+                versions.add(orjson.loads(raw)["model_version"])
+    return versions
+
+
+SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
+    "scorer-kill": scorer_kill,
+    "broker-restart": broker_restart,
+    "redis-outage": redis_outage,
+    "replica-kill": replica_kill,
+    "bad-model": bad_model,
+}
+
+
+def run(
+    settings: Settings,
+    names: list[str],
+    count: int = 50_000,
+    rate_tps: float = 1000.0,
+    seed: int | None = None,
+    model_source: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[ScenarioResult]:
+    """Run the named scenarios one after another on the local stack.
+
+    Args:
+        count: transactions replayed per scenario (the chapter 3 test week's first ones).
+        rate_tps: replay rate, transactions per second.
+        seed: for the random fault moments (default: drawn, and logged).
+        model_source: registry whose active model the scorers use (default: the project's).
+
+    Raises:
+        KeyError: an unknown scenario name.
+        RegistryError: no active model.
+    """
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise KeyError(f"unknown scenarios {unknown}; choose from {sorted(SCENARIOS)}")
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    log(f"chaos seed {seed}: {len(names)} scenarios, {count} transactions each at {rate_tps}/s")
+    ctx = Context(
+        settings=settings,
+        root=settings.var_dir / "chaos" / time.strftime("%Y%m%dT%H%M%S"),
+        model_source=model_source or settings.models_dir,
+        events=chaos_events(settings, count),
+        rate_tps=rate_tps,
+        rng=random.Random(seed),
+        log=log,
+    )
+    results = []
+    for name in names:
+        began = time.monotonic()
+        result = SCENARIOS[name](ctx)
+        result.seconds = time.monotonic() - began
+        log(f"{name}: {'passed' if result.passed else 'FAILED'} {result.as_dict()}")
+        results.append(result)
+    return results
+
+
+def markdown(results: list[ScenarioResult]) -> str:
+    """A table of the scenarios' counts and verdicts, then what was done in each."""
+    lines = [
+        "| scenario | sent | decided | duplicated | lost | redelivered | degraded "
+        "| feature state | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        a = r.audit
+        state = "equal" if a.state_equal and not a.feature_mismatches else "DIFFERS"
+        lines.append(
+            f"| {r.scenario} | {a.sent} | {a.decided} | {a.duplicated} | {a.lost} "
+            f"| {a.redelivered} | {a.degraded} | {state} "
+            f"| {'passed' if r.passed else 'FAILED'} ({r.seconds:.0f} s) |"
+        )
+    lines.append("")
+    for r in results:
+        failed = [name for name, ok in r.checks.items() if not ok]
+        lines.append(
+            f"- {r.scenario}: {'; '.join(r.faults)}"
+            + (f". Failed checks: {', '.join(failed)}" if failed else "")
+        )
+    return "\n".join(lines) + "\n"
