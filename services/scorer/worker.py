@@ -25,6 +25,7 @@ import faust
 import orjson
 
 from models.registry import ModelRegistry
+from services.common.connections import aiokafka_kwargs, async_redis_client
 from services.common.decision_store import DecisionStore
 from services.common.events import (
     InvalidEvent,
@@ -61,11 +62,8 @@ class Runtime:
 
     def redis(self) -> Any:
         if self._redis is None:  # created inside the worker's event loop
-            import redis.asyncio as aioredis
-
-            cfg = self.settings.redis
-            self._redis = aioredis.Redis(
-                host=cfg.host, port=cfg.port, db=cfg.db, socket_timeout=2, socket_connect_timeout=1
+            self._redis = async_redis_client(
+                self.settings.redis, socket_timeout=2, socket_connect_timeout=1
             )
         return self._redis
 
@@ -79,7 +77,7 @@ class Runtime:
             from aiokafka import AIOKafkaProducer
 
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                **aiokafka_kwargs(self.settings.kafka),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
