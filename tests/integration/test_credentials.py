@@ -256,6 +256,23 @@ def test_redis_clients_authenticate_with_the_acl_user(acl_redis: Settings) -> No
     assert asyncio.run(run()) == b"sync"
 
 
+def test_feast_online_store_authenticates_with_the_acl_user(acl_redis: Settings) -> None:
+    """Feast builds its Redis client from the connection string we give it (its own parser)."""
+    import redis
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    from services.common.feast_store import feast_redis_connection
+
+    nodes, kwargs = RedisOnlineStore._parse_connection_string(
+        feast_redis_connection(acl_redis.redis)
+    )
+    client = redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **kwargs)
+    try:
+        assert client.acl_whoami() in (USER, USER.encode())
+    finally:
+        client.close()
+
+
 def test_redis_refuses_a_wrong_password_and_no_credentials(acl_redis: Settings) -> None:
     import redis
 
