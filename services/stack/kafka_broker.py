@@ -145,17 +145,17 @@ class KafkaBroker:
         (``--add-scram``); ``var/kafka/scram.user`` records its mechanism and name.
 
         Raises:
-            StackError: the tool fails, or the storage was formatted for another SCRAM user
-                (or none): SCRAM users are only created at format time.
+            StackError: the tool fails, or SCRAM is asked for but the storage was formatted
+                for another SCRAM user or none: SCRAM users are only created at format time.
         """
         scram = self.scram_user()
         wanted = f"{scram[0]} {scram[1]}" if scram else ""
         if (self.data / "meta.properties").exists():
             have = self.scram_marker.read_text().strip() if self.scram_marker.exists() else ""
-            if have != wanted:
+            if wanted and have != wanted:  # back to PLAINTEXT is fine: the users just idle
                 raise StackError(
                     f"kafka: the storage in {self.data} was formatted for "
-                    f"{have or 'PLAINTEXT (no SCRAM user)'}, not {wanted or 'PLAINTEXT'}; "
+                    f"{have or 'PLAINTEXT (no SCRAM user)'}, not {wanted}; "
                     "SCRAM users are created when the storage is formatted. Stop the stack "
                     f"(`fraud down`), delete {self.data} (its topics go with it) and start again."
                 )
