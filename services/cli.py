@@ -277,12 +277,11 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
+    from services.common.connections import redis_client
     from services.common.handbook import load_transactions
     from services.scorer.backfill import backfill, reset
 
-    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    client = redis_client(settings.redis)
     if args.reset:
         print(f"deleted {reset(client)} feature-state keys")
     began = time.monotonic()
@@ -328,11 +327,10 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _api_key(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
     from services.api.keys import create_key, list_keys, revoke_key
+    from services.common.connections import redis_client
 
-    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    client = redis_client(settings.redis)
     if args.action == "create":
         key = create_key(client, args.name, args.role)
         print(key if args.quiet else f"{args.role} key for {args.name} (shown once):\n{key}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from services.common.connections import kafka_python_kwargs
 from services.common.settings import Settings
 
 
@@ -54,7 +55,7 @@ class DecisionTap:
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(
-            bootstrap_servers=self._settings.kafka.bootstrap_servers,
+            **kafka_python_kwargs(self._settings.kafka),
             enable_auto_commit=False,
             fetch_max_wait_ms=10,
         )

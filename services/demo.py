@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import redis
 from tqdm import tqdm
 
+from services.common.connections import kafka_python_kwargs, redis_client
 from services.common.decision_store import decision_key
 from services.common.handbook import load_transactions
 from services.common.settings import Settings
@@ -57,7 +57,7 @@ def dead_letter_count(settings: Settings) -> int:
     """Records in the dead-letter topic (sum of partition end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings.kafka))
     try:
         topic = settings.topics.transactions_dlq.name
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
@@ -163,7 +163,7 @@ def run(
             settings, training_start=start - dt.timedelta(days=14), progress=progress
         )
         log(f"model {version} trained and active")
-    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    client = redis_client(settings.redis)
     began = time.monotonic()
     counts = backfill(client, load_transactions(settings.data_dir, None, start), start)
     log(f"backfilled feature state to {start} in {time.monotonic() - began:.1f} s: {counts}")

@@ -22,6 +22,7 @@ from models.registry import ModelRegistry
 from services.api import problems
 from services.api.deps import ApiState
 from services.api.routes import decisions, health, labels, models_routes, policy_routes
+from services.common.connections import aiokafka_kwargs, async_redis_client, redis_client
 from services.common.decision_store import DecisionStore
 from services.common.policy import PolicyStore
 from services.common.settings import Settings
@@ -42,19 +43,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import redis
-        import redis.asyncio as aioredis
         from aiokafka import AIOKafkaProducer
 
-        cfg = settings.redis
-        client = aioredis.Redis(
-            host=cfg.host, port=cfg.port, db=cfg.db, socket_timeout=5, socket_connect_timeout=2
-        )
-        sync = redis.Redis(
-            host=cfg.host, port=cfg.port, db=cfg.db, socket_timeout=5, socket_connect_timeout=2
-        )
+        timeouts = {"socket_timeout": 5, "socket_connect_timeout": 2}
+        client = async_redis_client(settings.redis, **timeouts)
+        sync = redis_client(settings.redis, **timeouts)
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
+            **aiokafka_kwargs(settings.kafka),
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=10_000,

@@ -140,9 +140,9 @@ def bench_target(
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """The rate ladder for one target; stops after the first rate it does not sustain."""
-    import redis
     from kafka import KafkaProducer
 
+    from services.common.connections import kafka_python_kwargs, redis_client
     from services.stack.topics import ensure_topics
 
     unique = uuid.uuid4().hex[:8]
@@ -159,7 +159,7 @@ def bench_target(
         topics={"prefix": env["FRAUD_TOPICS__PREFIX"]},
     )
     ensure_topics(private)
-    redis.Redis(host=settings.redis.host, port=settings.redis.port, db=BENCH_REDIS_DB).flushdb()
+    redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     worker = _start(target, private, env)
     from services.decision_tap import DecisionTap
@@ -167,7 +167,7 @@ def bench_target(
     receiver = DecisionTap(private, keep_records=False).start()
     timings = Timings(received=receiver.received_at)
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_python_kwargs(settings.kafka),
         acks=1,
         linger_ms=1,
         batch_size=64 * 1024,

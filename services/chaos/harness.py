@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 
 from models.registry import ModelRegistry, RegistryError
+from services.common.connections import async_redis_client, kafka_python_kwargs, redis_client
 from services.common.decision_store import decision_key
 from services.common.events import parse_transaction
 from services.common.settings import PROJECT_ROOT, Settings
@@ -200,8 +200,8 @@ class Namespace:
             self.redis(db).flushdb()
 
     def redis(self, db: int = CHAOS_REDIS_DB) -> Any:
-        cfg = self.settings.redis
-        return redis.Redis(host=cfg.host, port=cfg.port, db=db, socket_timeout=10)
+        cfg = self.settings.redis.model_copy(update={"db": db})
+        return redis_client(cfg, socket_timeout=10)
 
     def scorer(self) -> FraudProcess:
         """A new (not yet started) scorer process of this namespace."""
@@ -328,9 +328,7 @@ def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
     """Every record value of ``topic`` from the beginning to its current end."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings.kafka), enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         consumer.assign(parts)
@@ -351,13 +349,10 @@ def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
 def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarray]:
     """The clean run: the events in order through :class:`RedisFeatureState` into
     :data:`REFERENCE_REDIS_DB`. Returns each transaction's features (ALL_FEATURES order)."""
-    import redis.asyncio as aioredis
-
     from services.scorer.feature_state import RedisFeatureState
 
     async def run() -> dict[str, np.ndarray]:
-        cfg = settings.redis
-        client = aioredis.Redis(host=cfg.host, port=cfg.port, db=REFERENCE_REDIS_DB)
+        client = async_redis_client(settings.redis.model_copy(update={"db": REFERENCE_REDIS_DB}))
         state = RedisFeatureState(client)
         out: dict[str, np.ndarray] = {}
         try:

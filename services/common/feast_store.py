@@ -9,13 +9,14 @@ imports the repository's Python files.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.common.settings import PROJECT_ROOT, Settings
+from services.common.settings import PROJECT_ROOT, RedisSettings, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -30,13 +31,42 @@ class FeatureStoreError(RuntimeError):
 
 
 def feast_environment(settings: Settings) -> dict[str, str]:
-    """The variables ``feature_store.yaml`` and the definitions read."""
-    redis = settings.redis
+    """The variables ``feature_store.yaml`` and the definitions read.
+
+    Raises:
+        FeatureStoreError: the Redis credentials cannot be written into Feast's connection
+            string (see :func:`feast_redis_connection`).
+    """
     return {
         "FRAUD_FEAST_OFFLINE_DIR": str(offline_dir(settings)),
         "FRAUD_FEAST_REGISTRY": str(settings.var_dir / "feast" / "registry.db"),
-        "FRAUD_FEAST_REDIS": f"{redis.host}:{redis.port},db={redis.db}",
+        "FRAUD_FEAST_REDIS": feast_redis_connection(settings.redis),
     }
+
+
+def feast_redis_connection(cfg: RedisSettings) -> str:
+    """Feast's Redis ``connection_string``: ``host:port,db=N`` plus the ACL credentials.
+
+    Feast splits the string at commas and JSON-decodes each value, so the credentials are
+    written as JSON strings (a password ``123`` stays a string) and may not hold a comma.
+
+    Raises:
+        FeatureStoreError: the username or password contains a comma.
+    """
+    parts = [f"{cfg.host}:{cfg.port}", f"db={cfg.db}"]
+    credentials = {"username": cfg.username}
+    if cfg.password is not None:
+        credentials["password"] = cfg.password.get_secret_value()
+    for name, value in credentials.items():
+        if value is None:
+            continue
+        if "," in value:
+            raise FeatureStoreError(
+                f"FRAUD_REDIS__{name.upper()} contains a comma, which Feast's Redis "
+                "connection string cannot carry; choose one without"
+            )
+        parts.append(f"{name}={json.dumps(value)}")
+    return ",".join(parts)
 
 
 def offline_dir(settings: Settings) -> Path:

@@ -8,20 +8,77 @@ used.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (services/ is installed editable, so this is the checkout)."""
 
 
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "admin"}
+"""Values that are never a real secret (examples copied from documentation)."""
+
+
+def _refuse_placeholder(value: SecretStr | None, variable: str) -> SecretStr | None:
+    if value is not None and value.get_secret_value().lower() in _PLACEHOLDERS:
+        raise ValueError(f"{variable} is empty or a placeholder; set the real secret")
+    return value
+
+
 class KafkaSettings(BaseModel):
-    """The Kafka cluster the processes talk to, and the local broker ``fraud up`` runs."""
+    """The Kafka cluster the processes talk to, and the local broker ``fraud up`` runs.
+
+    ``security_protocol`` follows Kafka's ``security.protocol``: PLAINTEXT (the local
+    default), SASL_PLAINTEXT or SASL_SSL with a SCRAM mechanism (RFC 5802, RFC 7677) and a
+    user of the cluster. ``ssl_cafile`` is a PEM bundle that verifies the brokers under
+    SASL_SSL (default: the system's trust store).
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     bootstrap_servers: str = "127.0.0.1:9092"
     controller_port: int = Field(9093, ge=1, le=65535)
     heap_mb: int = Field(512, ge=128, description="JVM heap of the local broker, MiB")
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-256"
+    sasl_username: str | None = Field(None, min_length=1)
+    sasl_password: SecretStr | None = None
+    ssl_cafile: FilePath | None = None
+
+    @field_validator("sasl_password")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        return _refuse_placeholder(value, "FRAUD_KAFKA__SASL_PASSWORD")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        sasl = self.security_protocol != "PLAINTEXT"
+        has_credentials = self.sasl_username is not None or self.sasl_password is not None
+        if sasl and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(
+                f"FRAUD_KAFKA__SECURITY_PROTOCOL={self.security_protocol} needs "
+                "FRAUD_KAFKA__SASL_USERNAME and FRAUD_KAFKA__SASL_PASSWORD"
+            )
+        if not sasl and has_credentials:
+            raise ValueError(
+                "FRAUD_KAFKA__SASL_USERNAME/SASL_PASSWORD are set but "
+                "FRAUD_KAFKA__SECURITY_PROTOCOL is PLAINTEXT (set SASL_PLAINTEXT or SASL_SSL)"
+            )
+        if self.ssl_cafile is not None and self.security_protocol != "SASL_SSL":
+            raise ValueError(
+                "FRAUD_KAFKA__SSL_CAFILE is set but FRAUD_KAFKA__SECURITY_PROTOCOL is not SASL_SSL"
+            )
+        return self
 
     @property
     def broker_host(self) -> str:
@@ -109,14 +166,34 @@ class TopicsSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    """The Redis server holding the online features and the decision store."""
+    """The Redis server holding the online features and the decision store.
+
+    ``username`` and ``password`` name a Redis ACL user (Redis 6+, ``AUTH username
+    password``); a password alone authenticates as the ``default`` user.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
+    username: str | None = Field(None, pattern=r"^[^\s]+$")
+    password: SecretStr | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        return _refuse_placeholder(value, "FRAUD_REDIS__PASSWORD")
+
+    @model_validator(mode="after")
+    def _password_with_user(self) -> RedisSettings:
+        if self.username is not None and self.password is None:
+            raise ValueError("FRAUD_REDIS__USERNAME is set without FRAUD_REDIS__PASSWORD")
+        return self
 
     @property
     def url(self) -> str:
+        """The server's address and database (never the credentials)."""
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
@@ -160,6 +237,8 @@ class ScorerSettings(BaseModel):
 class ApiSettings(BaseModel):
     """The admin API (``fraud api``)."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     bootstrap_admin_key: SecretStr | None = Field(
@@ -192,7 +271,11 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="FRAUD_", env_nested_delimiter="__", extra="ignore", frozen=True
+        env_prefix="FRAUD_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # an input may be a secret
     )
 
     var_dir: Path = PROJECT_ROOT / "var"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from services.common.connections import kafka_python_kwargs
 from services.common.settings import Settings
 from services.producer.sources import Event
 
@@ -34,7 +35,7 @@ def make_producer(settings: Settings) -> object:
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_python_kwargs(settings.kafka),
         acks="all",
         linger_ms=1,
         batch_size=64 * 1024,

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import faust
 
+from services.common.connections import faust_broker_kwargs
 from services.common.settings import Settings
 
 
 def make_app(settings: Settings, app_id: str, web_port: int | None = None) -> faust.App:
-    """A Faust app in consumer group ``app_id`` on ``settings.kafka.bootstrap_servers``.
+    """A Faust app in consumer group ``app_id`` on ``settings.kafka`` (brokers, SASL).
 
     Args:
         app_id: the consumer group id; replicas with the same id share the partitions.
         web_port: serve Faust's web views there; None disables them.
     """
-    brokers = [f"kafka://{b.strip()}" for b in settings.kafka.bootstrap_servers.split(",")]
     return faust.App(
         app_id,
-        broker=brokers,
+        **faust_broker_kwargs(settings.kafka),
         store="memory://",
         web_enabled=web_port is not None,
         web_port=web_port or 6066,

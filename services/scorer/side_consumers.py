@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from services.common.connections import aiokafka_kwargs
 from services.common.settings import Settings
 
 log = logging.getLogger("fraud.scorer")
@@ -32,7 +33,7 @@ async def consume_batches(
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **aiokafka_kwargs(settings.kafka),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -25,6 +25,7 @@ import faust
 import orjson
 
 from models.registry import ModelRegistry
+from services.common.connections import aiokafka_kwargs, async_redis_client
 from services.common.decision_store import DecisionStore
 from services.common.events import (
     InvalidEvent,
@@ -62,15 +63,11 @@ class Runtime:
 
     def redis(self) -> Any:
         if self._redis is None:  # created inside the worker's event loop
-            import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            cfg = self.settings.redis
-            self._redis = aioredis.Redis(
-                host=cfg.host,
-                port=cfg.port,
-                db=cfg.db,
+            self._redis = async_redis_client(
+                self.settings.redis,
                 socket_timeout=2,
                 socket_connect_timeout=1,
                 # fail fast (one immediate retry, for a pooled connection Redis closed): a
@@ -89,7 +86,7 @@ class Runtime:
             from aiokafka import AIOKafkaProducer
 
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka.bootstrap_servers,
+                **aiokafka_kwargs(self.settings.kafka),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,

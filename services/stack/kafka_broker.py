@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
 import secrets
 import shutil
 import subprocess
 import sys
 
+from services.common.connections import kafka_python_kwargs
 from services.common.settings import PROJECT_ROOT, Settings
 from services.stack.errors import StackError
-from services.stack.process import ManagedProcess
+from services.stack.process import ManagedProcess, write_private
 
 INFRA = PROJECT_ROOT / "infra" / "kafka"
 BROKER_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+_SCRAM_SAFE = re.compile(r"^[A-Za-z0-9._~+/=@:-]+$")
+"""Characters the storage tool's ``--add-scram`` and a JAAS string carry unquoted."""
 
 
 class KafkaBroker:
@@ -32,6 +37,7 @@ class KafkaBroker:
         self.libs = self.home / "libs"
         self.data = self.home / "data"
         self.properties = self.home / "server.properties"
+        self.scram_marker = self.home / "scram.user"
 
     def fetch_jars(self) -> bool:
         """Copy the broker's runtime jars from Maven Central into ``var/kafka/libs``.
@@ -72,26 +78,87 @@ class KafkaBroker:
         return True
 
     def render_properties(self) -> None:
-        """Write ``var/kafka/server.properties`` from the template and the settings."""
+        """Write ``var/kafka/server.properties`` (mode 0600: it may hold the SCRAM password)
+        from the template and the settings.
+
+        Raises:
+            StackError: the settings ask for SASL_SSL, or SCRAM credentials the local broker
+                cannot carry (see :meth:`scram_user`).
+        """
         kafka = self._settings.kafka
+        scram = self.scram_user()
         text = (INFRA / "server.properties").read_text()
         for key, value in {
+            "@LISTENER@": kafka.security_protocol,
             "@HOST@": kafka.broker_host,
             "@PORT@": str(kafka.broker_port),
             "@CONTROLLER_PORT@": str(kafka.controller_port),
             "@LOG_DIRS@": str(self.data),
         }.items():
             text = text.replace(key, value)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.properties.write_text(text)
+        if scram is not None:
+            mechanism, username, password = scram
+            text += (
+                "\n# SCRAM on the client listener (FRAUD_KAFKA__SASL_*); no authorizer, so every\n"
+                "# authenticated user may do everything\n"
+                f"sasl.enabled.mechanisms={mechanism}\n"
+                f"sasl.mechanism.inter.broker.protocol={mechanism}\n"
+                f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config="
+                f'{SCRAM_LOGIN} required username="{username}" password="{password}";\n'
+            )
+        write_private(self.properties, text)
+
+    def scram_user(self) -> tuple[str, str, str] | None:
+        """(mechanism, username, password) of the local broker's SCRAM user, or None under
+        PLAINTEXT.
+
+        Raises:
+            StackError: SASL_SSL (the local broker has no certificate), or a username or
+                password with characters other than letters, digits and ``._~+/=@:-``.
+        """
+        kafka = self._settings.kafka
+        if kafka.security_protocol == "PLAINTEXT":
+            return None
+        if kafka.security_protocol == "SASL_SSL":
+            raise StackError(
+                "kafka: the local broker serves PLAINTEXT or SASL_PLAINTEXT, not SASL_SSL; "
+                "for SASL_SSL point FRAUD_KAFKA__BOOTSTRAP_SERVERS at your cluster"
+            )
+        assert kafka.sasl_username is not None and kafka.sasl_password is not None  # validated
+        password = kafka.sasl_password.get_secret_value()
+        for variable, value in (
+            ("SASL_USERNAME", kafka.sasl_username),
+            ("SASL_PASSWORD", password),
+        ):
+            if not _SCRAM_SAFE.match(value):
+                raise StackError(
+                    f"kafka: FRAUD_KAFKA__{variable} of the local broker may hold only letters, "
+                    "digits and ._~+/=@:- (the storage tool and the JAAS file take it unquoted)"
+                )
+        return kafka.sasl_mechanism, kafka.sasl_username, password
 
     def format_storage(self) -> None:
         """Format the KRaft storage once; later calls are no-ops (``--ignore-formatted``).
 
         The cluster id (16 random bytes, unpadded base64url) is kept in ``var/kafka`` so that
-        a re-format never changes it.
+        a re-format never changes it. Under SASL_PLAINTEXT the SCRAM user is created here
+        (``--add-scram``); ``var/kafka/scram.user`` records its mechanism and name.
+
+        Raises:
+            StackError: the tool fails, or SCRAM is asked for but the storage was formatted
+                for another SCRAM user or none: SCRAM users are only created at format time.
         """
+        scram = self.scram_user()
+        wanted = f"{scram[0]} {scram[1]}" if scram else ""
         if (self.data / "meta.properties").exists():
+            have = self.scram_marker.read_text().strip() if self.scram_marker.exists() else ""
+            if wanted and have != wanted:  # back to PLAINTEXT is fine: the users just idle
+                raise StackError(
+                    f"kafka: the storage in {self.data} was formatted for "
+                    f"{have or 'PLAINTEXT (no SCRAM user)'}, not {wanted}; "
+                    "SCRAM users are created when the storage is formatted. Stop the stack "
+                    f"(`fraud down`), delete {self.data} (its topics go with it) and start again."
+                )
             return
         id_file = self.home / "cluster.id"
         if not id_file.exists() or id_file.read_text().startswith("-"):
@@ -105,6 +172,11 @@ class KafkaBroker:
                 "-c",
                 str(self.properties),
                 "--ignore-formatted",
+                *(
+                    ["--add-scram", f"{scram[0]}=[name={scram[1]},password={scram[2]}]"]
+                    if scram
+                    else []
+                ),
             ],
             capture_output=True,
             text=True,
@@ -114,6 +186,7 @@ class KafkaBroker:
             raise StackError(
                 f"kafka: formatting the storage failed:\n{result.stdout}{result.stderr}"
             )
+        self.scram_marker.write_text(wanted + "\n")
 
     def process(self) -> ManagedProcess:
         """The broker as a managed process, ready once a metadata request succeeds."""
@@ -140,8 +213,7 @@ class KafkaBroker:
         from kafka import KafkaAdminClient  # slow import: only when probing
 
         admin = KafkaAdminClient(
-            bootstrap_servers=self._settings.kafka.bootstrap_servers,
-            request_timeout_ms=3000,
+            **kafka_python_kwargs(self._settings.kafka), request_timeout_ms=3000
         )
         try:
             admin.list_topics()

@@ -1,10 +1,35 @@
-"""The local Redis server: Debian's redis-server, append-only persistence under var/redis."""
+"""The local Redis server: Debian's redis-server, append-only persistence under var/redis.
+
+With ``FRAUD_REDIS__USERNAME``/``PASSWORD`` set, the server loads an ACL file
+(``var/redis/users.acl``, mode 0600, the password stored as its SHA-256 as Redis's ACL
+syntax allows) in which that user may do everything and the ``default`` user is off.
+"""
 
 from __future__ import annotations
 
-from services.common.settings import Settings
+import hashlib
+from pathlib import Path
+
+from services.common.connections import redis_client
+from services.common.settings import RedisSettings, Settings
 from services.stack.install import ensure_program
-from services.stack.process import ManagedProcess
+from services.stack.process import ManagedProcess, write_private
+
+
+def acl_rules(cfg: RedisSettings) -> str | None:
+    """The ACL file for the configured credentials, or None when none are set.
+
+    A username gets a user with every key, channel and command, and turns ``default`` off;
+    a password alone protects ``default``. (Redis ACL syntax: ``#<sha256 hex>`` is a hashed
+    password, ``~*`` all keys, ``&*`` all channels, ``+@all`` all commands.)
+    """
+    if cfg.password is None:
+        return None
+    digest = hashlib.sha256(cfg.password.get_secret_value().encode()).hexdigest()
+    grants = f"on #{digest} ~* &* +@all"
+    if cfg.username is None or cfg.username == "default":
+        return f"user default {grants}\n"
+    return f"user default off\nuser {cfg.username} {grants}\n"
 
 
 def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
@@ -17,11 +42,14 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
     data = settings.var_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
     program = ensure_program("redis-server", "redis-server") if install else "redis-server"
+    acl_file: Path | None = None
+    rules = acl_rules(cfg)
+    if rules is not None:
+        acl_file = data / "users.acl"
+        write_private(acl_file, rules)
 
     def ping() -> bool:
-        import redis
-
-        client = redis.Redis(host=cfg.host, port=cfg.port, socket_timeout=1)
+        client = redis_client(cfg, socket_timeout=1)
         try:
             return bool(client.ping())
         finally:
@@ -49,6 +77,7 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
             "yes",
             "--logfile",
             "",
+            *(["--aclfile", str(acl_file)] if acl_file else []),
         ],
         host=cfg.host,
         port=cfg.port,

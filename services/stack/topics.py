@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.common.connections import kafka_python_kwargs
 from services.common.settings import Settings, TopicSpec
 
 
@@ -15,7 +16,7 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka))
     try:
         existing = _partition_counts(admin)
         wanted = settings.topics.all()

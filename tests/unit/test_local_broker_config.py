@@ -1,0 +1,64 @@
+"""The local broker's rendered configuration under PLAINTEXT and SCRAM (nothing started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import Settings
+from services.stack.errors import StackError
+from services.stack.kafka_broker import KafkaBroker
+
+PASSWORD = "Zq8-not-a-real-secret-4Kx"
+SCRAM = {
+    "security_protocol": "SASL_PLAINTEXT",
+    "sasl_username": "scorer",
+    "sasl_password": PASSWORD,
+}
+
+
+def _properties(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {key: value for key, value in pairs}
+
+
+def test_plaintext_by_default(tmp_path: Path) -> None:
+    broker = KafkaBroker(Settings(var_dir=tmp_path))
+    broker.render_properties()
+    props = _properties(broker.properties.read_text())
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["listener.security.protocol.map"] == "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    assert not any(key.startswith(("sasl.", "listener.name.")) for key in props)
+
+
+def test_scram_listener_and_private_file(tmp_path: Path) -> None:
+    broker = KafkaBroker(Settings(var_dir=tmp_path, kafka=SCRAM))
+    broker.render_properties()
+    props = _properties(broker.properties.read_text())
+    assert props["listeners"].startswith("SASL_PLAINTEXT://127.0.0.1:9092,")
+    assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-256"
+    jaas = props["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"]
+    assert jaas.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required")
+    assert broker.properties.stat().st_mode & 0o077 == 0
+
+
+def test_sasl_ssl_and_unquotable_passwords_are_refused_for_the_local_broker(
+    tmp_path: Path,
+) -> None:
+    sasl_ssl = Settings(var_dir=tmp_path, kafka={**SCRAM, "security_protocol": "SASL_SSL"})
+    with pytest.raises(StackError, match="SASL_SSL"):
+        KafkaBroker(sasl_ssl).render_properties()
+    bad = Settings(var_dir=tmp_path, kafka={**SCRAM, "sasl_password": "with,comma-and]bracket"})
+    with pytest.raises(StackError, match="FRAUD_KAFKA__SASL_PASSWORD") as error:
+        KafkaBroker(bad).render_properties()
+    assert "with,comma" not in str(error.value)
+
+
+def test_storage_formatted_without_the_scram_user_is_not_silently_reused(tmp_path: Path) -> None:
+    (tmp_path / "kafka" / "data").mkdir(parents=True)
+    (tmp_path / "kafka" / "data" / "meta.properties").write_text("formatted earlier\n")
+    with pytest.raises(StackError, match="formatted for PLAINTEXT"):
+        KafkaBroker(Settings(var_dir=tmp_path, kafka=SCRAM)).format_storage()
+    KafkaBroker(Settings(var_dir=tmp_path)).format_storage()  # PLAINTEXT as before: a no-op
