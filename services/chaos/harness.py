@@ -359,7 +359,7 @@ def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarr
             txs = [parse_transaction(e.value) for e in events]
             for i in range(0, len(txs), REFERENCE_BATCH):
                 batch = txs[i : i + REFERENCE_BATCH]
-                values = await state.features(batch)
+                values = (await state.features(batch)).values
                 out.update({tx.transaction_id: row for tx, row in zip(batch, values, strict=True)})
         finally:
             await client.aclose()

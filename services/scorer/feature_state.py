@@ -5,7 +5,7 @@ written by its partition's owner only (transactions are keyed by card). A termin
 by every partition and by labels, so its history is one sorted set updated only with
 idempotent ``ZADD``/``ZREM`` (score: event time in ms; member: the transaction id, plus
 ``!<id>`` once a fraud label arrived), never read-modify-write: concurrent scorers cannot lose
-each other's updates. Two round trips per micro-batch.
+each other's updates. Two round trips per micro-batch, the transaction-id check included.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import hashlib
 import random
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from services.common.events import Label, Transaction
+from services.features.definitions import ALL_FEATURES
 from services.features.incremental import (
     TERMINAL_HORIZON_MS,
     CustomerHistory,
@@ -102,17 +104,46 @@ def terminal_from_members(members: Sequence[tuple[bytes, float]]) -> TerminalHis
     )
 
 
+@dataclass
+class BatchFeatures:
+    """Features of a micro-batch.
+
+    Attributes:
+        values: shape (n, len(ALL_FEATURES)), :data:`definitions.ALL_FEATURES` order; rows of
+            reused ids are NaN.
+        reused: per transaction, True when its id was already used with other content.
+    """
+
+    values: FloatArray
+    reused: list[bool]
+
+
+def _reused(
+    batch: Sequence[Transaction], prints: list[bytes], previous: list[bytes | None]
+) -> list[bool]:
+    """True where the id was recorded earlier, or earlier in the batch, with another
+    fingerprint (a redelivery repeats the same one)."""
+    seen: dict[str, bytes] = {}
+    flags = []
+    for tx, sig, old in zip(batch, prints, previous, strict=True):
+        first = seen.setdefault(tx.transaction_id, sig)
+        flags.append((old is not None and old != sig) or first != sig)
+    return flags
+
+
 class RedisFeatureState:
     """Computes features of micro-batches against histories in Redis (``redis.asyncio``)."""
 
     def __init__(self, client: Any) -> None:
         self._redis = client
 
-    async def features(self, batch: Sequence[Transaction]) -> FloatArray:
-        """Update the histories with ``batch`` (idempotently) and return its features.
+    async def features(self, batch: Sequence[Transaction]) -> BatchFeatures:
+        """Claim each transaction id, update the histories with the batch (idempotently) and
+        return its features. Two round trips per micro-batch.
 
-        Returns:
-            Shape (len(batch), len(ALL_FEATURES)), in :data:`definitions.ALL_FEATURES` order.
+        A transaction id already recorded with other content (a reused id, not a redelivery)
+        is flagged in ``reused``, gets no features (a row of NaN) and is not written.
+        Fingerprints expire after :data:`ID_MEMORY_S` (wall clock).
 
         Raises:
             redis.RedisError: Redis is unreachable (the caller decides in degraded mode).
@@ -120,21 +151,34 @@ class RedisFeatureState:
         customers = list(dict.fromkeys(tx.customer_id for tx in batch))
         terminals = list(dict.fromkeys(tx.terminal_id for tx in batch))
         since = min(tx.time_ms for tx in batch) - TERMINAL_HORIZON_MS
+        prints = [fingerprint(tx) for tx in batch]
         pipe = self._redis.pipeline(transaction=False)
+        for tx, sig in zip(batch, prints, strict=True):
+            pipe.set(id_key(tx.transaction_id), sig, nx=True, get=True, ex=ID_MEMORY_S)
         pipe.mget([customer_key(c) for c in customers])
         for terminal in terminals:
             pipe.zrange(terminal_key(terminal), since, "+inf", byscore=True, withscores=True)
         replies = await pipe.execute()
-        histories = {c: decode_customer(r) for c, r in zip(customers, replies[0], strict=True)}
-        sites = {t: terminal_from_members(r) for t, r in zip(terminals, replies[1:], strict=True)}
-        values = batch_features(batch, histories, sites)
+        n = len(batch)
+        reused = _reused(batch, prints, replies[:n])
+        kept = [tx for tx, bad in zip(batch, reused, strict=True) if not bad]
+        histories = {c: decode_customer(r) for c, r in zip(customers, replies[n], strict=True)}
+        sites = {
+            t: terminal_from_members(r) for t, r in zip(terminals, replies[n + 1 :], strict=True)
+        }
+        values = np.full((n, len(ALL_FEATURES)), np.nan)
+        if not kept:
+            return BatchFeatures(values, reused)
+        values[~np.asarray(reused, dtype=bool)] = batch_features(kept, histories, sites)
 
         pipe = self._redis.pipeline(transaction=False)
-        for history in histories.values():
+        touched = {tx.customer_id for tx in kept}
+        written = {c: h for c, h in histories.items() if c in touched}
+        for history in written.values():
             history.prune(int(history.times_ms[-1]))
-        pipe.mset({customer_key(c): encode_customer(h) for c, h in histories.items()})
+        pipe.mset({customer_key(c): encode_customer(h) for c, h in written.items()})
         by_terminal: dict[str, dict[str, int]] = {}
-        for tx in batch:
+        for tx in kept:
             by_terminal.setdefault(tx.terminal_id, {})[tx.transaction_id] = tx.time_ms
         for terminal, members in by_terminal.items():
             pipe.zadd(terminal_key(terminal), members)
@@ -142,25 +186,7 @@ class RedisFeatureState:
                 horizon = max(members.values()) - TERMINAL_HORIZON_MS
                 pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
         await pipe.execute()
-        return values
-
-    async def claim_ids(self, batch: Sequence[Transaction]) -> list[bool]:
-        """Record each transaction's content fingerprint under its id; True where the id was
-        already taken by different content (a reused id, not a redelivery). One round trip.
-
-        Fingerprints expire after :data:`ID_MEMORY_S` (wall clock).
-        """
-        pipe = self._redis.pipeline(transaction=False)
-        prints = [fingerprint(tx) for tx in batch]
-        for tx, sig in zip(batch, prints, strict=True):
-            pipe.set(id_key(tx.transaction_id), sig, nx=True, get=True, ex=ID_MEMORY_S)
-        previous = await pipe.execute()
-        seen: dict[str, bytes] = {}
-        conflicts = []
-        for tx, sig, old in zip(batch, prints, previous, strict=True):
-            first = seen.setdefault(tx.transaction_id, sig)  # twice in one batch
-            conflicts.append((old is not None and old != sig) or first != sig)
-        return conflicts
+        return BatchFeatures(values, reused)
 
     async def apply_labels(self, labels: Sequence[Label]) -> None:
         """Record labels for terminal risk; the latest label of a transaction wins.
@@ -181,6 +207,7 @@ class RedisFeatureState:
 
 __all__ = [
     "FRAUD_MARK",
+    "BatchFeatures",
     "RedisFeatureState",
     "customer_key",
     "decode_customer",

@@ -36,9 +36,15 @@ CATCH_UP_CHUNK = 2000
 COLUMN = {name: j for j, name in enumerate(d.ALL_FEATURES)}
 
 
+class BatchFeaturesLike(Protocol):
+    values: FloatArray
+    reused: list[bool]
+
+
 class FeatureSource(Protocol):
-    async def features(self, batch: Sequence[Transaction]) -> FloatArray:
-        """Features of ``batch``, shape (n, len(ALL_FEATURES)), ALL_FEATURES order."""
+    async def features(self, batch: Sequence[Transaction]) -> BatchFeaturesLike:
+        """Features of ``batch``: ``values`` shape (n, len(ALL_FEATURES)), ALL_FEATURES order;
+        ``reused`` flags ids already used with other content (not written, not decided)."""
         ...
 
 
@@ -71,8 +77,10 @@ class Scorer:
         """True while the feature source is considered down (see :data:`PROBE_EVERY_S`)."""
         return time.monotonic() < self._down_until
 
-    async def decide(self, batch: Sequence[Transaction]) -> list[dict[str, Any]]:
-        """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract).
+    async def decide(self, batch: Sequence[Transaction]) -> list[dict[str, Any] | None]:
+        """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract);
+        None for a transaction whose id was already used with other content (the caller
+        dead-letters it).
 
         While the feature source fails, the batch is decided in degraded mode and kept in
         :attr:`pending`; once the source answers again, the pending transactions are written
@@ -81,15 +89,17 @@ class Scorer:
         """
         began = time.perf_counter()
         values: FloatArray | None = None
+        reused = [False] * len(batch)
         async with self._state_lock:
             if self.features_down:
                 self._keep(batch)
             else:
                 try:
                     await self._catch_up()
-                    values = await asyncio.wait_for(
+                    found = await asyncio.wait_for(
                         self.features.features(batch), FEATURES_TIMEOUT_S
                     )
+                    values, reused = found.values, found.reused
                 except Exception as error:  # any feature-store failure means degraded mode
                     self._failed(error, batch)
         after_features = time.perf_counter()
@@ -121,7 +131,7 @@ class Scorer:
         self.stages = StageTimes(
             after_features - began, after_model - after_features, done - after_model
         )
-        return decisions
+        return [None if bad else rec for rec, bad in zip(decisions, reused, strict=True)]
 
     async def recover(self) -> None:
         """Write pending transactions to the feature state if the source is back (called on
@@ -199,7 +209,9 @@ class Scorer:
         flagged = [
             i
             for i, rec in enumerate(decisions)
-            if rec["outcome"] != "approve" and rec["score"] is not None
+            if rec["outcome"] != "approve"
+            and rec["score"] is not None
+            and not np.isnan(matrix[i]).all()  # a reused id: not decided
         ]
         if not flagged:
             return {}

@@ -172,15 +172,16 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         scorer = runtime.get_scorer()
         async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_ms / 1000):
             valid, rejects = _validate(events)
-            valid, reused = await _claim(runtime, valid)
-            rejects += reused
-            metrics.RECEIVED.labels(result="valid").inc(len(valid))
-            metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
-            futures = await dead_letter(rejects)
+            futures = []
             if valid:
-                futures += await _score_batch(
+                sent, reused = await _score_batch(
                     scorer, await runtime.producer(), decisions_topic, valid
                 )
+                futures += sent
+                rejects += reused
+            metrics.RECEIVED.labels(result="valid").inc(len(events) - len(rejects))
+            metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
+            futures += await dead_letter(rejects)
             if futures:
                 await asyncio.gather(*futures)  # delivered before the batch is acknowledged
             now = time.time()
@@ -266,41 +267,30 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     return app
 
 
-async def _claim(runtime: Runtime, valid: list[Any]) -> tuple[list[Any], list[Any]]:
-    """Split off transactions whose id was already used with different content.
+async def _score_batch(
+    scorer: Scorer, producer: Any, topic: str, valid: list[Any]
+) -> tuple[list[Any], list[Any]]:
+    """Decide ``valid`` (event, transaction) pairs and publish the decisions.
 
-    A redelivery (same content) passes; a reuse goes to the dead-letter topic. When Redis is
-    down the check is skipped (the batch is decided in degraded mode anyway).
+    Returns:
+        The delivery futures, and (event, InvalidEvent) pairs for the transactions whose id
+        was already used with other content (for the dead-letter topic).
     """
-    if not valid or runtime.get_scorer().features_down:
-        return valid, []
-    try:
-        conflicts = await asyncio.wait_for(
-            RedisFeatureState(runtime.redis()).claim_ids([tx for _, tx in valid]), 2.0
-        )
-    except Exception as error:
-        log.warning("id_check_unavailable error=%s", type(error).__name__)
-        return valid, []
-    kept, reused = [], []
-    for (event, tx), conflict in zip(valid, conflicts, strict=True):
-        if conflict:
-            reused.append(
-                (
-                    event,
-                    InvalidEvent(
-                        "reused_transaction_id",
-                        f"transaction {tx.transaction_id} was already used with other content",
-                    ),
-                )
-            )
-        else:
-            kept.append((event, tx))
-    return kept, reused
-
-
-async def _score_batch(scorer: Scorer, producer: Any, topic: str, valid: list[Any]) -> list[Any]:
     batch: list[Transaction] = [tx for _, tx in valid]
-    records = await scorer.decide(batch)
+    decided = await scorer.decide(batch)
+    reused = [
+        (
+            event,
+            InvalidEvent(
+                "reused_transaction_id",
+                f"transaction {tx.transaction_id} was already used with other content",
+            ),
+        )
+        for (event, tx), record in zip(valid, decided, strict=True)
+        if record is None
+    ]
+    pairs = [(pair, rec) for pair, rec in zip(valid, decided, strict=True) if rec is not None]
+    records = [rec for _, rec in pairs]
     stages = scorer.stages
     for stage, seconds in (
         ("features", stages.features),
@@ -316,7 +306,7 @@ async def _score_batch(scorer: Scorer, producer: Any, topic: str, valid: list[An
     metrics.STATE_DROPPED.set(scorer.dropped)
     began = time.perf_counter()
     futures = []
-    for (event, _), record in zip(valid, records, strict=True):
+    for (event, _), record in pairs:
         record["kafka_timestamp_ms"] = int(event.message.timestamp * 1000)
         metrics.DECISIONS.labels(outcome=record["outcome"]).inc()
         if record["score"] is not None:
@@ -326,7 +316,7 @@ async def _score_batch(scorer: Scorer, producer: Any, topic: str, valid: list[An
             await producer.send(topic, key=record["transaction_id"].encode(), value=value)
         )
     metrics.STAGE_LATENCY.labels(stage="publish").observe(time.perf_counter() - began)
-    return futures
+    return futures, reused
 
 
 async def _retry_redis(action: Any, what: str) -> Any:
