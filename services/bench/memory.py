@@ -107,9 +107,24 @@ class Filled:
 
 
 def _batches(events: Iterator[Event], size: int, end_ms: int) -> Iterator[list[Transaction]]:
-    """Parsed micro-batches of the stream, up to ``end_ms`` (event time)."""
-    until_end = itertools.takewhile(lambda e: e.event_time_ms < end_ms, events)
-    while batch := [parse_transaction(e.value) for e in itertools.islice(until_end, size)]:
+    """Parsed micro-batches of the stream up to ``end_ms`` (event time), none holding a
+    terminal twice.
+
+    The scorer's micro-batches span seconds, in which a terminal rarely sees two transactions,
+    so each terminal write gets its own chance to prune (``PRUNE_PROBABILITY``); a batch of
+    the thinned stream spans hours, and letting it hold a terminal twice made the terminals
+    prune less often than the scorer's (and outgrow the listpack limit more often).
+    """
+    batch: list[Transaction] = []
+    terminals: set[str] = set()
+    for event in itertools.takewhile(lambda e: e.event_time_ms < end_ms, events):
+        tx = parse_transaction(event.value)
+        if len(batch) == size or tx.terminal_id in terminals:
+            yield batch
+            batch, terminals = [], set()
+        batch.append(tx)
+        terminals.add(tx.terminal_id)
+    if batch:
         yield batch
 
 

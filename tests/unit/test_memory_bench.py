@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from services.bench.memory import Sample
+from services.bench.memory import Sample, _batches
 from services.bench.memory_report import summarise
 from services.producer.sources import simulated_events
 
@@ -45,6 +45,20 @@ def test_a_sample_draws_the_requested_numbers_and_keeps_their_events() -> None:
     sample = Sample(sample.cards, np.zeros(20, dtype=bool))
     kept = sample.keep(np.array([card, other]), np.array([0, 0]))
     assert kept.tolist() == [True, False]
+
+
+def test_micro_batches_hold_a_terminal_once_and_together_are_the_stream() -> None:
+    stream = list(
+        itertools.islice(simulated_events(30, 6, seed=2, start=START, mean_gap_ms=1000.0), 500)
+    )
+    end_ms = stream[400].event_time_ms  # the batches stop before this event
+    batches = list(_batches(iter(stream), 4, end_ms))
+    assert [tx.transaction_id for b in batches for tx in b] == [
+        e.transaction_id for e in stream[:400]
+    ]
+    assert all(len(b) <= 4 for b in batches)
+    assert all(len({tx.terminal_id for tx in b}) == len(b) for b in batches)
+    assert len(batches) > 100  # 6 terminals: most batches end on a repeated terminal
 
 
 def _family(keys: int, memory: int, released: int, entries: int) -> dict[str, object]:
