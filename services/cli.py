@@ -270,6 +270,21 @@ def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
+    from services.bench.memory_report import markdown, run
+
+    report = run(
+        settings,
+        populations=tuple(int(n) for n in args.customers.split(",")),
+        days=args.days,
+        cards=args.sample_cards,
+        terminals=args.sample_terminals,
+        log=(lambda *_: None) if args.json else print,
+    )
+    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
+    return 0
+
+
 def _score(args: argparse.Namespace, settings: Settings) -> int:
     from services.scorer.worker import main as worker_main
 
@@ -450,6 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transactions", type=int, default=50_000, help="per scenario")
     p.add_argument("--rate", type=float, default=1000.0, help="transactions per second")
     p.add_argument("--seed", type=int, help="for the fault moments (default: drawn, printed)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = add(
+        "bench-memory",
+        _bench_memory,
+        "Redis bytes per card, terminal, id and decision at 5k, 50k and 500k cards",
+    )
+    p.add_argument(
+        "--customers",
+        default="5000,50000,500000",  # services.bench.memory_report.DEFAULT_POPULATIONS
+        help="comma-separated numbers of cards (terminals: twice as many)",
+    )
+    p.add_argument("--days", type=float, default=120.0, help="days of simulated stream")
+    p.add_argument("--sample-cards", type=int, default=1000, help="cards measured per population")
+    p.add_argument("--sample-terminals", type=int, default=2000, help="terminals measured")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from services.features.definitions import LABEL_DELAY_DAYS
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 HANDBOOK_COLUMNS = {
     "transaction_id": "TRANSACTION_ID",
@@ -161,12 +165,20 @@ def simulated_events(
     seed: int = 0,
     start: dt.datetime | None = None,
     mean_gap_ms: float = 10.0,
+    keep: Callable[[IntArray, IntArray], BoolArray] | None = None,
 ) -> Iterator[Event]:
     """An endless seeded stream of transactions with the handbook's shape: each card has its
     own mean amount (uniform 5-100, standard deviation half of it) and pays at any terminal.
 
     Event times start at ``start`` (default now) and advance by exponential gaps of
     ``mean_gap_ms`` (event time; the producer's rate is set separately).
+
+    Args:
+        keep: given the card and terminal numbers of a block of the stream (int arrays of the
+            same shape), True where the event is wanted. The stream is the same with or
+            without it (ids, times, amounts); unwanted events are skipped before they are
+            built, so a large population's stream can be thinned to a sample of its cards and
+            terminals cheaply.
     """
     rng = np.random.default_rng(seed)
     means = rng.uniform(5, 100, customers)
@@ -178,23 +190,28 @@ def simulated_events(
         term = rng.integers(0, terminals, n)
         amounts = np.round(np.abs(rng.normal(means[cust], means[cust] / 2)), 2)
         gaps = rng.exponential(mean_gap_ms, n).astype(np.int64)
-        for c, t, a, g in zip(cust, term, amounts, gaps, strict=True):
-            now_ms += int(g)
-            serial += 1
-            when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
-            value = {
-                "schema_version": 1,
-                "transaction_id": f"sim-{seed}-{serial}",
-                "event_time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now_ms % 1000:03d}Z",
-                "customer_id": f"c{c}",
-                "terminal_id": f"t{t}",
-                "amount": float(a),
-                "currency": "EUR",
-            }
-            yield Event(
-                "transactions",
-                f"c{c}".encode(),
-                json.dumps(value).encode(),
-                now_ms,
-                str(value["transaction_id"]),
-            )
+        times = now_ms + np.cumsum(gaps)
+        rows = np.arange(n) if keep is None else np.flatnonzero(keep(cust, term))
+        for i in rows.tolist():
+            yield _simulated(seed, serial + i + 1, int(times[i]), cust[i], term[i], amounts[i])
+        now_ms, serial = int(times[-1]), serial + n
+
+
+def _simulated(seed: int, serial: int, now_ms: int, c: int, t: int, amount: float) -> Event:
+    when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
+    value = {
+        "schema_version": 1,
+        "transaction_id": f"sim-{seed}-{serial}",
+        "event_time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now_ms % 1000:03d}Z",
+        "customer_id": f"c{c}",
+        "terminal_id": f"t{t}",
+        "amount": float(amount),
+        "currency": "EUR",
+    }
+    return Event(
+        "transactions",
+        f"c{c}".encode(),
+        json.dumps(value).encode(),
+        now_ms,
+        str(value["transaction_id"]),
+    )

@@ -58,6 +58,15 @@ def fingerprint(tx: Transaction) -> bytes:
     return hashlib.sha256("\x1f".join(fields).encode()).digest()[:16]
 
 
+def queue_claim(pipe: Any, tx: Transaction) -> bytes:
+    """Queue on a pipeline the claim of ``tx``'s id for its content: ``SET txid:<id>
+    <fingerprint> NX GET EX`` (replies the fingerprint already there, if any). Returns the
+    fingerprint."""
+    sig = fingerprint(tx)
+    pipe.set(id_key(tx.transaction_id), sig, nx=True, get=True, ex=ID_MEMORY_S)
+    return sig
+
+
 def encode_customer(history: CustomerHistory) -> bytes:
     """A compact binary form: magic, count, times, cents, large flags, ids."""
     n = len(history.transaction_ids)
@@ -151,10 +160,8 @@ class RedisFeatureState:
         customers = list(dict.fromkeys(tx.customer_id for tx in batch))
         terminals = list(dict.fromkeys(tx.terminal_id for tx in batch))
         since = min(tx.time_ms for tx in batch) - TERMINAL_HORIZON_MS
-        prints = [fingerprint(tx) for tx in batch]
         pipe = self._redis.pipeline(transaction=False)
-        for tx, sig in zip(batch, prints, strict=True):
-            pipe.set(id_key(tx.transaction_id), sig, nx=True, get=True, ex=ID_MEMORY_S)
+        prints = [queue_claim(pipe, tx) for tx in batch]
         pipe.mget([customer_key(c) for c in customers])
         for terminal in terminals:
             pipe.zrange(terminal_key(terminal), since, "+inf", byscore=True, withscores=True)

@@ -1,0 +1,58 @@
+"""A throw-away ``redis-server`` for measurements: a free port, a temporary folder, no
+persistence, the server's default encodings (as the stack's Redis); stopped on exit.
+
+Memory measurements need a server of their own: ``INFO memory`` counts every database, and the
+stack's Redis holds other state that must not be flushed. Per-command latency tracking is off:
+Redis 7 allocates a histogram (24 KiB) the first time each command runs, which showed up in
+``used_memory`` deltas as memory of whatever keys were measured then.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.stack.install import ensure_program
+from services.stack.process import port_open, tail
+
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's choice)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def private_redis() -> Iterator[int]:
+    """Start Debian's redis-server on a free port of 127.0.0.1; yield the port.
+
+    Raises:
+        services.stack.errors.StackError: redis-server is missing and cannot be installed.
+        TimeoutError: the server did not accept connections within :data:`START_TIMEOUT_S`.
+    """
+    program = ensure_program("redis-server", "redis-server")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="fraud-redis-") as folder:
+        log = Path(folder) / "redis.log"
+        argv = [program, "--bind", "127.0.0.1", "--port", str(port), "--dir", folder]
+        argv += ["--save", "", "--appendonly", "no", "--latency-tracking", "no"]
+        argv += ["--daemonize", "no", "--logfile", str(log)]
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not port_open("127.0.0.1", port):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on port {port} did not start:\n{tail(log)}")
+                time.sleep(0.05)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
