@@ -16,6 +16,7 @@ effects are done: at-least-once with no duplicates in the store.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -263,6 +264,10 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         serve_metrics(settings, "scorer", port=cfg.metrics_port)
         await runtime.refresh()
+        # A full collection walked the ~190,000 objects of the loaded libraries: 57-70 ms
+        # measured, a pause every decision in flight waited for. Frozen objects are skipped.
+        gc.collect()
+        gc.freeze()
 
     return app
 
