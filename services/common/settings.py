@@ -219,7 +219,7 @@ class ScorerSettings(BaseModel):
     app_id: str = "fraud-scorer"
     batch_max: int = Field(500, ge=1, le=10_000, description="transactions per micro-batch")
     batch_within_ms: float = Field(
-        5.0, gt=0, description="longest wait to fill a micro-batch, milliseconds"
+        1.0, gt=0, description="longest wait to fill a micro-batch, milliseconds"
     )
     metrics_port: int = Field(
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
