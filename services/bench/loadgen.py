@@ -3,7 +3,8 @@
 Open loop: the i-th transaction is due at ``start + i / rate`` (fixed) or after exponential
 gaps (Poisson), whatever the system under test does; each send time is recorded by
 transaction id. A :class:`services.decision_tap.DecisionTap` on the output topic records when
-each id came back, so latency = receive time - send time, by the same clock.
+each id came back and the Kafka timestamp its worker gave the output record, so latency =
+output record's timestamp - send time, by the same machine's clock.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import numpy as np
 
 @dataclass
 class Timings:
-    """Send times (``time.time()`` seconds) by transaction id, and the receive times of the
-    tap on the output topic (shared, filled by its thread)."""
+    """Send times (``time.time()`` seconds) by transaction id; the receive times of the tap on
+    the output topic and the output records' Kafka timestamps (shared, filled by its
+    thread)."""
 
     sent: dict[str, float] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)
+    produced: dict[str, float] = field(default_factory=dict)
 
 
 def arrivals(rate: float, seconds: float, poisson: bool, seed: int = 0) -> np.ndarray:
