@@ -69,6 +69,13 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
             "yes",
             "--appendfsync",
             "everysec",
+            # Each decision stores itself (1.4 KB) and rewrites its card's history (up to
+            # about 3 KB): the log grew 1.5 KB per transaction on fresh simulator cards, and
+            # with Redis's 64 MB default a rewrite (a fork, then a core for 1.2-1.6 s here)
+            # came every minute or two under the benchmark, when every decision in flight
+            # waited. Rewrite past 1 GB instead.
+            "--auto-aof-rewrite-min-size",
+            "1gb",
             "--save",
             "",
             "--daemonize",
