@@ -195,6 +195,7 @@ def bench_target(
         receiver.stop()
         worker.terminate()
         worker.wait(timeout=60)
+        redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()  # no junk for AOF rewrites
     return steps
 
 

@@ -211,8 +211,12 @@ class Namespace:
         return process
 
     def close(self) -> None:
+        """Stop the namespace's processes and free its Redis databases (its logs stay)."""
         for process in self.scorers:
             process.stop()
+        for db in (CHAOS_REDIS_DB, REFERENCE_REDIS_DB):
+            with contextlib.suppress(Exception):
+                self.redis(db).flushdb()
 
     def logs(self) -> list[Path]:
         return sorted((self.var_dir / "log").glob("*.log"))

@@ -81,3 +81,8 @@ LABEL_FRESHNESS = Gauge(
 )
 LAST_LABEL_APPLIED = Gauge("fraud_last_label_applied_timestamp_seconds",
                            "Unix time the newest label was applied to terminal risk.")  # fmt: skip
+LOOP_LAG = Histogram(
+    "fraud_event_loop_lag_seconds",
+    "How late a 50 ms sleep of the scorer's event loop woke up (work that held the loop).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

@@ -48,6 +48,7 @@ from services.scorer.side_consumers import consume_batches
 log = logging.getLogger("fraud.scorer")
 
 REDIS_RETRY_S = 0.5
+LOOP_PROBE_S = 0.05
 
 
 class Runtime:
@@ -256,6 +257,18 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             if position is not None and tp in ends:
                 lag = max(ends[tp] - position, 0)
                 metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    @app.task
+    async def loop_lag() -> None:
+        """Measure how late the event loop runs a timer: every decision in flight waits as
+        long (logged above 100 ms)."""
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(LOOP_PROBE_S)
+            late = time.perf_counter() - before - LOOP_PROBE_S
+            metrics.LOOP_LAG.observe(max(late, 0.0))
+            if late > 0.1:
+                log.warning("event_loop_stall late_ms=%.0f", late * 1000)
 
     @app.task
     async def startup() -> None:
