@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -112,9 +111,9 @@ def _batches(events: Iterator[Event], size: int, end_ms: int) -> Iterator[list[T
     terminal twice.
 
     The scorer's micro-batches span seconds, in which a terminal rarely sees two transactions,
-    so each terminal write gets its own chance to prune (``PRUNE_PROBABILITY``); a batch of
-    the thinned stream spans hours, and letting it hold a terminal twice made the terminals
-    prune less often than the scorer's (and outgrow the listpack limit more often).
+    so each of its transactions is written (and the set pruned) on its own; a batch of the
+    thinned stream spans hours, and letting it hold a terminal twice would write the
+    terminal less often than the scorer does.
     """
     batch: list[Transaction] = []
     terminals: set[str] = set()
@@ -147,7 +146,6 @@ async def fill(
         RuntimeError: the scorer decided a batch without features (it timed out).
     """
     end_ms = end_ms or int(time.time() * 1000)
-    random.seed(seed)  # the terminals' amortised pruning draws from the global generator
     start = dt.datetime.fromtimestamp(end_ms / 1000 - days * 86_400, dt.UTC)
     gap_ms = MS_PER_DAY / (TX_PER_CARD_PER_DAY * customers)
     terminals = customers * TERMINALS_PER_CARD

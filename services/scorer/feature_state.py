@@ -11,7 +11,6 @@ each other's updates. Two round trips per micro-batch, the transaction-id check 
 from __future__ import annotations
 
 import hashlib
-import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from services.features.windows import FloatArray
 _MAGIC = b"CH1"
 _SEP = "\x1f"
 FRAUD_MARK = "!"
-PRUNE_PROBABILITY = 0.02
-"""Share of terminal writes that also drop members older than the horizon (amortised)."""
 
 
 def customer_key(customer_id: str) -> str:
@@ -189,9 +186,11 @@ class RedisFeatureState:
             by_terminal.setdefault(tx.terminal_id, {})[tx.transaction_id] = tx.time_ms
         for terminal, members in by_terminal.items():
             pipe.zadd(terminal_key(terminal), members)
-            if random.random() < PRUNE_PROBABILITY:
-                horizon = max(members.values()) - TERMINAL_HORIZON_MS
-                pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
+            # pruned at every write: a set that passes 128 members turns from listpack into
+            # skiplist (about 5 times the bytes) and stays so; pruning 2 % of the writes left
+            # 87.5 % of terminals there after a year (`fraud bench-memory`)
+            horizon = max(members.values()) - TERMINAL_HORIZON_MS
+            pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
         await pipe.execute()
         return BatchFeatures(values, reused)
 
