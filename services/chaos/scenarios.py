@@ -304,6 +304,8 @@ def bad_model(ctx: Context) -> ScenarioResult:
     finally:
         api.stop()
         ns.close()
+    secret = key.split("_")[2].encode()
+    result.checks["no_key_in_logs"] = not any(secret in log.read_bytes() for log in ns.logs())
     return result
 
 
