@@ -145,7 +145,7 @@ def bench_target(
     from kafka import KafkaProducer
 
     from services.common.connections import kafka_python_kwargs, redis_client
-    from services.stack.topics import ensure_topics
+    from services.stack.topics import delete_namespace_topics, ensure_topics
 
     unique = uuid.uuid4().hex[:8]
     env = {
@@ -196,6 +196,7 @@ def bench_target(
         worker.terminate()
         worker.wait(timeout=60)
         redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()  # no junk for AOF rewrites
+        delete_namespace_topics(private)
     return steps
 
 

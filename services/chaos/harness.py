@@ -211,12 +211,17 @@ class Namespace:
         return process
 
     def close(self) -> None:
-        """Stop the namespace's processes and free its Redis databases (its logs stay)."""
+        """Stop the namespace's processes, free its Redis databases and delete its topics
+        (its logs stay)."""
         for process in self.scorers:
             process.stop()
         for db in (CHAOS_REDIS_DB, REFERENCE_REDIS_DB):
             with contextlib.suppress(Exception):
                 self.redis(db).flushdb()
+        from services.stack.topics import delete_namespace_topics
+
+        with contextlib.suppress(Exception):
+            delete_namespace_topics(self.settings)
 
     def logs(self) -> list[Path]:
         return sorted((self.var_dir / "log").glob("*.log"))

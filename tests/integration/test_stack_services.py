@@ -178,3 +178,27 @@ def test_prometheus_scrapes_a_target_of_ours(
         assert [float(r["value"][1]) for r in up] == [1.0]
     finally:
         endpoint.close()
+
+
+def test_a_namespace_s_topics_are_deleted_and_the_contract_topics_never(
+    settings: Settings, kafka: str, unique: str
+) -> None:
+    from kafka import KafkaAdminClient
+
+    from services.stack.topics import delete_namespace_topics, ensure_topics
+
+    namespaced = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"prefix": f"ns{unique}."})}
+    )
+    ensure_topics(namespaced)
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        names = {spec.name for spec in namespaced.topics.all()}
+        assert names <= set(admin.list_topics())
+        assert sorted(delete_namespace_topics(namespaced)) == sorted(names)
+        wait_for(lambda: not (names & set(admin.list_topics())) or None, 30, "topics deleted")
+        assert settings.topics.transactions.name in admin.list_topics()
+    finally:
+        admin.close()
+    with pytest.raises(ValueError, match="no topic prefix"):
+        delete_namespace_topics(settings)
