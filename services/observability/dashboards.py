@@ -136,6 +136,19 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         "timeseries",
     ),
     (
+        "Event-loop lag p99 and degraded-mode backlog",
+        "short",
+        [
+            (
+                "histogram_quantile(0.99, sum by (le)"
+                " (rate(fraud_event_loop_lag_seconds_bucket[5m])))",
+                "loop lag p99 (s)",
+            ),
+            ("sum(fraud_feature_state_backlog)", "transactions awaiting the feature state"),
+        ],
+        "timeseries",
+    ),
+    (
         "Degraded mode, label freshness, active model",
         "short",
         [
