@@ -233,6 +233,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     rates = tuple(float(r) for r in args.rates.split(","))
     log = (lambda *_: None) if args.json else print
+    if "scorer" in args.targets.split(","):
+        _ensure_model(settings, log, progress=not args.json)  # else it would run degraded
     report = run(
         settings,
         rates=rates,
@@ -245,19 +247,25 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _chaos(args: argparse.Namespace, settings: Settings) -> int:
+def _ensure_model(settings: Settings, log: Callable[..., None], progress: bool) -> None:
+    """Train and activate a model with the quick grid when none is active."""
     from models.registry import ModelRegistry
+
+    if ModelRegistry(settings.models_dir).active() is None:
+        from models.train import run_training
+
+        log("no active model: training one with the quick grid")
+        run_training(settings, quick=True, progress=progress)
+
+
+def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     from services.chaos.scenarios import SCENARIOS, markdown, run
     from services.stack.stack import Stack
 
     log = (lambda *_: None) if args.json else print
     for name, outcome, _ in Stack(settings).up():
         log(f"{name:<28} {outcome}")
-    if ModelRegistry(settings.models_dir).active() is None:
-        from models.train import run_training
-
-        log("no active model: training one with the quick grid")
-        run_training(settings, quick=True, progress=not args.json)
+    _ensure_model(settings, log, progress=not args.json)
     names = args.scenario or list(SCENARIOS)
     results = run(
         settings, names, count=args.transactions, rate_tps=args.rate, seed=args.seed, log=log
