@@ -230,9 +230,12 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from services.bench.runner import markdown, run
+    from services.stack.stack import Stack
 
     rates = tuple(float(r) for r in args.rates.split(","))
     log = (lambda *_: None) if args.json else print
+    for name, outcome, _ in Stack(settings).up():
+        log(f"{name:<28} {outcome}")
     if "scorer" in args.targets.split(","):
         _ensure_model(settings, log, progress=not args.json)  # else it would run degraded
     report = run(

@@ -48,6 +48,8 @@ class ScenarioResult:
     faults: list[str] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
     seconds: float = 0.0
+    seed: int = 0
+    """The run's seed: ``fraud chaos --seed`` repeats its fault moments."""
 
     @property
     def passed(self) -> bool:
@@ -65,6 +67,7 @@ class ScenarioResult:
             "faults": self.faults,
             "checks": self.checks,
             "seconds": round(self.seconds, 1),
+            "seed": self.seed,
         }
 
 
@@ -413,7 +416,7 @@ def run(
     for name in names:
         began = time.monotonic()
         result = SCENARIOS[name](ctx)
-        result.seconds = time.monotonic() - began
+        result.seconds, result.seed = time.monotonic() - began, seed
         log(f"{name}: {'passed' if result.passed else 'FAILED'} {result.as_dict()}")
         results.append(result)
     return results
@@ -435,6 +438,8 @@ def markdown(results: list[ScenarioResult]) -> str:
             f"| {'passed' if r.passed else 'FAILED'} ({r.seconds:.0f} s) |"
         )
     lines.append("")
+    if results:
+        lines.append(f"Seed {results[0].seed} (`fraud chaos --seed {results[0].seed}` repeats it).")
     for r in results:
         failed = [name for name, ok in r.checks.items() if not ok]
         lines.append(
