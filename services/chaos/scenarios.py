@@ -29,11 +29,11 @@ from services.chaos.harness import (
     Replay,
     audit,
     chaos_events,
-    free_port,
     reference_run,
 )
 from services.common.settings import Settings
 from services.producer.sources import Event
+from services.stack.process import free_port
 
 REDIS_OUTAGE_S = 30.0
 BROKER_DOWN_S = 5.0
@@ -100,11 +100,13 @@ class Context:
 
 
 def _kill_times(ctx: Context, kills: int) -> list[float]:
-    """Random moments within the replay, at least 4 s apart (seconds from its start)."""
-    span = ctx.replay_s * 0.85
+    """Random moments between 10 % and 85 % of the replay (seconds from its start), at least
+    4 s apart, or evenly spread as far apart as the replay allows when it is short."""
+    first, last = 0.1 * ctx.replay_s, 0.85 * ctx.replay_s
+    gap = min(4.0, (last - first) / kills)  # kills * gap <= last - first: always satisfiable
     while True:
-        times = sorted(ctx.rng.uniform(0.1 * ctx.replay_s, span) for _ in range(kills))
-        if all(b - a >= 4.0 for a, b in itertools.pairwise(times)):
+        times = sorted(ctx.rng.uniform(first, last) for _ in range(kills))
+        if all(b - a >= gap for a, b in itertools.pairwise(times)):
             return times
 
 
@@ -112,15 +114,23 @@ def _sleep_until(began: float, offset: float) -> None:
     time.sleep(max(began + offset - time.monotonic(), 0.0))
 
 
+def _scorer_and_replay(ctx: Context, ns: Namespace) -> tuple[FraudProcess, float, Replay]:
+    """Start one scorer, wait until it owns every partition, then start the replay.
+
+    Returns:
+        The scorer, the replay's start (``time.monotonic()``) and the replay.
+    """
+    scorer = ns.scorer()
+    scorer.start()
+    scorer.wait_owning(ns.settings.topics.transactions.partitions)
+    return scorer, time.monotonic(), Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+
+
 def scorer_kill(ctx: Context, kills: int = 3) -> ScenarioResult:
     ns = ctx.namespace("scorer-kill")
     result = ScenarioResult("scorer-kill", Audit())
     try:
-        scorer = ns.scorer()
-        scorer.start()
-        scorer.wait_owning(ns.settings.topics.transactions.partitions)
-        began = time.monotonic()
-        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        scorer, began, replay = _scorer_and_replay(ctx, ns)
         for offset in _kill_times(ctx, kills):
             # a kill hits a scorer at work: not before the last restart owns its partitions
             _sleep_until(began, max(offset, time.monotonic() - began + ctx.rng.uniform(0.5, 2)))
@@ -143,11 +153,7 @@ def broker_restart(ctx: Context) -> ScenarioResult:
     result = ScenarioResult("broker-restart", Audit())
     broker = KafkaBroker(ctx.settings).process()
     try:
-        scorer = ns.scorer()
-        scorer.start()
-        scorer.wait_owning(ns.settings.topics.transactions.partitions)
-        began = time.monotonic()
-        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        scorer, began, replay = _scorer_and_replay(ctx, ns)
         _sleep_until(began, ctx.rng.uniform(0.3, 0.5) * ctx.replay_s)
         at = time.monotonic() - began
         if not broker.stop():
@@ -175,11 +181,7 @@ def redis_outage(ctx: Context, outage_s: float = REDIS_OUTAGE_S) -> ScenarioResu
     result = ScenarioResult("redis-outage", Audit())
     server = redis_process(ctx.settings, install=False)
     try:
-        scorer = ns.scorer()
-        scorer.start()
-        scorer.wait_owning(ns.settings.topics.transactions.partitions)
-        began = time.monotonic()
-        replay = Replay(ns.settings, ctx.events, ctx.rate_tps).start()
+        scorer, began, replay = _scorer_and_replay(ctx, ns)
         _sleep_until(began, ctx.rng.uniform(0.1, 0.2) * ctx.replay_s)
         at = time.monotonic() - began
         if not server.stop():
