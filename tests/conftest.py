@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from services.common.settings import Settings
-from services.stack.process import port_open
+from services.stack.process import free_port, port_open
 
 T = TypeVar("T")
 
@@ -113,12 +112,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Ite
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

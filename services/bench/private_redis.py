@@ -9,7 +9,6 @@ Redis 7 allocates a histogram (24 KiB) the first time each command runs, which s
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,16 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.stack.install import ensure_program
-from services.stack.process import port_open, tail
+from services.stack.process import free_port, port_open, tail
 
 START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the kernel's choice)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

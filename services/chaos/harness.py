@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,18 +39,13 @@ from services.common.settings import PROJECT_ROOT, Settings
 from services.features import definitions as d
 from services.features.incremental import TERMINAL_HORIZON_MS
 from services.producer.sources import Event
+from services.stack.process import free_port
 
 CHAOS_REDIS_DB = 8
 """Redis database of the scenario under test (flushed at each scenario's start)."""
 REFERENCE_REDIS_DB = 9
 """Redis database of the clean run (flushed at each scenario's start)."""
 REFERENCE_BATCH = 500
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -23,6 +23,13 @@ from services.stack.errors import StackError
 LOG_TAIL_LINES = 25
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on now (the kernel's choice)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
     try:
