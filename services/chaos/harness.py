@@ -33,9 +33,9 @@ import orjson
 
 from models.registry import ModelRegistry, RegistryError
 from services.common.connections import async_redis_client, kafka_python_kwargs, redis_client
-from services.common.decision_store import decision_key
 from services.common.events import parse_transaction
 from services.common.settings import PROJECT_ROOT, Settings
+from services.demo import fetch_decisions, wait_for_store
 from services.features import definitions as d
 from services.features.incremental import TERMINAL_HORIZON_MS
 from services.producer.sources import Event
@@ -133,9 +133,12 @@ class FraudProcess:
             time.sleep(0.25)
         raise TimeoutError(f"the scorer did not own {partitions or 'any'} partitions in time")
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final commit."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.alive():
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
@@ -312,21 +315,6 @@ class Replay:
         self.done.wait(timeout_s)
 
 
-def wait_for_decisions(client: Any, ids: list[str], timeout_s: float) -> int:
-    """Poll the store until every id has a decision or the deadline passes; how many do."""
-    missing = list(ids)
-    deadline = time.monotonic() + timeout_s
-    while missing and time.monotonic() < deadline:
-        found = []
-        for i in range(0, len(missing), 5000):
-            chunk = missing[i : i + 5000]
-            found += client.mget([decision_key(t) for t in chunk])
-        missing = [t for t, v in zip(missing, found, strict=True) if v is None]
-        if missing:
-            time.sleep(0.5)
-    return len(ids) - len(missing)
-
-
 def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
     """Every record value of ``topic`` from the beginning to its current end."""
     from kafka import KafkaConsumer, TopicPartition
@@ -401,7 +389,7 @@ def audit(
     client = ns.redis()
     sent = sorted(replay.sent)
     result = Audit(sent=len(sent))
-    result.decided = wait_for_decisions(client, sent, timeout_s)
+    result.decided = wait_for_store(client, sent, timeout_s)
     result.lost = result.sent - result.decided
 
     verdicts: dict[str, set[tuple[str, float | None]]] = {}
@@ -415,10 +403,7 @@ def audit(
     result.redelivered = copies - len(verdicts)
     result.duplicated = sum(1 for v in verdicts.values() if len(v) > 1)
 
-    stored: list[bytes | None] = []
-    for i in range(0, len(sent), 5000):
-        stored += client.mget([decision_key(t) for t in sent[i : i + 5000]])
-    decisions = [orjson.loads(v) for v in stored if v is not None]
+    decisions = [rec for rec in fetch_decisions(client, sent) if rec is not None]
 
     columns = {name: j for j, name in enumerate(d.ALL_FEATURES)}
     for rec in decisions:

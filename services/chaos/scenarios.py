@@ -167,7 +167,7 @@ def broker_restart(ctx: Context) -> ScenarioResult:
         )
         result.audit = ctx.finish(ns, replay)
         result.checks["producer_lost_nothing"] = replay.failed == 0
-        result.checks["scorer_survived"] = scorer.proc is not None and scorer.proc.poll() is None
+        result.checks["scorer_survived"] = scorer.alive()
     finally:
         broker.start(ctx.settings.service_timeout_s)  # whatever happened, leave it running
         ns.close()
@@ -208,7 +208,7 @@ def redis_outage(ctx: Context, outage_s: float = REDIS_OUTAGE_S) -> ScenarioResu
         result.checks["degraded_decisions_counted"] = (
             (scorer.metric("fraud_degraded_decisions_total") or 0) >= result.audit.degraded > 0
         )
-        result.checks["scorer_survived"] = scorer.proc is not None and scorer.proc.poll() is None
+        result.checks["scorer_survived"] = scorer.alive()
         result.checks["producer_lost_nothing"] = replay.failed == 0
     finally:
         server.start(ctx.settings.service_timeout_s)
@@ -357,17 +357,9 @@ def _wait_json(
 
 
 def _stored_model_versions(ns: Namespace, ids: list[str]) -> set[str | None]:
-    import orjson
+    from services.demo import fetch_decisions
 
-    from services.common.decision_store import decision_key
-
-    client = ns.redis()
-    versions: set[str | None] = set()
-    for i in range(0, len(ids), 5000):
-        for raw in client.mget([decision_key(t) for t in ids[i : i + 5000]]):
-            if raw is not None:
-                versions.add(orjson.loads(raw)["model_version"])
-    return versions
+    return {rec["model_version"] for rec in fetch_decisions(ns.redis(), ids) if rec is not None}
 
 
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
