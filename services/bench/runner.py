@@ -9,6 +9,7 @@ sustained when p99 <= 50 ms and every record came back within a short grace peri
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -59,7 +60,7 @@ def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.P
     )
 
 
-def _warm_up(
+async def _warm_up(
     producer: Any,
     settings: Settings,
     receiver_timings: Timings,
@@ -68,7 +69,7 @@ def _warm_up(
     """Send a trickle until records come back: the worker has joined and is serving."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        send_step(
+        await send_step(
             producer,
             settings.topics.transactions.name,
             events,
@@ -76,12 +77,12 @@ def _warm_up(
             receiver_timings,
         )
         if receiver_timings.received:
-            time.sleep(2)
+            await asyncio.sleep(2)
             return
     raise TimeoutError("the worker never answered; see var/log/bench-*.log")
 
 
-def _step(
+async def _step(
     producer: Any,
     settings: Settings,
     proc: psutil.Process,
@@ -94,7 +95,7 @@ def _step(
     before = set(timings.sent)
     step = Timings(sent={}, received=timings.received, produced=timings.produced)
     cpu0, wall0 = proc.cpu_times(), time.monotonic()
-    send_step(
+    await send_step(
         producer,
         settings.topics.transactions.name,
         events,
@@ -105,7 +106,7 @@ def _step(
     backlog_at_end = sum(1 for t in step.sent if t not in timings.received)
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline and any(t not in timings.received for t in step.sent):
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     cpu1, wall1 = proc.cpu_times(), time.monotonic()
     timings.sent.update(step.sent)
     ids = [t for t in step.sent if t not in before]
@@ -142,9 +143,7 @@ def bench_target(
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """The rate ladder for one target; stops after the first rate it does not sustain."""
-    from kafka import KafkaProducer
-
-    from services.common.connections import kafka_python_kwargs, redis_client
+    from services.common.connections import redis_client
     from services.stack.topics import delete_namespace_topics, ensure_topics
 
     unique = uuid.uuid4().hex[:8]
@@ -164,23 +163,43 @@ def bench_target(
     redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     worker = _start(target, private, env)
+    try:
+        return asyncio.run(_ladder(target, settings, private, worker, rates, seconds, poisson, log))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()  # no junk for AOF rewrites
+        delete_namespace_topics(private)
+
+
+async def _ladder(
+    target: str,
+    settings: Settings,
+    private: Settings,
+    worker: subprocess.Popen[bytes],
+    rates: tuple[float, ...],
+    seconds: float,
+    poisson: bool,
+    log: Any,
+) -> list[dict[str, Any]]:
+    from aiokafka import AIOKafkaProducer
+
+    from services.common.connections import aiokafka_kwargs
     from services.decision_tap import DecisionTap
 
     receiver = DecisionTap(private, keep_records=False).start()
     timings = Timings(received=receiver.received_at, produced=receiver.produced_at)
-    producer = KafkaProducer(
-        **kafka_python_kwargs(settings.kafka),
-        acks=1,
-        linger_ms=1,
-        batch_size=64 * 1024,
+    producer = AIOKafkaProducer(
+        **aiokafka_kwargs(settings.kafka), acks=1, linger_ms=1, max_batch_size=64 * 1024
     )
+    await producer.start()
     events = _events(seed=len(target))
     steps = []
     try:
-        _warm_up(producer, private, timings, events)
+        await _warm_up(producer, private, timings, events)
         proc = psutil.Process(worker.pid)
         for rate in rates:
-            result = _step(producer, private, proc, rate, seconds, poisson, events, timings)
+            result = await _step(producer, private, proc, rate, seconds, poisson, events, timings)
             result["target"] = target
             steps.append(result)
             log(
@@ -191,12 +210,8 @@ def bench_target(
             if not result["sustained"]:
                 break
     finally:
-        producer.close(timeout=10)
+        await producer.stop()
         receiver.stop()
-        worker.terminate()
-        worker.wait(timeout=60)
-        redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()  # no junk for AOF rewrites
-        delete_namespace_topics(private)
     return steps
 
 
