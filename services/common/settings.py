@@ -219,12 +219,21 @@ class ScorerSettings(BaseModel):
     app_id: str = "fraud-scorer"
     batch_max: int = Field(500, ge=1, le=10_000, description="transactions per micro-batch")
     batch_within_ms: float = Field(
-        1.0, gt=0, description="longest wait to fill a micro-batch, milliseconds"
+        1.0,
+        ge=0,
+        le=1000,
+        description="wait after a micro-batch's first transaction for more, milliseconds (0: none;"
+        " a batch also takes everything that arrived while the previous one was decided)",
     )
     metrics_port: int = Field(
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
     )
     loglevel: str = "warning"
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="the worker's event loop; uvloop's transports are written in C (the scorer's"
+        " CPU per transaction, `fraud bench`), asyncio is the standard library's",
+    )
     session_timeout_s: float = Field(
         10.0,
         ge=6.0,

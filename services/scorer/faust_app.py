@@ -1,16 +1,25 @@
 """Builds Faust applications wired to the configured Kafka cluster.
 
 The only module of the scorer that knows how Faust is configured. Settings chosen for a
-low-latency, at-least-once worker: no web server unless asked, in-memory tables (state lives in
-Redis), short fetch waits.
+low-latency, at-least-once worker: uvloop unless told otherwise, no web server unless asked,
+in-memory tables (state lives in Redis), short fetch waits.
 """
 
 from __future__ import annotations
 
 import faust
+import mode.loop
 
 from services.common.connections import faust_broker_kwargs
 from services.common.settings import Settings
+
+
+def use_event_loop(settings: Settings) -> None:
+    """Install the configured event loop policy (``FRAUD_SCORER__EVENT_LOOP``) for this
+    process; call it before building the app, which takes the policy's loop. uvloop used 4 to
+    6 points less of a core than asyncio at 500 and 1,000 tx/s (two paired `fraud bench`
+    runs)."""
+    mode.loop.use("uvloop" if settings.scorer.event_loop == "uvloop" else "aio")
 
 
 def make_app(settings: Settings, app_id: str, web_port: int | None = None) -> faust.App:

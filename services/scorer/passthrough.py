@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from services.common.settings import Settings
-from services.scorer.faust_app import make_app
+from services.scorer.faust_app import make_app, use_event_loop
 
 
 def build(settings: Settings, source: str, sink: str, group: str):  # type: ignore[no-untyped-def]
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", default="fraud-passthrough")
     parser.add_argument("--loglevel", default="warning")
     args = parser.parse_args(argv)
-    app = build(Settings(), args.source, args.sink, args.group)
+    settings = Settings()
+    use_event_loop(settings)  # the same loop as the scorer: the baseline is like for like
+    app = build(settings, args.source, args.sink, args.group)
     Worker(app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     return 0
 

@@ -3,8 +3,8 @@
 The composition root of the scorer: the only module that knows Faust, Kafka topics and how
 the parts are built. Agents:
 
-- ``score``: ``transactions`` in micro-batches -> validate (bad ones to ``transactions.dlq``
-  with the reason) -> features, model, policy -> ``decisions``;
+- ``score``: ``transactions`` in micro-batches that grow with the backlog -> validate (bad
+  ones to ``transactions.dlq`` with the reason) -> features, model, policy -> ``decisions``;
 - ``labels`` (plain aiokafka consumer): ``labels`` -> terminal risk state;
 - ``store`` (plain aiokafka consumer): ``decisions`` -> the decision store, so the store can
   always be rebuilt from the topic.
@@ -39,7 +39,8 @@ from services.common.metrics import serve_metrics
 from services.common.policy import POLICY_KEY, Policy
 from services.common.settings import MAX_RECORD_BYTES, Settings
 from services.scorer import metrics
-from services.scorer.faust_app import make_app
+from services.scorer.batching import adaptive_batches
+from services.scorer.faust_app import make_app, use_event_loop
 from services.scorer.feature_state import RedisFeatureState
 from services.scorer.model import MODEL_ERROR_KEY, ActiveModel
 from services.scorer.scoring import Scorer
@@ -172,7 +173,8 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     @app.agent(transactions)
     async def score(stream: Any) -> None:
         scorer = runtime.get_scorer()
-        async for events in stream.take_events(cfg.batch_max, within=cfg.batch_within_ms / 1000):
+        batches = adaptive_batches(stream, cfg.batch_max, cfg.batch_within_ms / 1000)
+        async for events in batches:
             valid, rejects = _validate(events)
             futures = []
             if valid:
@@ -351,6 +353,7 @@ def main(settings: Settings) -> int:
     """Run the worker until SIGTERM or SIGINT (``fraud score``)."""
     from faust import Worker
 
+    use_event_loop(settings)
     app = build_app(settings)
     Worker(app, loglevel=settings.scorer.loglevel, quiet=True).execute_from_commandline()
     return 0
