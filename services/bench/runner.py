@@ -94,6 +94,9 @@ async def _step(
 ) -> dict[str, Any]:
     before = set(timings.sent)
     step = Timings(sent={}, received=timings.received, produced=timings.produced)
+    others = _neighbours(settings)
+    others0 = {name: _cpu_s(p) for name, p in others.items()}
+    machine0 = psutil.cpu_times()
     cpu0, wall0 = proc.cpu_times(), time.monotonic()
     await send_step(
         producer,
@@ -108,6 +111,13 @@ async def _step(
     while time.monotonic() < deadline and any(t not in timings.received for t in step.sent):
         await asyncio.sleep(0.1)
     cpu1, wall1 = proc.cpu_times(), time.monotonic()
+    machine1 = psutil.cpu_times()
+    others_cpu = {
+        name: round(100 * (_cpu_s(p) - others0[name]) / (wall1 - wall0), 1)
+        for name, p in others.items()
+    }
+    idle = (machine1.idle + machine1.iowait) - (machine0.idle + machine0.iowait)
+    elapsed_cpu_s = sum(machine1) - sum(machine0)
     timings.sent.update(step.sent)
     ids = [t for t in step.sent if t not in before]
     # end to end: from the send to the output record's Kafka timestamp (the worker's clock at
@@ -129,9 +139,34 @@ async def _step(
         "not_returned_after_grace": lost,
         "cpu_percent": round(100 * cpu_s / (wall1 - wall0), 1),
         "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+        # what shares the machine with the worker, and the whole machine (percent of one
+        # core: up to 100 times the cores)
+        "cpu_percent_others": others_cpu,
+        "machine_cpu_percent": round(100 * (elapsed_cpu_s - idle) / (wall1 - wall0), 1),
     }
     result["sustained"] = bool(pct) and pct[2] / 1000 <= SLO_P99_S and lost == 0
     return result
+
+
+def _neighbours(settings: Settings) -> dict[str, psutil.Process]:
+    """This process (the load generator and the tap) and the processes listening on the
+    configured Kafka and Redis ports (when they run on this machine)."""
+    procs = {"load_generator": psutil.Process()}
+    kafka_port = int(settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    wanted = {kafka_port: "kafka", settings.redis.port: "redis"}
+    for conn in psutil.net_connections(kind="tcp"):
+        name = wanted.get(conn.laddr.port) if conn.laddr else None
+        if name and conn.status == psutil.CONN_LISTEN and conn.pid:
+            procs.setdefault(name, psutil.Process(conn.pid))
+    return procs
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:  # gone (a restart): counts as nothing
+        return 0.0
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 def bench_target(
@@ -252,6 +287,12 @@ def run(
 
     if "scorer" in targets and ModelRegistry(settings.models_dir).active() is None:
         raise RegistryError("the scorer needs an active model: run `fraud train` first")
+    calibration = None
+    if "scorer" in targets:
+        from services.bench.calibration import calibrate
+
+        calibration = calibrate(settings, BENCH_REDIS_DB)
+        log(f"calibration: Scorer.decide CPU µs per transaction {calibration}")
     steps: list[dict[str, Any]] = []
     for target in targets:
         steps += bench_target(target, settings, rates, seconds, poisson, log)
@@ -260,6 +301,7 @@ def run(
         "steps": steps,
         "step_seconds": seconds,
         "arrivals": "poisson" if poisson else "fixed",
+        "calibration": calibration,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
@@ -278,14 +320,20 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table."""
     lines = [
         "| target | rate tx/s | achieved tx/s | p50 ms | p95 ms | p99 ms | max ms | "
-        "backlog at end | lost | CPU % | RSS MiB | sustained |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "backlog at end | lost | CPU % | RSS MiB | load generator / Kafka / Redis CPU % | "
+        "machine CPU % | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["steps"]:
+        others = s.get("cpu_percent_others", {})
+        neighbours = " / ".join(
+            str(others.get(n, "-")) for n in ("load_generator", "kafka", "redis")
+        )
         lines.append(
             f"| {s['target']} | {s['rate_tps']} | {s['achieved_tps']} | {s['p50_ms']} "
             f"| {s['p95_ms']} | {s['p99_ms']} | {s['max_ms']} | {s['backlog_at_end']} "
             f"| {s['not_returned_after_grace']} | {s['cpu_percent']} | {s['rss_mib']} "
+            f"| {neighbours} | {s.get('machine_cpu_percent')} "
             f"| {'yes' if s['sustained'] else 'no'} |"
         )
     p, sc = report["passthrough"], report["scorer"]
@@ -297,6 +345,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"Scorer p99 at 500 tx/s: {sc['p99_ms_at_500']} ms. {report['step_seconds']} s per "
         f"step, {report['arrivals']} arrivals, {report['machine']['cpus']} CPUs.",
     ]
+    if report.get("calibration"):
+        cost = report["calibration"]["decide_cpu_us_per_tx"]
+        lines += [
+            "",
+            f"Calibration (this machine, this run): `Scorer.decide` on "
+            f"{report['calibration']['transactions']} simulated transactions took "
+            + ", ".join(f"{us} µs CPU per transaction in batches of {n}" for n, us in cost.items())
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ Speeds are not asserted here (the benchmark reports them); this only proves the 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -25,6 +26,15 @@ def test_bench_writes_its_report(trained: TrainedModel, kafka: str, redis_url: s
         assert step["sent"] == int(step["rate_tps"] * 3)
         assert step["not_returned_after_grace"] == 0, step
         assert step["p99_ms"] is not None and step["cpu_percent"] > 0
+        others = step["cpu_percent_others"]
+        assert set(others) == {"load_generator", "kafka", "redis"}
+        assert others["load_generator"] > 0 and others["kafka"] > 0
+        # the machine's CPU includes the worker's and the load generator's (same window)
+        machine = step["machine_cpu_percent"]
+        assert step["cpu_percent"] + others["load_generator"] <= machine + 5
+        assert machine <= 100 * (os.cpu_count() or 1) + 5
+    cost = report["calibration"]["decide_cpu_us_per_tx"]
+    assert set(cost) == {"1", "10"} and all(us > 0 for us in cost.values())
     saved = json.loads((settings.reports_dir / "bench.json").read_text())
     assert saved["steps"] == report["steps"]
     assert (settings.reports_dir / "bench.md").read_text().startswith("| target |")

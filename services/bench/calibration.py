@@ -1,0 +1,61 @@
+"""How fast this machine runs the scorer's own code, measured at the start of a benchmark.
+
+The benchmark machine is shared: the same commit measured about twice the CPU per decision on
+one day as on the day before. Each report therefore carries the CPU time of a fixed piece of
+work, the scorer's :meth:`Scorer.decide` (features against Redis, model, policy) on the same
+2,000 simulated transactions, so that reports from different days can be compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from services.common.settings import Settings
+
+TRANSACTIONS = 2000
+BATCH_SIZES = (1, 10)
+
+
+async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
+    from models.registry import ModelRegistry
+    from services.common.connections import async_redis_client
+    from services.common.events import parse_transaction
+    from services.common.policy import Policy
+    from services.producer.sources import simulated_events
+    from services.scorer.feature_state import RedisFeatureState
+    from services.scorer.model import ActiveModel
+    from services.scorer.scoring import Scorer
+
+    model = ActiveModel(ModelRegistry(settings.models_dir))
+    model.refresh()
+    events = simulated_events(customers=5000, terminals=10000, seed=7)
+    batch = [parse_transaction(e.value) for e, _ in zip(events, range(TRANSACTIONS), strict=False)]
+    client = async_redis_client(settings.redis, db=db)
+    out = {}
+    try:
+        for size in BATCH_SIZES:
+            await client.flushdb()
+            scorer = Scorer(RedisFeatureState(client), model, Policy())
+            began = time.process_time()
+            for i in range(0, len(batch), size):
+                await scorer.decide(batch[i : i + size])
+            out[str(size)] = round(1e6 * (time.process_time() - began) / len(batch), 1)
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return out
+
+
+def calibrate(settings: Settings, db: int) -> dict[str, Any]:
+    """CPU microseconds per transaction of ``Scorer.decide`` in this process, by micro-batch
+    size, on Redis database ``db`` (flushed before and after); the active model must exist.
+
+    Returns:
+        ``{"decide_cpu_us_per_tx": {"1": ..., "10": ...}, "transactions": 2000}``.
+    """
+    return {
+        "decide_cpu_us_per_tx": asyncio.run(_decide_cost(settings, db)),
+        "transactions": TRANSACTIONS,
+    }
