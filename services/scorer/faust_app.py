@@ -16,7 +16,7 @@ from services.common.settings import Settings
 
 def use_event_loop(settings: Settings) -> None:
     """Install the configured event loop policy (``FRAUD_SCORER__EVENT_LOOP``) for this
-    process; call it before building the app, which takes the policy's loop. uvloop used 4 to
+    process; call it before building the app, which takes the policy's loop. uvloop used 3 to
     6 points less of a core than asyncio at 500 and 1,000 tx/s (two paired `fraud bench`
     runs)."""
     mode.loop.use("uvloop" if settings.scorer.event_loop == "uvloop" else "aio")
