@@ -459,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
-    p.add_argument("--targets", default="passthrough,scorer")
+    p.add_argument(
+        "--targets",
+        default="passthrough,aiokafka-passthrough,scorer",
+        help="comma-separated: passthrough (Faust), aiokafka-passthrough (no Faust), scorer",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p = add(
         "chaos",

@@ -1,4 +1,4 @@
-"""``fraud bench``: the passthrough worker and the scorer under a ladder of open-loop rates.
+"""``fraud bench``: the passthrough workers and the scorer under a ladder of open-loop rates.
 
 Each target runs as its own process in a private namespace (topic prefix, consumer group,
 Redis database) against the local stack. For each rate it sends ``step_seconds`` of simulated
@@ -32,6 +32,9 @@ DEFAULT_RATES = (250, 500, 1000, 2000, 3000, 4000, 8000)
 SLO_P99_S = 0.050
 GRACE_S = 3.0
 BENCH_REDIS_DB = 6
+PASSTHROUGHS = {"passthrough": "faust", "aiokafka-passthrough": "aiokafka"}
+"""Baseline targets: a Faust agent, and plain aiokafka clients (what Faust itself costs)."""
+TARGETS = (*PASSTHROUGHS, "scorer")
 
 
 def _events(seed: int) -> Iterator[tuple[str, bytes, bytes]]:
@@ -40,7 +43,7 @@ def _events(seed: int) -> Iterator[tuple[str, bytes, bytes]]:
 
 
 def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    if target == "passthrough":
+    if target in PASSTHROUGHS:
         argv = [
             sys.executable,
             "-m",
@@ -51,6 +54,8 @@ def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.P
             settings.topics.decisions.name,
             "--group",
             env["FRAUD_SCORER__APP_ID"],
+            "--engine",
+            PASSTHROUGHS[target],
         ]
     else:
         argv = [sys.executable, "-m", "services.cli", "score"]
@@ -253,7 +258,8 @@ async def _ladder(
 def summarise(steps: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline numbers of ``fraud bench --json``."""
     out: dict[str, Any] = {}
-    for target in ("passthrough", "scorer"):
+    ran = {s["target"] for s in steps}
+    for target in [t for t in TARGETS if t in ran or t in ("passthrough", "scorer")]:
         mine = [s for s in steps if s["target"] == target]
         ok = [s for s in mine if s["sustained"]]
         best = max(ok, key=lambda s: s["rate_tps"]) if ok else None
@@ -275,16 +281,21 @@ def run(
     rates: tuple[float, ...] = DEFAULT_RATES,
     seconds: float = 15.0,
     poisson: bool = True,
-    targets: tuple[str, ...] = ("passthrough", "scorer"),
+    targets: tuple[str, ...] = TARGETS,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Both ladders; writes ``var/reports/bench.json``, ``bench.md`` and ``bench.png``.
+    """The ladder of each target (:data:`TARGETS`); writes ``var/reports/bench.json``,
+    ``bench.md`` and ``bench.png``.
 
     Raises:
+        ValueError: an unknown target.
         models.registry.RegistryError: no active model for the scorer.
     """
     from models.registry import ModelRegistry, RegistryError
 
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ValueError(f"unknown benchmark target(s) {unknown}; choose from {list(TARGETS)}")
     if "scorer" in targets and ModelRegistry(settings.models_dir).active() is None:
         raise RegistryError("the scorer needs an active model: run `fraud train` first")
     calibration = None
@@ -345,6 +356,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"Scorer p99 at 500 tx/s: {sc['p99_ms_at_500']} ms. {report['step_seconds']} s per "
         f"step, {report['arrivals']} arrivals, {report['machine']['cpus']} CPUs.",
     ]
+    if "aiokafka-passthrough" in report:
+        plain = report["aiokafka-passthrough"]
+        lines.append(
+            f"Plain aiokafka passthrough (no Faust): {plain['max_sustained_tps']} tx/s "
+            f"(p99 {plain['p99_ms_at_max']} ms)."
+        )
     if report.get("calibration"):
         cost = report["calibration"]["decide_cpu_us_per_tx"]
         lines += [
@@ -365,7 +382,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for target, style in (("passthrough", "--"), ("scorer", "-")):
+    for target, style in (("passthrough", "--"), ("aiokafka-passthrough", ":"), ("scorer", "-")):
         mine = [s for s in report["steps"] if s["target"] == target and s["p99_ms"] is not None]
         rates = [s["rate_tps"] for s in mine]
         ax.plot(rates, [s["p50_ms"] for s in mine], style, marker="o", label=f"{target} p50")

@@ -1,4 +1,5 @@
-"""`fraud bench` end to end on a two-rate ladder: both workers answer, the report is written.
+"""`fraud bench` end to end on a two-rate ladder: the three workers answer, the report is
+written.
 
 Speeds are not asserted here (the benchmark reports them); this only proves the machinery.
 """
@@ -21,7 +22,11 @@ def test_bench_writes_its_report(trained: TrainedModel, kafka: str, redis_url: s
     settings = Settings(var_dir=trained.settings.var_dir)
     report = run(settings, rates=(50, 100), seconds=3, log=lambda *_: None)
     assert set(report) >= {"passthrough", "scorer", "steps"}
-    assert {s["target"] for s in report["steps"]} == {"passthrough", "scorer"}
+    assert {s["target"] for s in report["steps"]} == {
+        "passthrough",
+        "aiokafka-passthrough",
+        "scorer",
+    }
     for step in report["steps"]:
         assert step["sent"] == int(step["rate_tps"] * 3)
         assert step["not_returned_after_grace"] == 0, step
