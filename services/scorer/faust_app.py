@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faust
 import mode.loop
+from faust.app.base import BootStrategy
 
 from services.common.connections import faust_broker_kwargs
 from services.common.settings import Settings
@@ -22,14 +23,33 @@ def use_event_loop(settings: Settings) -> None:
     mode.loop.use("uvloop" if settings.scorer.event_loop == "uvloop" else "aio")
 
 
-def make_app(settings: Settings, app_id: str, web_port: int | None = None) -> faust.App:
+class _ServiceBoot(BootStrategy):
+    """Faust's worker lifecycle, tasks and timers without its Kafka consumer and producer
+    (the app's tasks run their own clients)."""
+
+    enable_kafka = False
+
+
+class ServiceApp(faust.App):
+    """A Faust app that starts no Kafka client of its own (Faust's consumer refuses to start
+    with no topic to subscribe to)."""
+
+    BootStrategy = _ServiceBoot
+
+
+def make_app(
+    settings: Settings, app_id: str, web_port: int | None = None, kafka: bool = True
+) -> faust.App:
     """A Faust app in consumer group ``app_id`` on ``settings.kafka`` (brokers, SASL).
 
     Args:
         app_id: the consumer group id; replicas with the same id share the partitions.
         web_port: serve Faust's web views there; None disables them.
+        kafka: False for an app whose agents are tasks with their own Kafka clients: Faust
+            starts neither its consumer nor its producer.
     """
-    return faust.App(
+    app_class = faust.App if kafka else ServiceApp
+    return app_class(
         app_id,
         **faust_broker_kwargs(settings.kafka),
         store="memory://",

@@ -55,3 +55,98 @@ async def consume_batches(
                     log.warning("commit_failed group=%s (rebalance)", group_id)
     finally:
         await consumer.stop()
+
+
+COMMIT_EVERY_S = 0.5
+"""Offsets of decided transactions are committed at most this often (and when partitions
+move or the worker stops): a crash repeats at most this much, which the idempotent effects
+absorb; a commit per micro-batch cost a broker round trip each."""
+
+
+async def consume_transactions(
+    settings: Settings,
+    handler: Handler,
+    on_partitions: Callable[[set[Any]], None],
+    on_lag: Callable[[dict[Any, int]], None],
+) -> None:
+    """Consume the ``transactions`` topic in the scorer's consumer group until cancelled,
+    handing ``handler`` micro-batches: everything fetched since the last batch (so a batch
+    grows with the backlog), up to ``scorer.batch_max``, after waiting
+    ``scorer.batch_within_ms`` for company when only a few arrived.
+
+    ``handler`` must return once the batch's effects are durable (decisions delivered);
+    only then do its offsets become committable (at-least-once). ``on_partitions`` gets the
+    owned partitions after each rebalance, ``on_lag`` the records behind the log end of each
+    (every 5 s).
+
+    Raises:
+        Exception: whatever ``handler`` raises (the batch is not committed).
+    """
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka.errors import CommitFailedError
+
+    cfg = settings.scorer
+    done: dict[Any, int] = {}  # partition -> next offset to commit (all before it decided)
+
+    async def commit() -> None:
+        if not done:
+            return
+        try:
+            await consumer.commit(dict(done))
+        except CommitFailedError:  # partitions moved; the new owner repeats from its commit
+            log.warning("commit_failed group=%s (rebalance)", cfg.app_id)
+        done.clear()
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await commit()  # called between batches: everything fetched was decided
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            on_partitions(set(assigned))
+
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(settings.kafka),
+        group_id=cfg.app_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(cfg.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(cfg.session_timeout_s * 1000 / 3),
+        max_poll_records=cfg.batch_max,
+    )
+    consumer.subscribe([settings.topics.transactions.name], listener=Listener())
+    await consumer.start()
+    last_commit = last_lag = time.monotonic()
+    try:
+        while True:
+            fetched = await consumer.getmany(timeout_ms=200, max_records=cfg.batch_max)
+            count = sum(len(records) for records in fetched.values())
+            if 0 < count < cfg.batch_max and cfg.batch_within_ms > 0:
+                await asyncio.sleep(cfg.batch_within_ms / 1000)
+                more = await consumer.getmany(timeout_ms=0, max_records=cfg.batch_max - count)
+                for tp, records in more.items():
+                    fetched.setdefault(tp, []).extend(records)
+            if fetched:
+                await handler([r for records in fetched.values() for r in records])
+                for tp, records in fetched.items():
+                    if records:
+                        done[tp] = records[-1].offset + 1
+            now = time.monotonic()
+            if now - last_commit >= COMMIT_EVERY_S:
+                await commit()
+                last_commit = now
+            if now - last_lag >= 5.0:
+                last_lag = now
+                lag = {}
+                for tp in consumer.assignment():
+                    end = consumer.highwater(tp)
+                    if end is not None:
+                        lag[tp] = max(end - await consumer.position(tp), 0)
+                on_lag(lag)
+    finally:
+        try:
+            await commit()
+        finally:
+            await consumer.stop()
