@@ -219,11 +219,12 @@ class ScorerSettings(BaseModel):
     app_id: str = "fraud-scorer"
     batch_max: int = Field(500, ge=1, le=10_000, description="transactions per micro-batch")
     batch_within_ms: float = Field(
-        1.0,
+        0.0,
         ge=0,
         le=1000,
-        description="wait after a micro-batch's first transaction for more, milliseconds (0: none;"
-        " a batch also takes everything that arrived while the previous one was decided)",
+        description="wait for more transactions when a fetch brought fewer than batch_max,"
+        " milliseconds (0: none; a batch takes everything fetched while the previous one was"
+        " decided; p99 at 500 tx/s 11.2-11.8 ms with 0, 13.7-16.1 ms with 1, `fraud bench`)",
     )
     metrics_port: int = Field(
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
