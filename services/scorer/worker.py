@@ -65,8 +65,6 @@ class Runtime:
         self._producer: Any = None
         self.last_label_at = 0.0
         self.scorer: Scorer | None = None
-        self.owned: set[Any] = set()
-        """Partitions of ``transactions`` this worker owns (after the last rebalance)."""
         self._error_reported = False
 
     def redis(self) -> Any:
@@ -192,7 +190,6 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             metrics.E2E_LATENCY.observe(max(now - event.timestamp / 1000, 0.0))
 
     def owned_partitions(assigned: set[Any]) -> None:
-        runtime.owned = assigned
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
         metrics.CONSUMER_LAG.clear()
 
