@@ -229,21 +229,30 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from services.bench.runner import markdown, run
+    from services.bench.runner import TARGETS, markdown, run
     from services.stack.stack import Stack
 
+    targets = tuple(args.targets.split(",")) if args.targets else TARGETS
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        print(
+            f"fraud bench: unknown target(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(TARGETS)}",
+            file=sys.stderr,
+        )
+        return 2
     rates = tuple(float(r) for r in args.rates.split(","))
     log = (lambda *_: None) if args.json else print
     for name, outcome, _ in Stack(settings).up():
         log(f"{name:<28} {outcome}")
-    if "scorer" in args.targets.split(","):
+    if "scorer" in targets:
         _ensure_model(settings, log, progress=not args.json)  # else it would run degraded
     report = run(
         settings,
         rates=rates,
         seconds=args.seconds,
         poisson=not args.fixed,
-        targets=tuple(args.targets.split(",")),
+        targets=targets,
         log=log,
     )
     print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
@@ -461,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
     p.add_argument(
         "--targets",
-        default="passthrough,aiokafka-passthrough,scorer",
-        help="comma-separated: passthrough (Faust), aiokafka-passthrough (no Faust), scorer",
+        default=None,
+        help="comma-separated, default all: passthrough (Faust), aiokafka-passthrough (no"
+        " Faust), scorer",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p = add(

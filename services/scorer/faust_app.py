@@ -2,7 +2,7 @@
 
 The only module of the scorer that knows how Faust is configured. Settings chosen for a
 low-latency, at-least-once worker: uvloop unless told otherwise, no web server unless asked,
-in-memory tables (state lives in Redis), short fetch waits.
+in-memory tables (state lives in Redis).
 """
 
 from __future__ import annotations

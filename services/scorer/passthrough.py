@@ -4,9 +4,9 @@ It is the baseline the scorer is benchmarked against (the cost of Faust and Kafk
 the smallest proof that a Faust agent runs against the real broker. Each record keeps its key
 and value. ``python -m services.scorer.passthrough --source A --sink B --group G``.
 
-``--engine aiokafka`` forwards with a plain aiokafka consumer and producer instead (same
-group semantics: offsets committed only after the forwarded records are delivered): the
-difference between the two is what Faust itself costs (``fraud bench --targets
+``--engine aiokafka`` forwards with the scorer's own aiokafka consumption loop and producer
+instead (offsets committed only after the forwarded records are delivered): the difference
+between the two is what Faust itself costs (``fraud bench --targets
 passthrough,aiokafka-passthrough``).
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from services.common.settings import Settings
 from services.scorer.faust_app import make_app, use_event_loop
@@ -34,39 +36,29 @@ def build(settings: Settings, source: str, sink: str, group: str):  # type: igno
 
 
 async def forward_plain(settings: Settings, source: str, sink: str, group: str) -> None:
-    """Consume ``source`` in group ``group`` and produce each record to ``sink``; commit a
-    fetch's offsets once its records are delivered. Runs until cancelled."""
+    """Forward ``source`` to ``sink`` through the scorer's own consumption loop
+    (:func:`consume_transactions`, group ``group``) with nothing in between: each batch's
+    records are delivered before its offsets are committed. Runs until cancelled."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     from services.common.connections import aiokafka_kwargs
+    from services.scorer.side_consumers import consume_transactions
 
-    kwargs = aiokafka_kwargs(settings.kafka)
-    consumer = AIOKafkaConsumer(
-        source,
-        **kwargs,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    producer = AIOKafkaProducer(
+        **aiokafka_kwargs(settings.kafka), acks="all", enable_idempotence=True, linger_ms=0
     )
-    producer = AIOKafkaProducer(**kwargs, acks="all", enable_idempotence=True, linger_ms=0)
-    await consumer.start()
     await producer.start()
+
+    async def forward(records: Sequence[Any]) -> None:
+        deliveries = [await producer.send(sink, key=r.key, value=r.value) for r in records]
+        await asyncio.gather(*deliveries)
+
     try:
-        while True:
-            fetched = await consumer.getmany(timeout_ms=1000)
-            deliveries = [
-                await producer.send(sink, key=record.key, value=record.value)
-                for records in fetched.values()
-                for record in records
-            ]
-            if deliveries:
-                await asyncio.gather(*deliveries)
-                await consumer.commit()
+        await consume_transactions(settings, forward, topic=source, group_id=group)
     finally:
         await producer.stop()
-        await consumer.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

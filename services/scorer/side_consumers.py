@@ -66,10 +66,13 @@ absorb; a commit per micro-batch cost a broker round trip each."""
 async def consume_transactions(
     settings: Settings,
     handler: Handler,
-    on_partitions: Callable[[set[Any]], None],
-    on_lag: Callable[[dict[Any, int]], None],
+    on_partitions: Callable[[set[Any]], None] = lambda _: None,
+    on_lag: Callable[[dict[Any, int]], None] = lambda _: None,
+    topic: str | None = None,
+    group_id: str | None = None,
 ) -> None:
-    """Consume the ``transactions`` topic in the scorer's consumer group until cancelled,
+    """Consume ``topic`` (default: ``transactions``) in consumer group ``group_id`` (default:
+    the scorer's) until cancelled,
     handing ``handler`` micro-batches: everything fetched since the last batch (so a batch
     grows with the backlog), up to ``scorer.batch_max``, after waiting
     ``scorer.batch_within_ms`` for company when only a few arrived.
@@ -89,6 +92,7 @@ async def consume_transactions(
     from aiokafka.errors import CommitFailedError
 
     cfg = settings.scorer
+    group_id = group_id or cfg.app_id
     done: dict[Any, int] = {}  # partition -> next offset to commit (all before it decided)
 
     async def commit() -> None:
@@ -97,7 +101,7 @@ async def consume_transactions(
         try:
             await consumer.commit(dict(done))
         except CommitFailedError:  # partitions moved; the new owner repeats from its commit
-            log.warning("commit_failed group=%s (rebalance)", cfg.app_id)
+            log.warning("commit_failed group=%s (rebalance)", group_id)
         done.clear()
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -109,14 +113,14 @@ async def consume_transactions(
 
     consumer = AIOKafkaConsumer(
         **aiokafka_kwargs(settings.kafka),
-        group_id=cfg.app_id,
+        group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=int(cfg.session_timeout_s * 1000),
         heartbeat_interval_ms=int(cfg.session_timeout_s * 1000 / 3),
         max_poll_records=cfg.batch_max,
     )
-    consumer.subscribe([settings.topics.transactions.name], listener=Listener())
+    consumer.subscribe([topic or settings.topics.transactions.name], listener=Listener())
     await consumer.start()
     last_commit = last_lag = time.monotonic()
     try:
