@@ -5,7 +5,9 @@ written by its partition's owner only (transactions are keyed by card). A termin
 by every partition and by labels, so its history is one sorted set updated only with
 idempotent ``ZADD``/``ZREM`` (score: event time in ms; member: the transaction id, plus
 ``!<id>`` once a fraud label arrived), never read-modify-write: concurrent scorers cannot lose
-each other's updates. Two round trips per micro-batch, the transaction-id check included.
+each other's updates. Two round trips per micro-batch, the transaction-id check included; one
+when the writes are deferred (``defer_writes``): a batch's writes then go out at the head of
+the next batch's pipeline, or at :meth:`RedisFeatureState.flush`.
 """
 
 from __future__ import annotations
@@ -137,32 +139,84 @@ def _reused(
     return flags
 
 
-class RedisFeatureState:
-    """Computes features of micro-batches against histories in Redis (``redis.asyncio``)."""
+@dataclass
+class _Writes:
+    """A micro-batch's state writes not yet sent: the transactions they record, each touched
+    card's whole new history, each terminal's new members."""
 
-    def __init__(self, client: Any) -> None:
+    transactions: list[Transaction]
+    customers: dict[str, bytes]
+    terminals: dict[str, dict[str, int]]
+
+    def then(self, later: _Writes | None) -> _Writes:
+        """These writes followed by ``later``'s (a card's later history replaces its earlier)."""
+        if later is None:
+            return self
+        terminals = {t: dict(m) for t, m in self.terminals.items()}
+        for terminal, members in later.terminals.items():
+            terminals.setdefault(terminal, {}).update(members)
+        return _Writes(
+            self.transactions + later.transactions,
+            {**self.customers, **later.customers},
+            terminals,
+        )
+
+    def queue(self, pipe: Any) -> None:
+        if self.customers:
+            pipe.mset({customer_key(c): blob for c, blob in self.customers.items()})
+        for terminal, members in self.terminals.items():
+            pipe.zadd(terminal_key(terminal), members)
+            # pruned at every write: a set that passes 128 members turns from listpack into
+            # skiplist (about 5 times the bytes) and stays so; pruning 2 % of the writes left
+            # 87.5 % of terminals there after a year (`fraud bench-memory`)
+            horizon = max(members.values()) - TERMINAL_HORIZON_MS
+            pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
+
+
+class RedisFeatureState:
+    """Computes features of micro-batches against histories in Redis (``redis.asyncio``).
+
+    With ``defer_writes``, a batch's state writes are held back and sent at the head of the
+    next batch's pipeline (Redis runs a pipeline's commands in order, so that batch reads what
+    they wrote): one round trip per batch instead of two. Whoever defers must call
+    :meth:`flush` before committing the batch's offsets or giving up its partitions, and
+    :meth:`take_unwritten` when Redis fails.
+    """
+
+    def __init__(self, client: Any, defer_writes: bool = False) -> None:
         self._redis = client
+        self._defer = defer_writes
+        self._unwritten: _Writes | None = None
 
     async def features(self, batch: Sequence[Transaction]) -> BatchFeatures:
         """Claim each transaction id, update the histories with the batch (idempotently) and
-        return its features. Two round trips per micro-batch.
+        return its features. Two round trips per micro-batch (one with deferred writes).
 
         A transaction id already recorded with other content (a reused id, not a redelivery)
         is flagged in ``reused``, gets no features (a row of NaN) and is not written.
         Fingerprints expire after :data:`ID_MEMORY_S` (wall clock).
 
         Raises:
-            redis.RedisError: Redis is unreachable (the caller decides in degraded mode).
+            redis.RedisError: Redis is unreachable (the caller decides in degraded mode);
+                deferred writes not known to be written stay unwritten.
         """
         customers = list(dict.fromkeys(tx.customer_id for tx in batch))
         terminals = list(dict.fromkeys(tx.terminal_id for tx in batch))
         since = min(tx.time_ms for tx in batch) - TERMINAL_HORIZON_MS
         pipe = self._redis.pipeline(transaction=False)
+        sending, self._unwritten = self._unwritten, None
+        if sending is not None:
+            sending.queue(pipe)
+        first = len(pipe)
         prints = [queue_claim(pipe, tx) for tx in batch]
         pipe.mget([customer_key(c) for c in customers])
         for terminal in terminals:
             pipe.zrange(terminal_key(terminal), since, "+inf", byscore=True, withscores=True)
-        replies = await pipe.execute()
+        try:
+            replies = (await pipe.execute())[first:]
+        except BaseException:
+            self._unwritten = sending
+            raise
         n = len(batch)
         reused = _reused(batch, prints, replies[:n])
         kept = [tx for tx, bad in zip(batch, reused, strict=True) if not bad]
@@ -175,24 +229,43 @@ class RedisFeatureState:
             return BatchFeatures(values, reused)
         values[~np.asarray(reused, dtype=bool)] = batch_features(kept, histories, sites)
 
-        pipe = self._redis.pipeline(transaction=False)
         touched = {tx.customer_id for tx in kept}
         written = {c: h for c, h in histories.items() if c in touched}
         for history in written.values():
             history.prune(int(history.times_ms[-1]))
-        pipe.mset({customer_key(c): encode_customer(h) for c, h in written.items()})
         by_terminal: dict[str, dict[str, int]] = {}
         for tx in kept:
             by_terminal.setdefault(tx.terminal_id, {})[tx.transaction_id] = tx.time_ms
-        for terminal, members in by_terminal.items():
-            pipe.zadd(terminal_key(terminal), members)
-            # pruned at every write: a set that passes 128 members turns from listpack into
-            # skiplist (about 5 times the bytes) and stays so; pruning 2 % of the writes left
-            # 87.5 % of terminals there after a year (`fraud bench-memory`)
-            horizon = max(members.values()) - TERMINAL_HORIZON_MS
-            pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
-        await pipe.execute()
+        self._unwritten = _Writes(
+            kept, {c: encode_customer(h) for c, h in written.items()}, by_terminal
+        )
+        if not self._defer:
+            await self.flush()
         return BatchFeatures(values, reused)
+
+    async def flush(self) -> None:
+        """Send the deferred writes, if any.
+
+        Raises:
+            redis.RedisError: Redis is unreachable; the writes stay unwritten.
+        """
+        sending, self._unwritten = self._unwritten, None
+        if sending is None:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        sending.queue(pipe)
+        try:
+            await pipe.execute()
+        except BaseException:
+            self._unwritten = sending.then(self._unwritten)
+            raise
+
+    def take_unwritten(self) -> list[Transaction]:
+        """The transactions whose state writes were deferred and not sent (or not known to
+        have been), oldest first; forgets the writes. After a Redis failure they are
+        recorded again through :meth:`features` (which is idempotent)."""
+        taken, self._unwritten = self._unwritten, None
+        return taken.transactions if taken is not None else []
 
     async def apply_labels(self, labels: Sequence[Label]) -> None:
         """Record labels for terminal risk; the latest label of a transaction wins.

@@ -47,6 +47,14 @@ class FeatureSource(Protocol):
         ``reused`` flags ids already used with other content (not written, not decided)."""
         ...
 
+    async def flush(self) -> None:
+        """Write whatever state writes are still held back."""
+        ...
+
+    def take_unwritten(self) -> list[Transaction]:
+        """Transactions whose state writes were held back and not sent; forgets them."""
+        ...
+
 
 @dataclass
 class StageTimes:
@@ -133,6 +141,18 @@ class Scorer:
         )
         return [None if bad else rec for rec, bad in zip(decisions, reused, strict=True)]
 
+    async def flush(self) -> None:
+        """Write the feature state's held-back writes before offsets are committed or
+        partitions given up. Never raises: if the source fails, the transactions behind those
+        writes join :attr:`pending` (as in degraded mode) and are written when it is back."""
+        if self.features_down:
+            return
+        async with self._state_lock:
+            try:
+                await asyncio.wait_for(self.features.flush(), FEATURES_TIMEOUT_S)
+            except Exception as error:
+                self._failed(error, [])
+
     async def recover(self) -> None:
         """Write pending transactions to the feature state if the source is back (called on
         a timer, so the state catches up even when no transaction arrives)."""
@@ -147,6 +167,9 @@ class Scorer:
     def _failed(self, error: Exception, batch: Sequence[Transaction]) -> None:
         log.warning("features_unavailable error=%s batch=%d", type(error).__name__, len(batch))
         self._down_until = time.monotonic() + PROBE_EVERY_S
+        ids = {tx.transaction_id for tx in batch}
+        unwritten = [tx for tx in self.features.take_unwritten() if tx.transaction_id not in ids]
+        self.pending[:0] = unwritten  # decided before anything still pending
         self._keep(batch)
 
     async def _catch_up(self) -> None:

@@ -70,6 +70,7 @@ async def consume_transactions(
     on_lag: Callable[[dict[Any, int]], None] = lambda _: None,
     topic: str | None = None,
     group_id: str | None = None,
+    flush: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Consume ``topic`` (default: ``transactions``) in consumer group ``group_id`` (default:
     the scorer's) until cancelled,
@@ -77,9 +78,11 @@ async def consume_transactions(
     grows with the backlog), up to ``scorer.batch_max``, after waiting
     ``scorer.batch_within_ms`` for company when only a few arrived.
 
-    ``handler`` must return once the batch's effects are durable (decisions delivered);
-    only then do its offsets become committable (at-least-once). ``on_partitions`` gets the
-    owned partitions after each rebalance, ``on_lag`` the records behind the log end of each
+    ``handler`` must return once the batch's effects are durable (decisions delivered),
+    except what ``flush`` makes durable: it is awaited before every commit (so before
+    partitions are given up) and whenever nothing is waiting to be consumed. Only then do
+    the offsets become committable (at-least-once). ``on_partitions`` gets the owned
+    partitions after each rebalance, ``on_lag`` the records behind the log end of each
     (every 5 s).
 
     Raises:
@@ -98,6 +101,8 @@ async def consume_transactions(
     async def commit() -> None:
         if not done:
             return
+        if flush is not None:
+            await flush()
         try:
             await consumer.commit(dict(done))
         except CommitFailedError:  # partitions moved; the new owner repeats from its commit
@@ -125,7 +130,11 @@ async def consume_transactions(
     last_commit = last_lag = time.monotonic()
     try:
         while True:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=cfg.batch_max)
+            fetched = await consumer.getmany(timeout_ms=0, max_records=cfg.batch_max)
+            if not fetched:
+                if flush is not None:  # idle: the held-back writes go out now
+                    await flush()
+                fetched = await consumer.getmany(timeout_ms=200, max_records=cfg.batch_max)
             count = sum(len(records) for records in fetched.values())
             if 0 < count < cfg.batch_max and cfg.batch_within_ms > 0:
                 await asyncio.sleep(cfg.batch_within_ms / 1000)

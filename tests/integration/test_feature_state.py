@@ -1,0 +1,163 @@
+"""The scorer's Redis feature state with deferred writes (one round trip per micro-batch).
+
+Expected values come from the in-memory histories of :mod:`services.features.incremental`
+(checked against the handbook's reference file in ``test_feature_parity``), fed the same
+micro-batches. Each test runs its own throw-away ``redis-server``, so pausing it disturbs
+nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from models.registry import ModelRegistry
+from services.bench.private_redis import private_redis
+from services.common.events import Transaction, parse_transaction
+from services.common.policy import Policy
+from services.features import definitions as d
+from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
+from services.producer.sources import simulated_events
+from services.scorer import scoring
+from services.scorer.feature_state import (
+    RedisFeatureState,
+    customer_key,
+    decode_customer,
+    terminal_key,
+)
+from services.scorer.model import ActiveModel
+from services.scorer.scoring import Scorer
+
+BATCH_SIZES = (1, 7, 30, 2, 64, 13)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    with private_redis() as port:
+        yield port
+
+
+def _stream(n: int) -> list[Transaction]:
+    """``n`` transactions of 60 cards at 25 terminals, 20 minutes apart on average (about
+    28 days for 2,000: every window has content)."""
+    events = simulated_events(
+        customers=60, terminals=25, seed=3, start=dt.datetime(2024, 1, 1), mean_gap_ms=1.2e6
+    )
+    return [parse_transaction(e.value) for e, _ in zip(events, range(n), strict=False)]
+
+
+def _batches(stream: Sequence[Transaction]) -> list[list[Transaction]]:
+    out, at, k = [], 0, 0
+    while at < len(stream):
+        size = BATCH_SIZES[k % len(BATCH_SIZES)]
+        out.append(list(stream[at : at + size]))
+        at, k = at + size, k + 1
+    return out
+
+
+class Oracle:
+    """The same micro-batches through the in-memory histories."""
+
+    def __init__(self) -> None:
+        self.customers: defaultdict[str, CustomerHistory] = defaultdict(CustomerHistory)
+        self.terminals: defaultdict[str, TerminalHistory] = defaultdict(TerminalHistory)
+
+    def features(self, batch: Sequence[Transaction]) -> np.ndarray:
+        values = batch_features(batch, self.customers, self.terminals)
+        for tx in batch:
+            self.terminals[tx.terminal_id].observe_transaction(tx.transaction_id, tx.time_ms)
+        return values
+
+
+def _assert_state_is(port: int, oracle: Oracle) -> None:
+    client = redis.Redis(port=port)
+    for customer, want in oracle.customers.items():
+        got = decode_customer(client.get(customer_key(customer)))
+        assert got.transaction_ids == want.transaction_ids, customer
+        np.testing.assert_array_equal(got.times_ms, want.times_ms)
+        np.testing.assert_array_equal(got.cents, want.cents)
+        np.testing.assert_array_equal(got.large, want.large)
+    for terminal, site in oracle.terminals.items():
+        members = client.zrange(terminal_key(terminal), 0, -1, withscores=True)
+        got_members = {(m.decode(), int(s)) for m, s in members}
+        assert got_members == set(zip(site.transaction_ids, site.times_ms.tolist(), strict=True))
+
+
+def test_deferred_writes_give_the_in_memory_features_and_state(port: int) -> None:
+    batches = _batches(_stream(2000))
+    oracle = Oracle()
+
+    async def run() -> tuple[list[np.ndarray], bool]:
+        client = aioredis.Redis(port=port)
+        state = RedisFeatureState(client, defer_writes=True)
+        got = []
+        held_back = False
+        for batch in batches:
+            got.append((await state.features(batch)).values)
+            # the last card of the batch: its history in Redis lacks the batch until later
+            last = batch[-1]
+            stored = decode_customer(await client.get(customer_key(last.customer_id)))
+            held_back |= last.transaction_id not in stored.transaction_ids
+        await state.flush()
+        await client.aclose()
+        return got, held_back
+
+    got, held_back = asyncio.run(run())
+    assert held_back  # the writes really were deferred
+    for batch, values in zip(batches, got, strict=True):
+        np.testing.assert_allclose(values, oracle.features(batch), rtol=1e-12, atol=1e-12)
+    _assert_state_is(port, oracle)
+
+
+def test_a_redis_stall_moves_the_held_back_writes_to_pending_and_nothing_is_lost(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch 1 is decided with its writes held back; Redis then stalls (``CLIENT PAUSE``)
+    during batch 2, which is decided in degraded mode. Batch 1's transactions must join the
+    pending ones ahead of batch 2, and once Redis answers the state must be what the three
+    batches give in memory, and batch 3 get the in-memory features."""
+    monkeypatch.setattr(scoring, "FEATURES_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(scoring, "PROBE_EVERY_S", 0.2)
+    stream = _stream(300)
+    first, second, third = stream[:100], stream[100:200], stream[200:]
+    oracle = Oracle()
+    expected = [oracle.features(b) for b in (first, second, third)]
+
+    async def run() -> tuple[list[dict[str, Any] | None], ...]:
+        client = aioredis.Redis(port=port)
+        scorer = Scorer(
+            RedisFeatureState(client, defer_writes=True),
+            ActiveModel(ModelRegistry(Path("/nonexistent"))),
+            Policy(),
+        )
+        one = await scorer.decide(first)
+        redis.Redis(port=port).execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        two = await scorer.decide(second)
+        assert [tx.transaction_id for tx in scorer.pending] == [
+            tx.transaction_id for tx in first + second
+        ]
+        await asyncio.sleep(1.6)
+        three = await scorer.decide(third)
+        assert not scorer.pending
+        await scorer.flush()
+        await client.aclose()
+        return one, two, three
+
+    start = time.monotonic()
+    one, two, three = asyncio.run(run())
+    assert time.monotonic() - start < 10
+    assert all(r is not None and r["features"] is None for r in two)  # degraded
+    for records, values in ((one, expected[0]), (three, expected[2])):
+        got = np.array([[r["features"][n] for n in d.ALL_FEATURES] for r in records])  # type: ignore[index]
+        np.testing.assert_allclose(got, values, rtol=1e-12, atol=1e-12)
+    _assert_state_is(port, oracle)
