@@ -1,5 +1,6 @@
-"""A throw-away ``redis-server`` for measurements: a free port, a temporary folder, no
-persistence, the server's default encodings (as the stack's Redis); stopped on exit.
+"""A throw-away ``redis-server`` for measurements: a free port, a temporary folder, the
+server's default encodings (as the stack's Redis); stopped on exit. No persistence, unless
+asked for the stack's (:data:`services.stack.redis_server.PERSISTENCE`).
 
 Memory measurements need a server of their own: ``INFO memory`` counts every database, and the
 stack's Redis holds other state that must not be flushed. Per-command latency tracking is off:
@@ -17,14 +18,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.stack.install import ensure_program
-from services.stack.process import free_port, port_open, tail
+from services.stack.process import free_port, port_open, tail, write_private
+from services.stack.redis_server import PERSISTENCE
 
 START_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def private_redis() -> Iterator[int]:
+def private_redis(persistent: bool = False, acl: str | None = None) -> Iterator[int]:
     """Start Debian's redis-server on a free port of 127.0.0.1; yield the port.
+
+    Args:
+        persistent: persist as the stack's Redis does (append-only file, in the temporary
+            folder).
+        acl: an ACL file's content (:func:`services.stack.redis_server.acl_rules`), for the
+            same credentials as the stack's Redis.
 
     Raises:
         services.stack.errors.StackError: redis-server is missing and cannot be installed.
@@ -35,7 +43,15 @@ def private_redis() -> Iterator[int]:
     with tempfile.TemporaryDirectory(prefix="fraud-redis-") as folder:
         log = Path(folder) / "redis.log"
         argv = [program, "--bind", "127.0.0.1", "--port", str(port), "--dir", folder]
-        argv += ["--save", "", "--appendonly", "no", "--latency-tracking", "no"]
+        if persistent:
+            argv += PERSISTENCE
+        else:
+            argv += ["--save", "", "--appendonly", "no"]
+        argv += ["--latency-tracking", "no"]
+        if acl is not None:
+            acl_file = Path(folder) / "users.acl"
+            write_private(acl_file, acl)
+            argv += ["--aclfile", str(acl_file)]
         argv += ["--daemonize", "no", "--logfile", str(log)]
         server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         try:

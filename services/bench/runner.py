@@ -1,10 +1,15 @@
 """``fraud bench``: the passthrough workers and the scorer under a ladder of open-loop rates.
 
-Each target runs as its own process in a private namespace (topic prefix, consumer group,
-Redis database) against the local stack. For each rate it sends ``step_seconds`` of simulated
-transactions and reports end-to-end latency percentiles (send to output record), achieved
-throughput, the backlog left at the end, and the worker's CPU and resident memory. A rate is
-sustained when p99 <= 50 ms and every record came back within a short grace period.
+Each target runs as its own process in a private namespace (topic prefix, consumer group)
+on the local stack's Kafka, and against a Redis server of the run's own, persisting as the
+stack's does (append-only file): what other runs and tests left in the stack's Redis does not
+slow it (an append-only-file rewrite forks and copies the whole dataset; with 250 MB of test
+leftovers one took a core for 2 s in the middle of a step).
+
+For each rate it sends ``step_seconds`` of simulated transactions and reports end-to-end
+latency percentiles (send to output record), achieved throughput, the backlog left at the
+end, and the worker's CPU and resident memory. A rate is sustained when p99 <= 50 ms and
+every record came back within a short grace period.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import numpy as np
 import psutil
 
 from services.bench.loadgen import Timings, arrivals, send_step
+from services.bench.private_redis import private_redis
 from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.sources import simulated_events
+from services.stack.redis_server import acl_rules
 
 DEFAULT_RATES = (250, 500, 1000, 2000, 3000, 4000, 8000)
 SLO_P99_S = 0.050
 GRACE_S = 3.0
-BENCH_REDIS_DB = 6
 PASSTHROUGHS = {"passthrough": "faust", "aiokafka-passthrough": "aiokafka"}
 """Baseline targets: a Faust agent, and plain aiokafka clients (what Faust itself costs)."""
 TARGETS = (*PASSTHROUGHS, "scorer")
@@ -189,18 +195,17 @@ def bench_target(
     unique = uuid.uuid4().hex[:8]
     env = {
         "FRAUD_TOPICS__PREFIX": f"bench{unique}.",
-        "FRAUD_REDIS__DB": str(BENCH_REDIS_DB),
+        "FRAUD_REDIS__HOST": settings.redis.host,
+        "FRAUD_REDIS__PORT": str(settings.redis.port),
+        "FRAUD_REDIS__DB": str(settings.redis.db),
         "FRAUD_SCORER__APP_ID": f"bench-{target}-{unique}",
         "FRAUD_SCORER__METRICS_PORT": "0",
         "FRAUD_VAR_DIR": str(settings.var_dir),
     }
-    private = Settings(
-        var_dir=settings.var_dir,
-        redis={"db": BENCH_REDIS_DB},
-        topics={"prefix": env["FRAUD_TOPICS__PREFIX"]},
-    )
+    topics = settings.topics.model_copy(update={"prefix": env["FRAUD_TOPICS__PREFIX"]})
+    private = settings.model_copy(update={"topics": topics})
     ensure_topics(private)
-    redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()
+    redis_client(settings.redis).flushdb()
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     worker = _start(target, private, env)
     try:
@@ -208,7 +213,7 @@ def bench_target(
     finally:
         worker.terminate()
         worker.wait(timeout=60)
-        redis_client(settings.redis, db=BENCH_REDIS_DB).flushdb()  # no junk for AOF rewrites
+        redis_client(settings.redis).flushdb()
         delete_namespace_topics(private)
 
 
@@ -298,15 +303,19 @@ def run(
         raise ValueError(f"unknown benchmark target(s) {unknown}; choose from {list(TARGETS)}")
     if "scorer" in targets and ModelRegistry(settings.models_dir).active() is None:
         raise RegistryError("the scorer needs an active model: run `fraud train` first")
-    calibration = None
-    if "scorer" in targets:
-        from services.bench.calibration import calibrate
+    with private_redis(persistent=True, acl=acl_rules(settings.redis)) as port:
+        bench = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update={"host": "127.0.0.1", "port": port})}
+        )
+        calibration = None
+        if "scorer" in targets:
+            from services.bench.calibration import calibrate
 
-        calibration = calibrate(settings, BENCH_REDIS_DB)
-        log(f"calibration: Scorer.decide CPU µs per transaction {calibration}")
-    steps: list[dict[str, Any]] = []
-    for target in targets:
-        steps += bench_target(target, settings, rates, seconds, poisson, log)
+            calibration = calibrate(bench, bench.redis.db)
+            log(f"calibration: Scorer.decide CPU µs per transaction {calibration}")
+        steps: list[dict[str, Any]] = []
+        for target in targets:
+            steps += bench_target(target, bench, rates, seconds, poisson, log)
     report = {
         **summarise(steps),
         "steps": steps,

@@ -15,6 +15,22 @@ from services.common.settings import RedisSettings, Settings
 from services.stack.install import ensure_program
 from services.stack.process import ManagedProcess, write_private
 
+PERSISTENCE = (
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+    # Each decision stores itself (1.4 KB) and rewrites its card's history (up to about
+    # 3 KB): the log grew 1.5 KB per transaction on fresh simulator cards, and with Redis's
+    # 64 MB default a rewrite (a fork, then a core for 1.2-1.6 s here) came every minute or
+    # two under the benchmark, when every decision in flight waited. Rewrite past 1 GB instead.
+    "--auto-aof-rewrite-min-size",
+    "1gb",
+    "--save",
+    "",
+)
+"""How the stack's Redis persists: an append-only file written every second, no snapshots."""
+
 
 def acl_rules(cfg: RedisSettings) -> str | None:
     """The ACL file for the configured credentials, or None when none are set.
@@ -65,19 +81,7 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
             str(cfg.port),
             "--dir",
             str(data),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            # Each decision stores itself (1.4 KB) and rewrites its card's history (up to
-            # about 3 KB): the log grew 1.5 KB per transaction on fresh simulator cards, and
-            # with Redis's 64 MB default a rewrite (a fork, then a core for 1.2-1.6 s here)
-            # came every minute or two under the benchmark, when every decision in flight
-            # waited. Rewrite past 1 GB instead.
-            "--auto-aof-rewrite-min-size",
-            "1gb",
-            "--save",
-            "",
+            *PERSISTENCE,
             "--daemonize",
             "no",
             "--protected-mode",
