@@ -122,3 +122,31 @@ def test_acl_rules_turn_default_off_and_store_only_a_hash() -> None:
         f"user default off\nuser api on #{digest} ~* &* +@all\n"
     )
     assert acl_rules(RedisSettings(password=PASSWORD)) == f"user default on #{digest} ~* &* +@all\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SET", "txid:é-1", b"\x00\xff", "NX", "GET", "EX", 3024000),
+        ("ZADD", "fs:t:7", 1533686102000, "tx-1", 1.5e-7, "tx-2"),
+        ("ZRANGE", "fs:t:7", 1533686102000, "+inf", "BYSCORE", "WITHSCORES"),
+        ("CONFIG GET", "maxmemory"),
+        ("SET", "big", b"x" * 100_000),
+        ("SET", "view", memoryview(b"abc")),
+    ],
+)
+def test_async_client_packs_commands_as_redis_py_does(command: tuple[object, ...]) -> None:
+    """The hiredis packer against redis-py's own Python packer, byte for byte."""
+    import redis.asyncio
+
+    from services.common.connections import async_redis_client
+
+    cfg = RedisSettings(username="scorer", password=PASSWORD)
+    pool = async_redis_client(cfg, socket_timeout=None).connection_pool
+    ours = pool.connection_class(**pool.connection_kwargs)
+    reference = redis.asyncio.Connection(**pool.connection_kwargs)
+    assert type(ours) is not redis.asyncio.Connection
+    assert (ours.username, ours.password) == ("scorer", PASSWORD)
+    assert b"".join(bytes(c) for c in ours.pack_command(*command)) == b"".join(
+        bytes(c) for c in reference.pack_command(*command)
+    )
