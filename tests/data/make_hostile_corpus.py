@@ -125,6 +125,21 @@ def corpus() -> list[dict[str, Any]]:
         for number in (CARD, CARD_SPACED, "4012-8888-8888-1881", "378282246310005"):
             out.append(_with(f"card number in {field}", f"card_number:{field}", **{field: number}))
     out.append(_with("card number in an extra field", "card_number:note", note=f"pan {CARD}"))
+    escaped = "".join(f"\\u{ord(c):04x}" for c in CARD)
+    out.append(
+        {
+            "name": "card number in JSON escapes",
+            "reason": "card_number:customer_id",
+            "payload": json.dumps(VALID).replace('"c-1"', f'"{escaped}"'),
+        }
+    )
+    out.append(
+        {
+            "name": "card number beside raw non-ASCII text",
+            "reason": "card_number:note",
+            "payload": json.dumps({**VALID, "note": f"carte é {CARD}"}, ensure_ascii=False),
+        }
+    )
     out.append(_with("card number as an extra number", "card_number:pan", pan=int(CARD)))
     out.append(
         {
