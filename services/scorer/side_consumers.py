@@ -18,6 +18,8 @@ from services.common.settings import Settings
 log = logging.getLogger("fraud.scorer")
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Any]], Awaitable[Awaitable[Any] | None]]
+"""Handles a micro-batch; may return its delivery (awaited before its offsets count as done)."""
 
 
 async def consume_batches(
@@ -57,6 +59,9 @@ async def consume_batches(
         await consumer.stop()
 
 
+IN_FLIGHT = 1
+"""Micro-batches whose delivery may still be outstanding while the next one is handled: the
+broker's acknowledgement of one batch overlaps the work on the next."""
 COMMIT_EVERY_S = 0.5
 """Offsets of decided transactions are committed at most this often (and when partitions
 move or the worker stops): a crash repeats at most this much, which the idempotent effects
@@ -65,7 +70,7 @@ absorb; a commit per micro-batch cost a broker round trip each."""
 
 async def consume_transactions(
     settings: Settings,
-    handler: Handler,
+    handler: BatchHandler,
     on_partitions: Callable[[set[Any]], None] = lambda _: None,
     on_lag: Callable[[dict[Any, int]], None] = lambda _: None,
     topic: str | None = None,
@@ -78,18 +83,21 @@ async def consume_transactions(
     grows with the backlog), up to ``scorer.batch_max``, after waiting
     ``scorer.batch_within_ms`` for company when only a few arrived.
 
-    ``handler`` must return once the batch's effects are durable (decisions delivered),
-    except what ``flush`` makes durable: it is awaited before every commit (so before
-    partitions are given up) and whenever nothing is waiting to be consumed. Only then do
-    the offsets become committable (at-least-once). ``on_partitions`` gets the owned
+    ``handler`` returns once the batch's effects are durable, or returns the awaitable that
+    completes when they are (its decisions' delivery): up to :data:`IN_FLIGHT` batches may
+    await delivery while the next is handled, and a batch's offsets become committable only
+    once it and every batch before it were delivered (at-least-once). What ``flush`` makes
+    durable is the exception: it is awaited before every commit (so before partitions are
+    given up) and whenever nothing is waiting to be consumed. ``on_partitions`` gets the owned
     partitions after each rebalance, ``on_lag`` the records behind the log end of each
     (every 5 s).
 
     Raises:
-        Exception: whatever ``handler`` raises (the batch is not committed).
+        Exception: whatever ``handler`` or a delivery raises (the batch is not committed).
     """
     import asyncio
     import time
+    from collections import deque
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.errors import CommitFailedError
@@ -97,8 +105,17 @@ async def consume_transactions(
     cfg = settings.scorer
     group_id = group_id or cfg.app_id
     done: dict[Any, int] = {}  # partition -> next offset to commit (all before it decided)
+    in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
+
+    async def settle(keep: int) -> None:
+        """Wait until at most ``keep`` batches await delivery; their predecessors are done."""
+        while in_flight and (len(in_flight) > keep or in_flight[0][0].done()):
+            delivery, offsets = in_flight.popleft()
+            await delivery
+            done.update(offsets)
 
     async def commit() -> None:
+        await settle(0)
         if not done:
             return
         if flush is not None:
@@ -142,10 +159,14 @@ async def consume_transactions(
                 for tp, records in more.items():
                     fetched.setdefault(tp, []).extend(records)
             if fetched:
-                await handler([r for records in fetched.values() for r in records])
-                for tp, records in fetched.items():
-                    if records:
-                        done[tp] = records[-1].offset + 1
+                delivery = await handler([r for records in fetched.values() for r in records])
+                offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
+                if delivery is None:
+                    await settle(0)
+                    done.update(offsets)
+                else:
+                    in_flight.append((asyncio.ensure_future(delivery), offsets))
+                    await settle(IN_FLIGHT)
             now = time.monotonic()
             if now - last_commit >= COMMIT_EVERY_S:
                 await commit()

@@ -180,9 +180,9 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             log.warning("dead_letter reason=%s source=%s", error.reason, source)
         return futures
 
-    async def score_batch(events: Sequence[Any]) -> None:
+    async def score_batch(events: Sequence[Any]) -> asyncio.Future[Any]:
         """Decide a micro-batch of ``transactions`` records and publish the decisions (bad
-        records to the dead-letter topic); returns once all are delivered."""
+        records to the dead-letter topic); returns their delivery."""
         valid, rejects = _validate(events)
         futures = []
         if valid:
@@ -194,11 +194,17 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         metrics.RECEIVED.labels(result="valid").inc(len(events) - len(rejects))
         metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
         futures += await dead_letter(rejects)
-        if futures:
-            await asyncio.gather(*futures)  # delivered before the offsets are committed
-        now = time.time()
-        for event, _ in valid:
-            metrics.E2E_LATENCY.observe(max(now - event.timestamp / 1000, 0.0))
+        delivery = asyncio.gather(*futures)  # delivered before the offsets are committed
+
+        def delivered(outcome: asyncio.Future[Any]) -> None:
+            if outcome.cancelled() or outcome.exception() is not None:
+                return
+            now = time.time()
+            for event, _ in valid:
+                metrics.E2E_LATENCY.observe(max(now - event.timestamp / 1000, 0.0))
+
+        delivery.add_done_callback(delivered)
+        return delivery
 
     def owned_partitions(assigned: set[Any]) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
