@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", _bench, "open-loop rate ladder: passthrough worker against the scorer")
     p.add_argument(
         "--rates",
-        default="250,500,1000,2000,3000,4000,8000",  # services.bench.runner.DEFAULT_RATES
+        default="250,500,1000,2000,3000,4000,5000,6000,8000",  # runner.DEFAULT_RATES
         help="comma-separated transactions per second",
     )
     p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")

@@ -35,7 +35,7 @@ from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.sources import simulated_events
 from services.stack.redis_server import acl_rules
 
-DEFAULT_RATES = (250, 500, 1000, 2000, 3000, 4000, 8000)
+DEFAULT_RATES = (250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000)
 SLO_P99_S = 0.050
 GRACE_S = 3.0
 PASSTHROUGHS = {"passthrough": "faust", "aiokafka-passthrough": "aiokafka"}
