@@ -148,19 +148,6 @@ class _Writes:
     customers: dict[str, bytes]
     terminals: dict[str, dict[str, int]]
 
-    def then(self, later: _Writes | None) -> _Writes:
-        """These writes followed by ``later``'s (a card's later history replaces its earlier)."""
-        if later is None:
-            return self
-        terminals = {t: dict(m) for t, m in self.terminals.items()}
-        for terminal, members in later.terminals.items():
-            terminals.setdefault(terminal, {}).update(members)
-        return _Writes(
-            self.transactions + later.transactions,
-            {**self.customers, **later.customers},
-            terminals,
-        )
-
     def queue(self, pipe: Any) -> None:
         if self.customers:
             pipe.mset({customer_key(c): blob for c, blob in self.customers.items()})
@@ -257,7 +244,7 @@ class RedisFeatureState:
         try:
             await pipe.execute()
         except BaseException:
-            self._unwritten = sending.then(self._unwritten)
+            self._unwritten = sending
             raise
 
     def take_unwritten(self) -> list[Transaction]:
