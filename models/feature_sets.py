@@ -2,7 +2,7 @@
 
 Writes the project's batch features (:mod:`services.features.batch`) as the Parquet sources of
 the Feast feature views, then builds training and test sets with Feast's point-in-time
-retrieval (DuckDB offline store) through the ``fraud_model`` feature service.
+retrieval (DuckDB offline store) through the ``fraud_training`` feature service.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 import services.features as features_package
-from services.common.feast_store import FEATURE_SERVICE, offline_dir, tree_hash
+from services.common.feast_store import TRAINING_SERVICE, offline_dir, tree_hash
 from services.common.settings import Settings
 from services.features import definitions as d
 from services.features.batch import compute_features
@@ -99,13 +99,13 @@ def write_offline_sources(
 
 
 def training_frame(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time features of ``entities`` through the ``fraud_model`` feature service,
+    """Point-in-time features of ``entities`` through the ``fraud_training`` feature service,
     in the entity rows' order.
 
     Raises:
         ValueError: the retrieval lost or duplicated rows.
     """
-    service = store.get_feature_service(FEATURE_SERVICE)
+    service = store.get_feature_service(TRAINING_SERVICE)
     job = store.get_historical_features(entity_df=entities, features=service)
     frame = job.to_df()
     if len(frame) != len(entities) or frame["transaction_id"].duplicated().any():

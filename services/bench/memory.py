@@ -5,8 +5,9 @@ The seeded simulator's stream of ``customers`` cards and twice as many terminals
 ratio) runs for ``days`` of event time at :data:`TX_PER_CARD_PER_DAY`, thinned to the
 transactions of a random sample of cards and one of terminals (the stream is the population's:
 :func:`simulated_events` with ``keep`` skips the others, ids and times unchanged). It goes
-through the scorer's own code in micro-batches: :class:`RedisFeatureState` (``fs:c:*``,
-``fs:t:*``), and for the last :data:`STORE_DAYS` days the whole :class:`Scorer`, whose records
+through the scorer's own code in micro-batches: :class:`RedisFeatureState` and
+:class:`TerminalState` (the ``card_history`` and ``terminal_history`` rows of Feast's online
+store), and for the last :data:`STORE_DAYS` days the whole :class:`Scorer`, whose records
 of the sampled cards then go through the id claim (``queue_claim``, ``txid:*``) and
 :meth:`DecisionStore.put_raw` (``dec:*``), as the worker does. A sampled card's or terminal's
 keys are those of a full run; other keys hold partial histories and are never measured.
@@ -40,16 +41,19 @@ from services.common.policy import Policy
 from services.features.definitions import MS_PER_DAY
 from services.producer.sources import Event, simulated_events
 from services.scorer.feature_state import (
+    CARD_FIELDS,
     ID_MEMORY_S,
     RedisFeatureState,
     customer_key,
     decode_customer,
+    decode_terminal,
     id_key,
     queue_claim,
     terminal_key,
 )
 from services.scorer.model import ActiveModel
 from services.scorer.scoring import Scorer
+from services.scorer.terminal_state import TERMINAL_FIELDS, Observed, TerminalState
 
 TERMINALS_PER_CARD = 2
 """The simulator's default ratio (``fraud produce --simulate``: 5,000 cards, 10,000 terminals)."""
@@ -150,17 +154,21 @@ async def fill(
     gap_ms = MS_PER_DAY / (TX_PER_CARD_PER_DAY * customers)
     terminals = customers * TERMINALS_PER_CARD
     stream = simulated_events(customers, terminals, seed, start, gap_ms, keep=sample.keep)
-    state = RedisFeatureState(client)
+    state, sites = RedisFeatureState(client), TerminalState(client)
     scorer = Scorer(state, model, Policy())
     store_from_ms = end_ms - int(STORE_DAYS * MS_PER_DAY)
     cards = set(sample.card_ids())
     out = Filled()
     for batch in _batches(stream, BATCH, end_ms):
         out.events += len(batch)
+        observed = [Observed(tx.transaction_id, tx.terminal_id, tx.time_ms) for tx in batch]
         if batch[-1].time_ms < store_from_ms:
             await state.features(batch)
+            await sites.apply(observed)
             continue
-        for tx, record in zip(batch, await scorer.decide(batch), strict=True):
+        records = await scorer.decide(batch)
+        await sites.apply(observed)
+        for tx, record in zip(batch, records, strict=True):
             if record is None:
                 raise RuntimeError(f"transaction id {tx.transaction_id} reused by the simulator")
             if record["features"] is None:
@@ -191,7 +199,9 @@ async def used_memory(client: Any) -> int:
     raise RuntimeError(f"{info['connected_clients']} clients stay connected to the private Redis")
 
 
-async def _per_key(client: Any, keys: Sequence[str], call: Callable[[Any, str], Any]) -> list[Any]:
+async def _per_key(
+    client: Any, keys: Sequence[str | bytes], call: Callable[[Any, Any], Any]
+) -> list[Any]:
     """``call(pipeline, key)`` for every key, pipelined; the replies in order."""
     replies: list[Any] = []
     for at in range(0, len(keys), CHUNK):
@@ -202,7 +212,9 @@ async def _per_key(client: Any, keys: Sequence[str], call: Callable[[Any, str], 
     return replies
 
 
-async def measure(client: Any, keys: Sequence[str], entries: Sequence[int]) -> dict[str, Any]:
+async def measure(
+    client: Any, keys: Sequence[str | bytes], entries: Sequence[int]
+) -> dict[str, Any]:
     """Memory of a family of keys, which it then deletes. Absent keys are counted, not measured.
 
     Args:
@@ -239,9 +251,14 @@ async def measure(client: Any, keys: Sequence[str], entries: Sequence[int]) -> d
     }
 
 
-async def _history_lengths(client: Any, keys: Sequence[str]) -> list[int]:
-    raws = await _per_key(client, keys, lambda p, k: p.get(k))
+async def _history_lengths(client: Any, keys: Sequence[bytes]) -> list[int]:
+    raws = await _per_key(client, keys, lambda p, k: p.hmget(k, CARD_FIELDS))
     return [len(decode_customer(raw).transaction_ids) for raw in raws]
+
+
+async def _terminal_lengths(client: Any, keys: Sequence[bytes]) -> list[int]:
+    raws = await _per_key(client, keys, lambda p, k: p.hmget(k, TERMINAL_FIELDS))
+    return [len(decode_terminal(*raw).transaction_ids) for raw in raws]
 
 
 async def _zcards(client: Any, keys: Sequence[str]) -> list[int]:
@@ -249,12 +266,15 @@ async def _zcards(client: Any, keys: Sequence[str]) -> list[int]:
 
 
 async def measure_feature_state(client: Any, sample: Sample) -> dict[str, dict[str, Any]]:
-    """``fs:c`` of the sampled cards and ``fs:t`` of the sampled terminals (then deleted)."""
+    """The ``card_history`` rows of the sampled cards and the ``terminal_history`` rows of the
+    sampled terminals (then deleted)."""
     cards = [customer_key(c) for c in sample.card_ids()]
     terminals = [terminal_key(t) for t in sample.terminal_ids()]
     return {
-        "fs:c": await measure(client, cards, await _history_lengths(client, cards)),
-        "fs:t": await measure(client, terminals, await _zcards(client, terminals)),
+        "card_history": await measure(client, cards, await _history_lengths(client, cards)),
+        "terminal_history": await measure(
+            client, terminals, await _terminal_lengths(client, terminals)
+        ),
     }
 
 

@@ -25,8 +25,8 @@ DEFAULT_DAYS = 120.0
 SAMPLE_CARDS = 1_000
 SAMPLE_TERMINALS = 2_000
 ENTITY = {
-    "fs:c": "card",
-    "fs:t": "terminal",
+    "card_history": "card",
+    "terminal_history": "terminal",
     "txid": "transaction id",
     "dec": "decision",
     "dec:customer": "card",
@@ -38,7 +38,11 @@ ENTITY = {
 def summarise(name: str, family: dict[str, Any], sample: m.Sample) -> dict[str, Any]:
     """Adds bytes per entity and the family's keys and bytes at the whole population."""
     cards, terminals = int(sample.cards.sum()), int(sample.terminals.sum())
-    scale = (len(sample.terminals) / terminals) if name == "fs:t" else len(sample.cards) / cards
+    scale = (
+        (len(sample.terminals) / terminals)
+        if name == "terminal_history"
+        else len(sample.cards) / cards
+    )
     counted = {"card": cards, "terminal": terminals, "review entry": family["entries"]}
     entities = counted.get(ENTITY[name], family["keys"])
     per = (lambda b: round(b / entities, 1)) if entities else (lambda b: None)

@@ -8,7 +8,8 @@ into real ``fraud score`` processes while it breaks things, then audits what cam
 - the decisions topic may repeat a decision after a crash (at-least-once, ``redelivered``),
   but never holds two different outcomes for one transaction;
 - the feature state equals that of a clean run: the same transactions written in order by the
-  same state code (:class:`RedisFeatureState`) into another database, with no faults;
+  same state code (:class:`RedisFeatureState` for the cards, :class:`TerminalState` for the
+  terminals) into another database, with no faults;
 - every decision not made in degraded mode carries the clean run's feature values.
 """
 
@@ -338,13 +339,15 @@ def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
 
 
 def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarray]:
-    """The clean run: the events in order through :class:`RedisFeatureState` into
-    :data:`REFERENCE_REDIS_DB`. Returns each transaction's features (ALL_FEATURES order)."""
+    """The clean run: the events in order through :class:`RedisFeatureState` and
+    :class:`TerminalState` into :data:`REFERENCE_REDIS_DB`. Returns each transaction's
+    features (ALL_FEATURES order)."""
     from services.scorer.feature_state import RedisFeatureState
+    from services.scorer.terminal_state import Observed, TerminalState
 
     async def run() -> dict[str, np.ndarray]:
         client = async_redis_client(settings.redis.model_copy(update={"db": REFERENCE_REDIS_DB}))
-        state = RedisFeatureState(client)
+        state, terminals = RedisFeatureState(client), TerminalState(client)
         out: dict[str, np.ndarray] = {}
         try:
             txs = [parse_transaction(e.value) for e in events]
@@ -352,6 +355,9 @@ def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarr
                 batch = txs[i : i + REFERENCE_BATCH]
                 values = (await state.features(batch)).values
                 out.update({tx.transaction_id: row for tx, row in zip(batch, values, strict=True)})
+                await terminals.apply(
+                    [Observed(tx.transaction_id, tx.terminal_id, tx.time_ms) for tx in batch]
+                )
         finally:
             await client.aclose()
         return out
@@ -359,27 +365,39 @@ def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarr
     return asyncio.run(run())
 
 
-def _feature_state(client: Any) -> dict[str, Any]:
-    """The feature state of a database, normalised: card histories decoded; terminal members
-    older than the terminal horizon (pruned lazily, at random) left out."""
-    from services.scorer.feature_state import decode_customer
+def feature_state(client: Any) -> dict[str, Any]:
+    """The feature state of a database (Feast's online-store rows), normalised: card
+    histories decoded, in arrival order; each terminal's transactions as a sorted list of
+    (id, event time, fraud label received), those older than the terminal horizon left out."""
+    from services.common import feast_layout as fl
+    from services.scorer.feature_state import CARD_FIELDS, decode_customer, decode_terminal
+    from services.scorer.terminal_state import TERMINAL_FIELDS
 
     state: dict[str, Any] = {}
-    for key in client.scan_iter(match="fs:c:*", count=1000):
-        h = decode_customer(client.get(key))
-        state[key.decode()] = (
+    cards = fl.entity_key_prefix(fl.CUSTOMER_JOIN_KEY) + b"*"
+    for key in client.scan_iter(match=cards, count=1000):
+        h = decode_customer(client.hmget(key, CARD_FIELDS))
+        state[f"card:{fl.entity_value(key)}"] = (
             h.times_ms.tolist(),
             h.cents.tolist(),
             h.large.tolist(),
             list(h.transaction_ids),
         )
-    for key in client.scan_iter(match="fs:t:*", count=1000):
-        members = client.zrange(key, 0, -1, withscores=True)
-        newest = max((s for _, s in members), default=0.0)
-        state[key.decode()] = sorted(
-            (m.decode(), s) for m, s in members if s >= newest - TERMINAL_HORIZON_MS
+    terminals = fl.entity_key_prefix(fl.TERMINAL_JOIN_KEY) + b"*"
+    for key in client.scan_iter(match=terminals, count=1000):
+        site = decode_terminal(*client.hmget(key, TERMINAL_FIELDS))
+        newest = int(site.times_ms.max()) if site.times_ms.size else 0
+        state[f"terminal:{fl.entity_value(key)}"] = sorted(
+            (tid, int(t), int(f))
+            for tid, t, f in zip(site.transaction_ids, site.times_ms, site.frauds, strict=True)
+            if t >= newest - TERMINAL_HORIZON_MS
         )
     return state
+
+
+STATE_SETTLE_S = 60.0
+"""How long the audit waits for the terminals' writer (which follows the decisions topic) to
+reach the clean run's state."""
 
 
 def audit(
@@ -418,8 +436,14 @@ def audit(
         ):
             result.feature_mismatches += 1
 
-    mine, clean = _feature_state(client), _feature_state(ns.redis(REFERENCE_REDIS_DB))
-    differing = sorted(k for k in mine.keys() | clean.keys() if mine.get(k) != clean.get(k))
+    clean = feature_state(ns.redis(REFERENCE_REDIS_DB))
+    deadline = time.monotonic() + min(STATE_SETTLE_S, timeout_s)
+    while True:
+        mine = feature_state(client)
+        differing = sorted(k for k in mine.keys() | clean.keys() if mine.get(k) != clean.get(k))
+        if not differing or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     result.state_keys = len(clean)
     result.state_equal = bool(clean) and not differing
     result.state_differences = differing[:10]

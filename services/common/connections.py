@@ -109,9 +109,11 @@ def faust_broker_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def redis_kwargs(cfg: RedisSettings) -> dict[str, Any]:
-    """Arguments for redis-py's ``Redis`` (sync and ``redis.asyncio``): address, database
-    and, when set, the ACL user's credentials."""
-    kwargs: dict[str, Any] = {"host": cfg.host, "port": cfg.port, "db": cfg.db}
+    """Arguments for redis-py's ``Redis`` and ``RedisCluster`` (sync and ``redis.asyncio``):
+    address, database and, when set, the ACL user's credentials."""
+    kwargs: dict[str, Any] = {"host": cfg.host, "port": cfg.port}
+    if not cfg.cluster:
+        kwargs["db"] = cfg.db
     if cfg.username is not None:
         kwargs["username"] = cfg.username
     if cfg.password is not None:
@@ -120,9 +122,13 @@ def redis_kwargs(cfg: RedisSettings) -> dict[str, Any]:
 
 
 def redis_client(cfg: RedisSettings, **options: Any) -> redis.Redis:
-    """A synchronous redis-py client; ``options`` (``db``, timeouts) override or add."""
+    """A synchronous redis-py client (a ``RedisCluster`` with ``cluster``); ``options``
+    (``db``, timeouts) override or add."""
     import redis
+    import redis.cluster
 
+    if cfg.cluster:
+        return redis.cluster.RedisCluster(**{**redis_kwargs(cfg), **options})  # type: ignore[return-value]
     return redis.Redis(**{**redis_kwargs(cfg), **options})
 
 
@@ -134,6 +140,8 @@ def async_redis_client(cfg: RedisSettings, **options: Any) -> redis.asyncio.Redi
     """
     import redis.asyncio
 
+    if cfg.cluster:  # commands are packed by the cluster client's own connections
+        return redis.asyncio.RedisCluster(**{**redis_kwargs(cfg), **options})  # type: ignore[return-value]
     pool = redis.asyncio.ConnectionPool(
         connection_class=_hiredis_packing_connection(), **{**redis_kwargs(cfg), **options}
     )

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 FEATURE_REPO = PROJECT_ROOT / "feature_store"
 FEATURE_SERVICE = "fraud_model"
-"""The feature service the model reads (every feature; the model's metadata picks its own)."""
+"""The feature service the model reads online: the on-demand view ``transaction_features``
+over the card's and terminal's rows (every feature; the model's metadata picks its own)."""
+TRAINING_SERVICE = "fraud_training"
+"""The feature service of training and evaluation sets (point-in-time, offline store)."""
 
 
 class FeatureStoreError(RuntimeError):
@@ -41,6 +44,7 @@ def feast_environment(settings: Settings) -> dict[str, str]:
         "FRAUD_FEAST_OFFLINE_DIR": str(offline_dir(settings)),
         "FRAUD_FEAST_REGISTRY": str(settings.var_dir / "feast" / "registry.db"),
         "FRAUD_FEAST_REDIS": feast_redis_connection(settings.redis),
+        "FRAUD_FEAST_REDIS_TYPE": "redis_cluster" if settings.redis.cluster else "redis",
     }
 
 
@@ -53,7 +57,7 @@ def feast_redis_connection(cfg: RedisSettings) -> str:
     Raises:
         FeatureStoreError: the username or password contains a comma.
     """
-    parts = [f"{cfg.host}:{cfg.port}", f"db={cfg.db}"]
+    parts = [f"{cfg.host}:{cfg.port}"] + ([] if cfg.cluster else [f"db={cfg.db}"])
     credentials = {"username": cfg.username}
     if cfg.password is not None:
         credentials["password"] = cfg.password.get_secret_value()

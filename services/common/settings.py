@@ -179,6 +179,9 @@ class RedisSettings(BaseModel):
     db: int = Field(0, ge=0)
     username: str | None = Field(None, pattern=r"^[^\s]+$")
     password: SecretStr | None = None
+    cluster: bool = False
+    """A Redis Cluster: ``host:port`` is any of its nodes (the others are discovered), and
+    ``db`` must be 0."""
 
     @field_validator("password")
     @classmethod
@@ -189,6 +192,8 @@ class RedisSettings(BaseModel):
     def _password_with_user(self) -> RedisSettings:
         if self.username is not None and self.password is None:
             raise ValueError("FRAUD_REDIS__USERNAME is set without FRAUD_REDIS__PASSWORD")
+        if self.cluster and self.db != 0:
+            raise ValueError("FRAUD_REDIS__DB must be 0 with FRAUD_REDIS__CLUSTER=true")
         return self
 
     @property

@@ -26,8 +26,6 @@ from services.features.windows import (
     event_keys,
     prefix_sums,
     to_cents,
-    trailing_sum,
-    trailing_window,
 )
 
 REPLAY_SLACK_MS = 15 * d.MS_PER_DAY
@@ -62,7 +60,11 @@ class TransactionLike(Protocol):
 
 @dataclass
 class CustomerHistory:
-    """One card's recent transactions, sorted by event time (ties in arrival order).
+    """One card's recent transactions in arrival order (the order of its partition).
+
+    Arrival order, not event-time order: a transaction's features count only what arrived
+    before it (and itself), so where a micro-batch ends, or a late event that arrives after
+    it, changes nothing (for a stream in event-time order both orders are the same).
 
     Attributes:
         times_ms: event times, epoch milliseconds, shape (n,).
@@ -77,7 +79,7 @@ class CustomerHistory:
     large: Int64Array = field(default_factory=_empty)
 
     def add(self, new: Sequence[TransactionLike]) -> None:
-        """Append transactions not yet present, keeping event-time order (ties: arrival)."""
+        """Append the transactions not yet present, in arrival order."""
         known = set(self.transaction_ids)
         fresh = []
         for tx in new:
@@ -86,25 +88,19 @@ class CustomerHistory:
                 fresh.append(tx)
         if not fresh:
             return
-        before = len(self.transaction_ids)
         times = np.array([tx.time_ms for tx in fresh], dtype=np.int64)
         self.times_ms = np.concatenate([self.times_ms, times])
         self.cents = np.concatenate([self.cents, to_cents([tx.amount for tx in fresh])])
         self.large = np.concatenate([self.large, np.full(len(fresh), -1, dtype=np.int64)])
         self.transaction_ids = self.transaction_ids + [tx.transaction_id for tx in fresh]
-        if np.any(np.diff(self.times_ms[max(before - 1, 0) :]) < 0):  # a late arrival
-            order = np.argsort(self.times_ms, kind="stable")
-            self.times_ms, self.cents = self.times_ms[order], self.cents[order]
-            self.large = self.large[order]
-            self.transaction_ids = [self.transaction_ids[k] for k in order]
 
     def prune(self, now_ms: int) -> None:
-        """Forget events older than the horizon before ``now_ms``."""
-        keep = int(np.searchsorted(self.times_ms, now_ms - CUSTOMER_HORIZON_MS, side="left"))
-        if keep:
-            self.times_ms, self.cents = self.times_ms[keep:], self.cents[keep:]
-            self.large = self.large[keep:]
-            del self.transaction_ids[:keep]
+        """Forget events older than the horizon before ``now_ms`` (arrival order kept)."""
+        keep = self.times_ms >= now_ms - CUSTOMER_HORIZON_MS
+        if not keep.all():
+            self.times_ms, self.cents = self.times_ms[keep], self.cents[keep]
+            self.large = self.large[keep]
+            self.transaction_ids = [t for t, k in zip(self.transaction_ids, keep, strict=True) if k]
 
 
 @dataclass
@@ -154,17 +150,23 @@ def customer_features(
 ) -> FloatArray:
     """Add ``batch`` to the card histories and return its customer features.
 
+    A transaction's windows hold the card's transactions that arrived before it (or are it)
+    and whose event time lies in ``(t - n days, t]``: what came later in the stream never
+    counts, even in the same micro-batch or with an earlier event time. A transaction already
+    in its history (a redelivery) gets the values it got the first time.
+
     Args:
         batch: transactions in stream order; each one's card must be in ``histories``.
 
     Returns:
         Shape (len(batch), 7), columns :data:`CUSTOMER_BLOCK`: counts and mean amounts over
-        ``(t - n days, t]`` (the transaction included), then the large-transaction count.
+        the 1, 7 and 30 days windows, then the large-transaction count.
     """
     rows: dict[str, list[int]] = {}
     for i, tx in enumerate(batch):
         rows.setdefault(tx.customer_id, []).append(i)
     positions = np.empty(len(batch), dtype=np.int64)
+    starts = np.empty(len(batch), dtype=np.int64)
     codes, times, cents, large = [], [], [], []
     offset = 0
     for code, (customer, members) in enumerate(rows.items()):
@@ -173,17 +175,23 @@ def customer_features(
         index = {tid: k for k, tid in enumerate(history.transaction_ids)}
         for i in members:
             positions[i] = offset + index[batch[i].transaction_id]
+            starts[i] = offset
         n = len(history.transaction_ids)
         codes.append(np.full(n, code, dtype=np.int64))
         times.append(history.times_ms)
         cents.append(history.cents)
         large.append(history.large)
         offset += n
-    keys = event_keys(np.concatenate(codes), np.concatenate(times))
-    prefix = prefix_sums(np.concatenate(cents))
+    all_codes, all_times = np.concatenate(codes), np.concatenate(times)
+    keys = event_keys(all_codes, all_times)
+    # a card whose events did not arrive in event-time order needs the exact (slow) count
+    late = np.isin(all_codes[positions], all_codes[1:][np.diff(keys) < 0])
+    window = _ArrivalWindow(keys, all_times, positions, starts, np.flatnonzero(late))
+    amounts_cents = np.concatenate(cents)
     out = np.empty((len(batch), len(CUSTOMER_BLOCK)))
     for j, days in enumerate(d.WINDOWS_DAYS):
-        out[:, 2 * j], out[:, 2 * j + 1] = trailing_window(keys, prefix, positions, days)
+        counts, sums = window.sums(amounts_cents, days)
+        out[:, 2 * j], out[:, 2 * j + 1] = counts, sums / counts / 100.0
     flags = np.concatenate(large)
     unset = flags[positions] < 0  # transactions added just now: flag from their own mean
     if unset.any():
@@ -195,8 +203,39 @@ def customer_features(
             history = histories[customer]
             history.large = flags[offset : offset + len(history.transaction_ids)].copy()
             offset += len(history.transaction_ids)
-    out[:, -1] = trailing_sum(keys, prefix_sums(flags), positions, d.LARGE_AMOUNT_WINDOW_DAYS)
+    out[:, -1] = window.sums(flags, d.LARGE_AMOUNT_WINDOW_DAYS)[1]
     return out
+
+
+@dataclass
+class _ArrivalWindow:
+    """Sums over ``(t - n days, t]`` of the events of a card that arrived up to a position.
+
+    Events are grouped by card (``keys`` code-major), each card's in arrival order. Where a
+    card's events are also in event-time order, a binary search finds the window (keys of
+    other cards compare alike whatever their order); the ``exact`` rows, of cards with a late
+    arrival, are counted one by one.
+    """
+
+    keys: Int64Array
+    times: Int64Array
+    positions: Int64Array
+    starts: Int64Array
+    exact: Int64Array
+
+    def sums(self, values: Int64Array, days: int) -> tuple[Int64Array, Int64Array]:
+        """(event counts, sums of ``values``), each of shape (len(positions),)."""
+        span = days * d.MS_PER_DAY
+        prefix = prefix_sums(values)
+        lo = np.searchsorted(self.keys, self.keys[self.positions] - span, side="right")
+        counts = self.positions + 1 - lo
+        sums = prefix[self.positions + 1] - prefix[lo]
+        for r in self.exact:
+            first, at = self.starts[r], self.positions[r] + 1
+            inside = self.times[first:at] > self.times[at - 1] - span
+            inside &= self.times[first:at] <= self.times[at - 1]
+            counts[r], sums[r] = int(inside.sum()), int(values[first:at][inside].sum())
+        return counts.astype(np.int64), sums.astype(np.int64)
 
 
 def terminal_features(

@@ -1,8 +1,10 @@
 """Backfill: loads feature state from history so a stream can start mid-data with full windows.
 
 Uses the batch implementation over the history before ``until`` and writes what the scorer
-would hold had it seen that history: each card's recent transactions (with their large-amount
-flags), each terminal's recent transactions, and the labels received by ``until``.
+and the terminals' writer would hold had they seen that history, as rows of Feast's online
+store in the same layout and through the same encoders: each card's recent transactions
+(``card_history``, with their large-amount flags), each terminal's recent transactions and
+the labels received by ``until`` (``terminal_history``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.common import feast_layout as fl
 from services.features import definitions as d
 from services.features.batch import compute_features, epoch_ms
 from services.features.derived import large_amount_flags
@@ -20,12 +23,13 @@ from services.features.incremental import (
     CUSTOMER_HORIZON_MS,
     TERMINAL_HORIZON_MS,
     CustomerHistory,
+    TerminalHistory,
 )
 from services.features.windows import to_cents
 from services.scorer.feature_state import (
-    FRAUD_MARK,
     customer_key,
     encode_customer,
+    encode_terminal,
     terminal_key,
 )
 
@@ -72,7 +76,7 @@ def backfill(
             transaction_ids=history["TRANSACTION_ID"].iloc[pos].astype(str).tolist(),
             large=large[pos].astype(np.int64),
         )
-        pipe.set(customer_key(str(customer)), encode_customer(state))
+        pipe.hset(customer_key(str(customer)), mapping=encode_customer(state))
         counts["customers"] += 1
         if len(pipe) >= CHUNK:
             pipe.execute()
@@ -90,12 +94,14 @@ def backfill(
         }
     )
     for terminal, group in sites.groupby("terminal", sort=False):
-        members = dict(zip(group["tx"], group["ms"].tolist(), strict=True))
-        frauds = group[group["received"]]
-        members.update(zip(FRAUD_MARK + frauds["tx"], frauds["ms"].tolist(), strict=True))
-        pipe.zadd(terminal_key(str(terminal)), members)
+        site = TerminalHistory(
+            times_ms=group["ms"].to_numpy(dtype=np.int64),
+            transaction_ids=group["tx"].tolist(),
+            frauds=group["received"].to_numpy(dtype=np.int64),
+        )
+        pipe.hset(terminal_key(str(terminal)), mapping=encode_terminal(site))
         counts["terminal_transactions"] += len(group)
-        counts["fraud_labels"] += len(frauds)
+        counts["fraud_labels"] += int(site.frauds.sum())
         if len(pipe) >= CHUNK:
             pipe.execute()
     pipe.execute()
@@ -103,14 +109,14 @@ def backfill(
 
 
 def reset(client: Any) -> int:
-    """Delete all feature state (``fs:*`` keys). Returns how many keys went."""
+    """Delete all feature state (every card's and terminal's row in Feast's online store).
+    Returns how many keys went."""
     deleted = 0
-    batch = []
-    for key in client.scan_iter(match="fs:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += client.delete(*batch)
-            batch = []
-    if batch:
-        deleted += client.delete(*batch)
+    pipe = client.pipeline(transaction=False)
+    for join_key in (fl.CUSTOMER_JOIN_KEY, fl.TERMINAL_JOIN_KEY):
+        for key in client.scan_iter(match=fl.entity_key_prefix(join_key) + b"*", count=1000):
+            pipe.delete(key)  # one key per command: Redis Cluster refuses a cross-slot DEL
+            if len(pipe) >= CHUNK:
+                deleted += sum(pipe.execute())
+    deleted += sum(pipe.execute())
     return int(deleted)

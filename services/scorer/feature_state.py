@@ -1,46 +1,40 @@
-"""Feature state in Redis: each card's and each terminal's recent history.
+"""Card feature state in Feast's online store on Redis, and the features of micro-batches.
 
-Adapter of :mod:`services.features.incremental` to Redis. A card's history is one string key
-written by its partition's owner only (transactions are keyed by card). A terminal is touched
-by every partition and by labels, so its history is one sorted set updated only with
-idempotent ``ZADD``/``ZREM`` (score: event time in ms; member: the transaction id, plus
-``!<id>`` once a fraud label arrived), never read-modify-write: concurrent scorers cannot lose
-each other's updates. Two round trips per micro-batch, the transaction-id check included; one
-when the writes are deferred (``defer_writes``): a batch's writes then go out at the head of
-the next batch's pipeline, or at :meth:`RedisFeatureState.flush`.
+Adapter of :mod:`services.features.incremental` to Feast's Redis layout
+(:mod:`services.common.feast_layout`): each card's history is the ``card_history`` row of its
+customer entity, written by its partition's owner only (transactions are keyed by card); each
+terminal's history is the ``terminal_history`` row of its terminal entity, which this module
+only reads (its single writer is :class:`services.scorer.terminal_state.TerminalState`).
+Every command names one key, so the same pipeline works on Redis Cluster. Two round trips per
+micro-batch, the transaction-id check included; one when the writes are deferred
+(``defer_writes``): a batch's writes then go out at the head of the next batch's pipeline, or
+at :meth:`RedisFeatureState.flush`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from services.common.events import Label, Transaction
+from services.common import feast_layout as fl
+from services.common.events import Transaction
 from services.features.definitions import ALL_FEATURES
-from services.features.incremental import (
-    TERMINAL_HORIZON_MS,
-    CustomerHistory,
-    TerminalHistory,
-    batch_features,
-)
+from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
 from services.features.windows import FloatArray
 
-_MAGIC = b"CH1"
-_SEP = "\x1f"
-FRAUD_MARK = "!"
+
+def customer_key(customer_id: str) -> bytes:
+    """The Redis key of a card's entity row (Feast's layout)."""
+    return fl.entity_key(fl.CUSTOMER_JOIN_KEY, customer_id)
 
 
-def customer_key(customer_id: str) -> str:
-    return f"fs:c:{customer_id}"
-
-
-def terminal_key(terminal_id: str) -> str:
-    return f"fs:t:{terminal_id}"
+def terminal_key(terminal_id: str) -> bytes:
+    """The Redis key of a terminal's entity row (Feast's layout)."""
+    return fl.entity_key(fl.TERMINAL_JOIN_KEY, terminal_id)
 
 
 def id_key(transaction_id: str) -> str:
@@ -49,6 +43,68 @@ def id_key(transaction_id: str) -> str:
 
 ID_MEMORY_S = 35 * 24 * 3600
 """How long a transaction id stays reserved for its content (seconds of wall clock)."""
+
+CARD_FIELDS = fl.card_fields()
+TERMINAL_READ_FIELDS = [
+    fl.field(fl.TERMINAL_VIEW, n) for n in (fl.TERMINAL_TIMES, fl.TERMINAL_FRAUDS)
+]
+
+
+def encode_customer(history: CustomerHistory) -> dict[bytes, bytes]:
+    """The ``card_history`` row of a card (HSET mapping): its arrays and the newest event time."""
+    values = {
+        fl.CARD_TIMES: fl.encode_doubles(history.times_ms),
+        fl.CARD_CENTS: fl.encode_doubles(history.cents),
+        fl.CARD_LARGE: fl.encode_doubles(history.large),
+        fl.CARD_IDS: fl.encode_strings(history.transaction_ids),
+    }
+    newest = int(history.times_ms.max()) if history.times_ms.size else 0
+    return fl.row(fl.CARD_VIEW, values, newest)
+
+
+def decode_customer(values: Sequence[bytes | None]) -> CustomerHistory:
+    """A card's history from its ``card_history`` fields (:data:`CARD_FIELDS` order); an empty
+    history when the card has none.
+
+    Raises:
+        ValueError: a field does not hold the Feast type of its feature.
+    """
+    times, cents, large, ids = values
+    if times is None:
+        return CustomerHistory()
+    return CustomerHistory(
+        times_ms=fl.decode_doubles(times).astype(np.int64),
+        cents=fl.decode_doubles(cents).astype(np.int64),
+        transaction_ids=fl.decode_strings(ids),
+        large=fl.decode_doubles(large).astype(np.int64),
+    )
+
+
+def encode_terminal(history: TerminalHistory) -> dict[bytes, bytes]:
+    """The ``terminal_history`` row of a terminal (HSET mapping)."""
+    values = {
+        fl.TERMINAL_TIMES: fl.encode_doubles(history.times_ms),
+        fl.TERMINAL_FRAUDS: fl.encode_doubles(history.frauds),
+        fl.TERMINAL_IDS: fl.encode_strings(history.transaction_ids),
+    }
+    newest = int(history.times_ms.max()) if history.times_ms.size else 0
+    return fl.row(fl.TERMINAL_VIEW, values, newest)
+
+
+def decode_terminal(
+    times: bytes | None, frauds: bytes | None, ids: bytes | None = None
+) -> TerminalHistory:
+    """A terminal's history from its ``terminal_history`` fields (without ``ids``, the ids are
+    left empty: scoring needs only times and labels).
+
+    Raises:
+        ValueError: a field does not hold the Feast type of its feature.
+    """
+    return TerminalHistory(
+        times_ms=fl.decode_doubles(times).astype(np.int64),
+        transaction_ids=fl.decode_strings(ids),
+        frauds=fl.decode_doubles(frauds).astype(np.int64),
+    )
 
 
 def fingerprint(tx: Transaction) -> bytes:
@@ -64,52 +120,6 @@ def queue_claim(pipe: Any, tx: Transaction) -> bytes:
     sig = fingerprint(tx)
     pipe.set(id_key(tx.transaction_id), sig, nx=True, get=True, ex=ID_MEMORY_S)
     return sig
-
-
-def encode_customer(history: CustomerHistory) -> bytes:
-    """A compact binary form: magic, count, times, cents, large flags, ids."""
-    n = len(history.transaction_ids)
-    return b"".join(
-        (
-            _MAGIC,
-            struct.pack("<I", n),
-            history.times_ms.astype("<i8").tobytes(),
-            history.cents.astype("<i8").tobytes(),
-            history.large.astype("i1").tobytes(),
-            _SEP.join(history.transaction_ids).encode(),
-        )
-    )
-
-
-def decode_customer(raw: bytes | None) -> CustomerHistory:
-    """Inverse of :func:`encode_customer`; an empty history for None.
-
-    Raises:
-        ValueError: the bytes are not an encoded history.
-    """
-    if raw is None:
-        return CustomerHistory()
-    if raw[:3] != _MAGIC:
-        raise ValueError("not an encoded customer history")
-    (n,) = struct.unpack_from("<I", raw, 3)
-    at = 7
-    times = np.frombuffer(raw, "<i8", n, at).astype(np.int64)
-    cents = np.frombuffer(raw, "<i8", n, at + 8 * n).astype(np.int64)
-    large = np.frombuffer(raw, "i1", n, at + 16 * n).astype(np.int64)
-    ids_raw = raw[at + 17 * n :].decode()
-    ids = ids_raw.split(_SEP) if n else []
-    return CustomerHistory(times_ms=times, cents=cents, transaction_ids=ids, large=large)
-
-
-def terminal_from_members(members: Sequence[tuple[bytes, float]]) -> TerminalHistory:
-    """A terminal history from its sorted set (``ZRANGE ... BYSCORE ... WITHSCORES``)."""
-    frauds = {m[1:] for m, _ in members if m[:1] == b"!"}
-    txs = [(m, s) for m, s in members if m[:1] != b"!"]
-    return TerminalHistory(
-        times_ms=np.fromiter((int(s) for _, s in txs), np.int64, len(txs)),
-        transaction_ids=[m.decode() for m, _ in txs],
-        frauds=np.fromiter((m in frauds for m, _ in txs), np.int64, len(txs)),
-    )
 
 
 @dataclass
@@ -141,33 +151,26 @@ def _reused(
 
 @dataclass
 class _Writes:
-    """A micro-batch's state writes not yet sent: the transactions they record, each touched
-    card's whole new history, each terminal's new members."""
+    """A micro-batch's state writes not yet sent: the transactions they record and each
+    touched card's new ``card_history`` row."""
 
     transactions: list[Transaction]
-    customers: dict[str, bytes]
-    terminals: dict[str, dict[str, int]]
+    customers: dict[str, dict[bytes, bytes]]
 
     def queue(self, pipe: Any) -> None:
-        if self.customers:
-            pipe.mset({customer_key(c): blob for c, blob in self.customers.items()})
-        for terminal, members in self.terminals.items():
-            pipe.zadd(terminal_key(terminal), members)
-            # pruned at every write: a set that passes 128 members turns from listpack into
-            # skiplist (about 5 times the bytes) and stays so; pruning 2 % of the writes left
-            # 87.5 % of terminals there after a year (`fraud bench-memory`)
-            horizon = max(members.values()) - TERMINAL_HORIZON_MS
-            pipe.zremrangebyscore(terminal_key(terminal), "-inf", horizon)
+        for customer, mapping in self.customers.items():
+            pipe.hset(customer_key(customer), mapping=mapping)
 
 
 class RedisFeatureState:
-    """Computes features of micro-batches against histories in Redis (``redis.asyncio``).
+    """Computes features of micro-batches against the entity state in Feast's online store
+    (``redis.asyncio``, a single Redis or a Redis Cluster).
 
     With ``defer_writes``, a batch's state writes are held back and sent at the head of the
     next batch's pipeline (Redis runs a pipeline's commands in order, so that batch reads what
-    they wrote): one round trip per batch instead of two. Whoever defers must call
-    :meth:`flush` before committing the batch's offsets or giving up its partitions, and
-    :meth:`take_unwritten` when Redis fails.
+    they wrote; on a cluster, commands to one key keep their order too): one round trip per
+    batch instead of two. Whoever defers must call :meth:`flush` before committing the
+    batch's offsets or giving up its partitions, and :meth:`take_unwritten` when Redis fails.
     """
 
     def __init__(self, client: Any, defer_writes: bool = False) -> None:
@@ -176,12 +179,14 @@ class RedisFeatureState:
         self._unwritten: _Writes | None = None
 
     async def features(self, batch: Sequence[Transaction]) -> BatchFeatures:
-        """Claim each transaction id, update the histories with the batch (idempotently) and
+        """Claim each transaction id, add the batch to its cards' histories (idempotently) and
         return its features. Two round trips per micro-batch (one with deferred writes).
 
-        A transaction id already recorded with other content (a reused id, not a redelivery)
-        is flagged in ``reused``, gets no features (a row of NaN) and is not written.
-        Fingerprints expire after :data:`ID_MEMORY_S` (wall clock).
+        A transaction's features depend only on what arrived before it on its card
+        (:func:`services.features.incremental.customer_features`), never on where the batch
+        was cut. A transaction id already recorded with other content (a reused id, not a
+        redelivery) is flagged in ``reused``, gets no features (a row of NaN) and is not
+        written. Fingerprints expire after :data:`ID_MEMORY_S` (wall clock).
 
         Raises:
             redis.RedisError: Redis is unreachable (the caller decides in degraded mode);
@@ -189,43 +194,40 @@ class RedisFeatureState:
         """
         customers = list(dict.fromkeys(tx.customer_id for tx in batch))
         terminals = list(dict.fromkeys(tx.terminal_id for tx in batch))
-        since = min(tx.time_ms for tx in batch) - TERMINAL_HORIZON_MS
         pipe = self._redis.pipeline(transaction=False)
         sending, self._unwritten = self._unwritten, None
         if sending is not None:
             sending.queue(pipe)
         first = len(pipe)
         prints = [queue_claim(pipe, tx) for tx in batch]
-        pipe.mget([customer_key(c) for c in customers])
+        for customer in customers:
+            pipe.hmget(customer_key(customer), CARD_FIELDS)
         for terminal in terminals:
-            pipe.zrange(terminal_key(terminal), since, "+inf", byscore=True, withscores=True)
+            pipe.hmget(terminal_key(terminal), TERMINAL_READ_FIELDS)
         try:
             replies = (await pipe.execute())[first:]
         except BaseException:
             self._unwritten = sending
             raise
-        n = len(batch)
+        n, m = len(batch), len(customers)
         reused = _reused(batch, prints, replies[:n])
         kept = [tx for tx, bad in zip(batch, reused, strict=True) if not bad]
-        histories = {c: decode_customer(r) for c, r in zip(customers, replies[n], strict=True)}
-        sites = {
-            t: terminal_from_members(r) for t, r in zip(terminals, replies[n + 1 :], strict=True)
+        histories = {
+            c: decode_customer(r) for c, r in zip(customers, replies[n : n + m], strict=True)
         }
+        sites = {t: decode_terminal(*r) for t, r in zip(terminals, replies[n + m :], strict=True)}
         values = np.full((n, len(ALL_FEATURES)), np.nan)
         if not kept:
             return BatchFeatures(values, reused)
         values[~np.asarray(reused, dtype=bool)] = batch_features(kept, histories, sites)
 
-        touched = {tx.customer_id for tx in kept}
-        written = {c: h for c, h in histories.items() if c in touched}
-        for history in written.values():
-            history.prune(int(history.times_ms[-1]))
-        by_terminal: dict[str, dict[str, int]] = {}
-        for tx in kept:
-            by_terminal.setdefault(tx.terminal_id, {})[tx.transaction_id] = tx.time_ms
-        self._unwritten = _Writes(
-            kept, {c: encode_customer(h) for c, h in written.items()}, by_terminal
-        )
+        touched = dict.fromkeys(tx.customer_id for tx in kept)
+        written = {}
+        for customer in touched:
+            history = histories[customer]
+            history.prune(int(history.times_ms.max()))
+            written[customer] = encode_customer(history)
+        self._unwritten = _Writes(kept, written)
         if not self._defer:
             await self.flush()
         return BatchFeatures(values, reused)
@@ -254,29 +256,15 @@ class RedisFeatureState:
         taken, self._unwritten = self._unwritten, None
         return taken.transactions if taken is not None else []
 
-    async def apply_labels(self, labels: Sequence[Label]) -> None:
-        """Record labels for terminal risk; the latest label of a transaction wins.
-
-        Raises:
-            redis.RedisError: Redis is unreachable (the caller retries; labels are not acked).
-        """
-        pipe = self._redis.pipeline(transaction=False)
-        for label in labels:
-            key, when = terminal_key(label.terminal_id), label.transaction_time_ms
-            pipe.zadd(key, {label.transaction_id: when})
-            if label.is_fraud:
-                pipe.zadd(key, {FRAUD_MARK + label.transaction_id: when})
-            else:
-                pipe.zrem(key, FRAUD_MARK + label.transaction_id)
-        await pipe.execute()
-
 
 __all__ = [
-    "FRAUD_MARK",
+    "CARD_FIELDS",
     "BatchFeatures",
     "RedisFeatureState",
     "customer_key",
     "decode_customer",
+    "decode_terminal",
     "encode_customer",
+    "encode_terminal",
     "terminal_key",
 ]

@@ -23,20 +23,28 @@ BatchHandler = Callable[[Sequence[Any]], Awaitable[Awaitable[Any] | None]]
 
 
 async def consume_batches(
-    settings: Settings, topic: str, group_id: str, handler: Handler, max_records: int = 2000
+    settings: Settings,
+    topics: Sequence[str],
+    group_id: str,
+    handler: Handler,
+    max_records: int = 2000,
+    assignor: Any = None,
 ) -> None:
-    """Consume ``topic`` in consumer group ``group_id`` until cancelled.
+    """Consume ``topics`` in consumer group ``group_id`` until cancelled.
 
     ``handler`` gets each fetch's records (of all partitions; each partition's in offset
     order) and must return only once their effects are durable; offsets are committed after
-    it returns.
+    it returns. ``assignor`` is the group's partition assignor (default: aiokafka's round
+    robin).
     """
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
     from aiokafka.errors import CommitFailedError
 
     consumer = AIOKafkaConsumer(
-        topic,
+        *topics,
         **aiokafka_kwargs(settings.kafka),
+        partition_assignment_strategy=(assignor or RoundRobinPartitionAssignor,),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

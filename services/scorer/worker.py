@@ -8,7 +8,9 @@ the parts are built. Tasks of the Faust worker, each a plain aiokafka consumer g
   Faust stream: on this machine a Faust agent that only forwarded records took 67 % of a core
   and had p99 32.7 ms at 2,000 tx/s, the same forwarding on aiokafka 31 % and 4.4 ms
   (``fraud bench``, targets ``passthrough`` and ``aiokafka-passthrough``);
-- ``labels``: ``labels`` -> terminal risk state;
+- ``terminals``: ``decisions`` and ``labels`` -> terminal state (``terminal_history`` in
+  Feast's online store), in a consumer group whose every partition goes to one member: the
+  terminals' single writer, with a standby in every other scorer process;
 - ``store``: ``decisions`` -> the decision store, so the store can always be rebuilt from the
   topic.
 
@@ -48,6 +50,7 @@ from services.scorer.feature_state import RedisFeatureState
 from services.scorer.model import MODEL_ERROR_KEY, ActiveModel
 from services.scorer.scoring import Scorer
 from services.scorer.side_consumers import consume_batches, consume_transactions
+from services.scorer.terminal_state import Observed, SingleOwnerAssignor, TerminalState
 
 log = logging.getLogger("fraud.scorer")
 
@@ -141,6 +144,30 @@ class Runtime:
             log.info("policy_active version=%d", policy.version)
 
 
+def _terminal_events(
+    records: Sequence[Any], decisions_topic: str
+) -> tuple[list[Observed], list[Any]]:
+    """Split ``decisions`` and ``labels`` records into what the terminals record: decided
+    transactions, and labels (an invalid label is logged and skipped)."""
+    observed, labels = [], []
+    for record in records:
+        if record.topic == decisions_topic:
+            decision = orjson.loads(record.value)
+            observed.append(
+                Observed(
+                    decision["transaction_id"],
+                    decision["terminal_id"],
+                    int(decision["event_time_ms"]),
+                )
+            )
+            continue
+        try:
+            labels.append(parse_label(record.value or b""))
+        except InvalidEvent as error:
+            log.warning("label_rejected reason=%s offset=%s", error.reason, record.offset)
+    return observed, labels
+
+
 def _validate(events: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     """Split events into (valid (event, transaction) pairs, (event, error) rejects)."""
     valid, rejected = [], []
@@ -220,15 +247,10 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             settings, score_batch, owned_partitions, consumer_lag, flush=runtime.get_scorer().flush
         )
 
-    async def apply_labels(records: Sequence[Any]) -> None:
-        parsed = []
-        for record in records:
-            try:
-                parsed.append(parse_label(record.value or b""))
-            except InvalidEvent as error:
-                log.warning("label_rejected reason=%s offset=%s", error.reason, record.offset)
-        if parsed:
-            await _retry_redis(lambda: state.apply_labels(parsed), "labels")
+    async def apply_to_terminals(records: Sequence[Any]) -> None:
+        observed, parsed = _terminal_events(records, decisions_topic)
+        if observed or parsed:
+            await _retry_redis(lambda: terminals.apply(observed, parsed), "terminals")
         for label in parsed:
             metrics.LABELS.labels(source=label.source).inc()
         if parsed:
@@ -241,18 +263,23 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         metrics.STORED.labels(result="new").inc(new)
         metrics.STORED.labels(result="duplicate").inc(len(raw) - new)
 
-    state = RedisFeatureState(runtime.redis())
+    terminals = TerminalState(runtime.redis())
     decision_store = DecisionStore(runtime.redis())
 
     @app.task
-    async def labels_consumer() -> None:
-        group = f"{cfg.app_id}-labels"
-        await consume_batches(settings, settings.topics.labels.name, group, apply_labels)
+    async def terminals_consumer() -> None:
+        await consume_batches(
+            settings,
+            [decisions_topic, settings.topics.labels.name],
+            f"{cfg.app_id}-terminals",
+            apply_to_terminals,
+            assignor=SingleOwnerAssignor,
+        )
 
     @app.task
     async def store_consumer() -> None:
         group = f"{cfg.app_id}-store"
-        await consume_batches(settings, decisions_topic, group, store_decisions)
+        await consume_batches(settings, [decisions_topic], group, store_decisions)
 
     @app.timer(1.0)
     async def refresh() -> None:

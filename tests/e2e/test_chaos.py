@@ -27,10 +27,16 @@ from services.chaos.harness import (
     reference_run,
 )
 from services.chaos.scenarios import SCENARIOS, run
+from services.common import feast_layout as fl
 from services.common.decision_store import DecisionStore
 from services.common.settings import Settings
 from services.features import definitions as d
-from services.scorer.feature_state import customer_key, decode_customer, encode_customer
+from services.scorer.feature_state import (
+    CARD_FIELDS,
+    customer_key,
+    decode_customer,
+    encode_customer,
+)
 from tests.conftest import TrainedModel
 
 pytestmark = pytest.mark.e2e
@@ -54,8 +60,9 @@ def faithful(
     events = chaos_events(settings, 300)
     reference = reference_run(ns.settings, events)
     source, target = ns.redis(REFERENCE_REDIS_DB), ns.redis()
-    for key in source.scan_iter(match="fs:*"):
-        target.restore(key, 0, source.dump(key), replace=True)
+    for join_key in (fl.CUSTOMER_JOIN_KEY, fl.TERMINAL_JOIN_KEY):
+        for key in source.scan_iter(match=fl.entity_key_prefix(join_key) + b"*"):
+            target.restore(key, 0, source.dump(key), replace=True)
     decisions = []
     for event in events:
         tx = orjson.loads(event.value)
@@ -107,9 +114,9 @@ def test_audit_sees_a_lost_decision_a_second_outcome_and_a_changed_history(
     producer.send(ns.settings.topics.decisions.name, orjson.dumps({**twice, "outcome": "decline"}))
     producer.flush()
     key = customer_key(str(tampered["customer_id"]))
-    history = decode_customer(client.get(key))
+    history = decode_customer(client.hmget(key, CARD_FIELDS))
     history.cents[-1] += 1
-    client.set(key, encode_customer(history))
+    client.hset(key, mapping=encode_customer(history))
     stored = orjson.loads(client.get(f"dec:{decisions[3]['transaction_id']}"))
     stored["features"]["TX_AMOUNT"] += 1.0
     client.set(f"dec:{decisions[3]['transaction_id']}", orjson.dumps(stored))
@@ -117,7 +124,8 @@ def test_audit_sees_a_lost_decision_a_second_outcome_and_a_changed_history(
     result = audit(ns, replay, extra["reference"], timeout_s=2)
 
     assert (result.lost, result.duplicated, result.redelivered) == (1, 1, 1)
-    assert not result.state_equal and result.state_differences == [key]
+    assert not result.state_equal
+    assert result.state_differences == [f"card:{tampered['customer_id']}"]
     assert result.feature_mismatches == 1
 
 

@@ -1,4 +1,5 @@
-"""The scorer's Redis feature state with deferred writes (one round trip per micro-batch).
+"""The scorer's feature state in Feast's Redis layout, with deferred writes (one round trip
+per micro-batch), and the terminals' writer.
 
 Expected values come from the in-memory histories of :mod:`services.features.incremental`
 (checked against the handbook's reference file in ``test_feature_parity``), fed the same
@@ -30,13 +31,16 @@ from services.features.incremental import CustomerHistory, TerminalHistory, batc
 from services.producer.sources import simulated_events
 from services.scorer import scoring
 from services.scorer.feature_state import (
+    CARD_FIELDS,
     RedisFeatureState,
     customer_key,
     decode_customer,
+    decode_terminal,
     terminal_key,
 )
 from services.scorer.model import ActiveModel
 from services.scorer.scoring import Scorer
+from services.scorer.terminal_state import TERMINAL_FIELDS, Observed, TerminalState
 
 BATCH_SIZES = (1, 7, 30, 2, 64, 13)
 
@@ -79,17 +83,21 @@ class Oracle:
         return values
 
 
-def _assert_state_is(port: int, oracle: Oracle) -> None:
+def _observed(batch: Sequence[Transaction]) -> list[Observed]:
+    return [Observed(tx.transaction_id, tx.terminal_id, tx.time_ms) for tx in batch]
+
+
+def _assert_state_is(port: int, oracle: Oracle, terminals: bool = True) -> None:
     client = redis.Redis(port=port)
     for customer, want in oracle.customers.items():
-        got = decode_customer(client.get(customer_key(customer)))
+        got = decode_customer(client.hmget(customer_key(customer), CARD_FIELDS))
         assert got.transaction_ids == want.transaction_ids, customer
         np.testing.assert_array_equal(got.times_ms, want.times_ms)
         np.testing.assert_array_equal(got.cents, want.cents)
         np.testing.assert_array_equal(got.large, want.large)
-    for terminal, site in oracle.terminals.items():
-        members = client.zrange(terminal_key(terminal), 0, -1, withscores=True)
-        got_members = {(m.decode(), int(s)) for m, s in members}
+    for terminal, site in oracle.terminals.items() if terminals else ():
+        stored = decode_terminal(*client.hmget(terminal_key(terminal), TERMINAL_FIELDS))
+        got_members = set(zip(stored.transaction_ids, stored.times_ms.tolist(), strict=True))
         assert got_members == set(zip(site.transaction_ids, site.times_ms.tolist(), strict=True))
 
 
@@ -100,13 +108,17 @@ def test_deferred_writes_give_the_in_memory_features_and_state(port: int) -> Non
     async def run() -> tuple[list[np.ndarray], bool]:
         client = aioredis.Redis(port=port)
         state = RedisFeatureState(client, defer_writes=True)
+        terminals = TerminalState(client)
         got = []
         held_back = False
         for batch in batches:
             got.append((await state.features(batch)).values)
+            await terminals.apply(_observed(batch))  # as the terminals' writer would
             # the last card of the batch: its history in Redis lacks the batch until later
             last = batch[-1]
-            stored = decode_customer(await client.get(customer_key(last.customer_id)))
+            stored = decode_customer(
+                await client.hmget(customer_key(last.customer_id), CARD_FIELDS)
+            )
             held_back |= last.transaction_id not in stored.transaction_ids
         await state.flush()
         await client.aclose()
@@ -124,8 +136,9 @@ def test_a_redis_stall_moves_the_held_back_writes_to_pending_and_nothing_is_lost
 ) -> None:
     """Batch 1 is decided with its writes held back; Redis then stalls (``CLIENT PAUSE``)
     during batch 2, which is decided in degraded mode. Batch 1's transactions must join the
-    pending ones ahead of batch 2, and once Redis answers the state must be what the three
-    batches give in memory, and batch 3 get the in-memory features."""
+    pending ones ahead of batch 2, and once Redis answers the card state must be what the
+    three batches give in memory, and batch 3 get the in-memory features (the 300
+    transactions span 4 days: no terminal window, 7 days back, holds one of them)."""
     monkeypatch.setattr(scoring, "FEATURES_TIMEOUT_S", 0.5)
     monkeypatch.setattr(scoring, "PROBE_EVERY_S", 0.2)
     stream = _stream(300)
@@ -160,4 +173,4 @@ def test_a_redis_stall_moves_the_held_back_writes_to_pending_and_nothing_is_lost
     for records, values in ((one, expected[0]), (three, expected[2])):
         got = np.array([[r["features"][n] for n in d.ALL_FEATURES] for r in records])  # type: ignore[index]
         np.testing.assert_allclose(got, values, rtol=1e-12, atol=1e-12)
-    _assert_state_is(port, oracle)
+    _assert_state_is(port, oracle, terminals=False)

@@ -115,7 +115,7 @@ def test_a_tiny_population_holds_the_keys_its_stream_implies(port: int, tmp_path
         one = m.customer_key("c0")
         single = {
             "usage": await client.memory_usage(one, samples=0),
-            "length": await client.strlen(one),
+            "length": sum(len(v) for v in (await client.hgetall(one)).values()),
         }
         families = await m.measure_feature_state(client, sample)
         families |= await m.measure_ids(client, filled)
@@ -126,16 +126,16 @@ def test_a_tiny_population_holds_the_keys_its_stream_implies(port: int, tmp_path
     expected = _expected(customers, days)
     families = got["families"]
     assert got["filled"].events == expected["events"]
-    assert families["fs:c"]["keys"] == expected["cards"] == customers
-    assert families["fs:c"]["entries"] == expected["events"]  # one history entry per event
-    assert families["fs:t"]["keys"] == expected["terminals"]
-    assert families["fs:t"]["entries"] == expected["events"]
+    assert families["card_history"]["keys"] == expected["cards"] == customers
+    assert families["card_history"]["entries"] == expected["events"]  # one history entry per event
+    assert families["terminal_history"]["keys"] == expected["terminals"]
+    assert families["terminal_history"]["entries"] == expected["events"]
     for name in ("txid", "dec"):
         assert families[name]["keys"] == expected["recent"]
     assert families["dec:customer"]["entries"] == expected["recent"]
     assert families["dec:review"]["entries"] == expected["recent"]
-    # bytes per card agree with one key read directly: at least its string, same order
-    per_card = families["fs:c"]["memory_usage"] / customers
+    # bytes per card agree with one key read directly: at least its values, same order
+    per_card = families["card_history"]["memory_usage"] / customers
     single = got["single"]
     assert single["usage"] >= single["length"] > 0
     assert 0.5 < per_card / single["usage"] < 2.0

@@ -75,11 +75,11 @@ def _family(keys: int, memory: int, released: int, entries: int) -> dict[str, ob
 def test_families_scale_by_their_own_entity() -> None:
     sample = Sample(np.array([True, True] + [False] * 8), np.array([True] + [False] * 19))
     # 2 of 10 cards: x5; 1 of 20 terminals: x20
-    cards = summarise("fs:c", _family(2, 6000, 6100, 180), sample)
+    cards = summarise("card_history", _family(2, 6000, 6100, 180), sample)
     assert cards["per_entity_memory_usage"] == 3000.0
     assert cards["per_entity_used_memory"] == 3050.0
     assert (cards["keys_at_population"], cards["bytes_at_population"]) == (10, 30_000)
-    sites = summarise("fs:t", _family(1, 1400, 1400, 60), sample)
+    sites = summarise("terminal_history", _family(1, 1400, 1400, 60), sample)
     assert (sites["keys_at_population"], sites["bytes_at_population"]) == (20, 28_000)
     ids = summarise("txid", _family(140, 14_560, 20_160, 140), sample)
     assert ids["per_entity_memory_usage"] == 104.0  # per id, not per card

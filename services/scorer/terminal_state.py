@@ -1,0 +1,136 @@
+"""Terminal feature state in Feast's online store: the single writer of ``terminal_history``.
+
+A terminal is touched by transactions of every partition and by labels, so its row (an array
+of its recent transactions and the fraud labels received for them) is read, changed and
+written back by one writer only: the member of the consumer group
+``<scorer app id>-terminals`` that the :class:`SingleOwnerAssignor` gives every partition of
+``decisions`` and ``labels``. Every scorer process joins that group; one writes, the others
+stand by and take over when it leaves (a rebalance). Terminal features look back at least the
+7-day label delay, so a writer that lags by seconds changes no feature value.
+
+Applying the same transaction or label twice changes nothing (a redelivery), and a batch's
+result does not depend on how transactions and labels interleave, except that a later label of
+a transaction wins (a transaction's labels share a partition, so they arrive in order).
+Knows Redis and Feast's layout, not Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+
+from services.common import feast_layout as fl
+from services.common.events import Label
+from services.features.incremental import TERMINAL_HORIZON_MS, TerminalHistory
+from services.scorer.feature_state import decode_terminal, encode_terminal, terminal_key
+
+TERMINAL_FIELDS = fl.terminal_fields()
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A decided transaction, as the terminal's history records it."""
+
+    transaction_id: str
+    terminal_id: str
+    time_ms: int
+
+
+class TerminalState:
+    """Reads, updates and writes terminal rows (``redis.asyncio``; one key per command, so a
+    Redis Cluster works too). Two round trips per call. Only one process may call
+    :meth:`apply` at a time (see the module docstring)."""
+
+    def __init__(self, client: Any) -> None:
+        self._redis = client
+
+    async def apply(self, observed: Sequence[Observed], labels: Sequence[Label] = ()) -> int:
+        """Record decided transactions and received labels on their terminals; returns how
+        many terminals were written.
+
+        Raises:
+            redis.RedisError: Redis is unreachable (nothing is known to be written; the caller
+                applies the same records again).
+        """
+        terminals = list(
+            dict.fromkeys([o.terminal_id for o in observed] + [lb.terminal_id for lb in labels])
+        )
+        if not terminals:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for terminal in terminals:
+            pipe.hmget(terminal_key(terminal), TERMINAL_FIELDS)
+        replies = await pipe.execute()
+        histories = {t: decode_terminal(*r) for t, r in zip(terminals, replies, strict=True)}
+        update(histories, observed, labels)
+        pipe = self._redis.pipeline(transaction=False)
+        for terminal, history in histories.items():
+            pipe.hset(terminal_key(terminal), mapping=encode_terminal(history))
+        await pipe.execute()
+        return len(terminals)
+
+
+def update(
+    histories: Mapping[str, TerminalHistory],
+    observed: Iterable[Observed],
+    labels: Iterable[Label] = (),
+) -> None:
+    """Record ``observed`` and ``labels`` on their terminals' histories (each terminal must be
+    in ``histories``), then forget what is older than the terminal horizon before the
+    terminal's newest event."""
+    for o in observed:
+        histories[o.terminal_id].observe_transaction(o.transaction_id, o.time_ms)
+    for label in labels:
+        histories[label.terminal_id].observe_label(
+            label.transaction_id, label.transaction_time_ms, label.is_fraud
+        )
+    for history in histories.values():
+        if history.times_ms.size:
+            history.prune(int(history.times_ms.max()))
+
+
+class SingleOwnerAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """A consumer-group assignor that gives every partition to one member (the lowest member
+    id), so the group has a single writer and a standby in every other member.
+
+    Kafka's group protocol fences the previous owner: it gives up its partitions (and
+    commits) before the group's next generation starts."""
+
+    name = "single-owner"
+    version = 0
+
+    @classmethod
+    def assign(
+        cls,
+        cluster: ClusterMetadata,
+        members: Mapping[str, ConsumerProtocolMemberMetadata],
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        owner = min(members)
+        topics: dict[str, list[int]] = {}
+        for topic in sorted({t for m in members.values() for t in m.subscription}):
+            topics[topic] = sorted(cluster.partitions_for_topic(topic) or ())
+        return {
+            member: ConsumerProtocolMemberAssignment(
+                cls.version, sorted(topics.items()) if member == owner else [], b""
+            )
+            for member in members
+        }
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(cls.version, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        pass
+
+
+__all__ = ["TERMINAL_HORIZON_MS", "Observed", "SingleOwnerAssignor", "TerminalState", "update"]
