@@ -72,7 +72,7 @@ def _source(name: str) -> FileSource:
     )
 
 
-def _array_schema(names: tuple[str, ...], ids: str) -> list[Field]:
+def _array_schema(names: tuple[str, ...], ids: str | None) -> list[Field]:
     return [Field(name=n, dtype=Array(String) if n == ids else Array(Float64)) for n in names]
 
 
@@ -88,11 +88,12 @@ card_history = FeatureView(
 terminal_history = FeatureView(
     name=fl.TERMINAL_VIEW,
     entities=[terminal],
-    schema=_array_schema(fl.TERMINAL_FEATURES, fl.TERMINAL_IDS),
+    schema=_array_schema(fl.TERMINAL_FEATURES, ids=None),
     source=PushSource(name="terminal_history_push", batch_source=_source(fl.TERMINAL_VIEW)),
     online=True,
     description="The terminal's transactions of the last 52 days by event time (epoch ms), "
-    "with 1 where a fraud label was received, and their ids.",
+    "with 1 where a fraud label was received, and a 48-bit key of each transaction id "
+    "(BLAKE2b), by which its single writer knows redeliveries and labels.",
 )
 transaction_request = RequestSource(
     name="transaction_request",

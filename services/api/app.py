@@ -21,7 +21,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.registry import ModelRegistry
 from services.api import problems
 from services.api.deps import ApiState
-from services.api.routes import decisions, health, labels, models_routes, policy_routes
+from services.api.routes import (
+    decisions,
+    features,
+    health,
+    labels,
+    models_routes,
+    policy_routes,
+)
 from services.common.connections import aiokafka_kwargs, async_redis_client, redis_client
 from services.common.decision_store import DecisionStore
 from services.common.policy import PolicyStore
@@ -92,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, problems.handle_http)
     app.add_exception_handler(RequestValidationError, problems.handle_validation)
     app.add_exception_handler(Exception, problems.handle_unexpected)
-    for module in (decisions, labels, models_routes, policy_routes, health):
+    for module in (decisions, features, labels, models_routes, policy_routes, health):
         app.include_router(module.router)
     app.middleware("http")(_request_context)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -27,6 +28,21 @@ class ApiState:
     policies: PolicyStore
     registry: ModelRegistry
     models: dict[str, LoadedModel] = field(default_factory=dict)
+    feature_store: Any = None  # feast.FeatureStore, opened on first use (import takes seconds)
+    _feast_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def feast(self) -> Any:
+        """The project's Feast store (blocking: call it from a worker thread).
+
+        Raises:
+            services.common.feast_store.FeatureStoreError: the store could not be opened.
+        """
+        with self._feast_lock:
+            if self.feature_store is None:
+                from services.common.feast_store import open_store
+
+                self.feature_store = open_store(self.settings)
+            return self.feature_store
 
     def model(self, version: str) -> LoadedModel:
         """A registered model, loaded once per version."""

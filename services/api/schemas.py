@@ -172,3 +172,25 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, str]
+
+
+class CardHistoryEvent(BaseModel):
+    """One transaction of a card's online history (Feast feature view ``card_history``)."""
+
+    transaction_id: str
+    event_time_ms: int
+    amount: float
+    large: bool = Field(description="over 3 times the card's 30-day mean amount at its time")
+
+
+class CustomerFeatures(BaseModel):
+    """A card's online features, read through Feast (feature views ``card_history`` and the
+    on-demand ``transaction_features``)."""
+
+    customer_id: str
+    event_timestamp: str = Field(description="the row's timestamp: the card's newest event")
+    history: list[CardHistoryEvent] = Field(description="arrival order, last 45 days")
+    latest: dict[str, float] = Field(
+        description="the card's features of its latest transaction (count and mean amount "
+        "over 1, 7, 30 days, large transactions over 7 days), as the scorer computed them"
+    )

@@ -258,7 +258,7 @@ async def _history_lengths(client: Any, keys: Sequence[bytes]) -> list[int]:
 
 async def _terminal_lengths(client: Any, keys: Sequence[bytes]) -> list[int]:
     raws = await _per_key(client, keys, lambda p, k: p.hmget(k, TERMINAL_FIELDS))
-    return [len(decode_terminal(*raw).transaction_ids) for raw in raws]
+    return [len(decode_terminal(*raw).keys) for raw in raws]
 
 
 async def _zcards(client: Any, keys: Sequence[str]) -> list[int]:

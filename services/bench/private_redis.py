@@ -64,3 +64,61 @@ def private_redis(persistent: bool = False, acl: str | None = None) -> Iterator[
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+@contextmanager
+def private_redis_cluster(masters: int = 3) -> Iterator[list[int]]:
+    """A throw-away Redis Cluster of ``masters`` redis-servers in cluster mode (no replicas,
+    no persistence) on free ports of 127.0.0.1, its slots assigned by ``redis-cli --cluster
+    create``; yields the ports. Stopped on exit.
+
+    Raises:
+        services.stack.errors.StackError: redis-server or redis-cli is missing and cannot be
+            installed.
+        TimeoutError: a node did not start, or the cluster did not reach state ``ok``.
+    """
+    program = ensure_program("redis-server", "redis-server")
+    cli = ensure_program("redis-cli", "redis-tools")
+    ports = [free_port() for _ in range(masters)]
+    servers: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="fraud-redis-cluster-") as folder:
+        try:
+            for port in ports:
+                node = Path(folder) / str(port)
+                node.mkdir()
+                argv = [program, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(node)]
+                argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+                argv += ["--logfile", str(node / "redis.log")]
+                servers.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not all(port_open("127.0.0.1", p) for p in ports):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("a Redis Cluster node did not start")
+                time.sleep(0.05)
+            nodes = [f"127.0.0.1:{p}" for p in ports]
+            subprocess.run(
+                [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            _wait_cluster_ok(cli, ports[0])
+            yield ports
+        finally:
+            for server in servers:
+                server.terminate()
+            for server in servers:
+                server.wait(timeout=30)
+
+
+def _wait_cluster_ok(cli: str, port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = subprocess.run(
+            [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False
+        ).stdout
+        if "cluster_state:ok" in info:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the Redis Cluster did not reach state ok:\n{info}")

@@ -368,7 +368,8 @@ def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarr
 def feature_state(client: Any) -> dict[str, Any]:
     """The feature state of a database (Feast's online-store rows), normalised: card
     histories decoded, in arrival order; each terminal's transactions as a sorted list of
-    (id, event time, fraud label received), those older than the terminal horizon left out."""
+    (transaction key, event time, fraud label received), those older than the terminal
+    horizon left out."""
     from services.common import feast_layout as fl
     from services.scorer.feature_state import CARD_FIELDS, decode_customer, decode_terminal
     from services.scorer.terminal_state import TERMINAL_FIELDS
@@ -388,8 +389,8 @@ def feature_state(client: Any) -> dict[str, Any]:
         site = decode_terminal(*client.hmget(key, TERMINAL_FIELDS))
         newest = int(site.times_ms.max()) if site.times_ms.size else 0
         state[f"terminal:{fl.entity_value(key)}"] = sorted(
-            (tid, int(t), int(f))
-            for tid, t, f in zip(site.transaction_ids, site.times_ms, site.frauds, strict=True)
+            (int(k), int(t), int(f))
+            for k, t, f in zip(site.keys, site.times_ms, site.frauds, strict=True)
             if t >= newest - TERMINAL_HORIZON_MS
         )
     return state

@@ -32,7 +32,7 @@ from services.features.online import (
     CARD_TIMES,
     REQUEST_FIELDS,
     TERMINAL_FRAUDS,
-    TERMINAL_IDS,
+    TERMINAL_KEYS,
     TERMINAL_TIMES,
 )
 
@@ -48,7 +48,7 @@ CARD_FEATURES: tuple[str, ...] = (CARD_TIMES, CARD_CENTS, CARD_LARGE, CARD_IDS)
 
 TERMINAL_VIEW = "terminal_history"
 """Each terminal's recent transactions and the fraud labels received (one writer)."""
-TERMINAL_FEATURES: tuple[str, ...] = (TERMINAL_TIMES, TERMINAL_FRAUDS, TERMINAL_IDS)
+TERMINAL_FEATURES: tuple[str, ...] = (TERMINAL_TIMES, TERMINAL_FRAUDS, TERMINAL_KEYS)
 
 _STRING = 2  # feast.value_type.ValueType.STRING
 _DOUBLE_LIST_TAG = b"\x7a"  # Value.double_list_val: field 15, length-delimited
@@ -101,7 +101,12 @@ def timestamp_field(view: str) -> bytes:
     return f"_ts:{view}".encode()
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _ONE_BYTE[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -220,15 +225,15 @@ __all__ = [
     "CARD_IDS",
     "CARD_LARGE",
     "CARD_TIMES",
-    "TERMINAL_FRAUDS",
-    "TERMINAL_IDS",
-    "TERMINAL_TIMES",
     "CARD_VIEW",
     "CUSTOMER_JOIN_KEY",
     "PROJECT",
     "REQUEST_FIELDS",
     "TERMINAL_FEATURES",
+    "TERMINAL_FRAUDS",
     "TERMINAL_JOIN_KEY",
+    "TERMINAL_KEYS",
+    "TERMINAL_TIMES",
     "TERMINAL_VIEW",
     "card_fields",
     "decode_doubles",

@@ -28,10 +28,10 @@ CARD_TIMES, CARD_CENTS, CARD_LARGE, CARD_IDS = (
     "card_large_flags",
     "card_transaction_ids",
 )
-TERMINAL_TIMES, TERMINAL_FRAUDS, TERMINAL_IDS = (
+TERMINAL_TIMES, TERMINAL_FRAUDS, TERMINAL_KEYS = (
     "terminal_event_times_ms",
     "terminal_fraud_flags",
-    "terminal_transaction_ids",
+    "terminal_transaction_keys",
 )
 REQUEST_FIELDS: tuple[str, ...] = ("transaction_id", "event_time_ms", "amount")
 """The request data of the on-demand view: the transaction to describe."""
@@ -74,7 +74,7 @@ def transaction_features(inputs: Mapping[str, Sequence[Any]]) -> dict[str, list[
         times = _ints(inputs[TERMINAL_TIMES][i])
         site = TerminalHistory(
             times_ms=times,
-            transaction_ids=[""] * times.size,
+            keys=np.zeros(times.size, dtype=np.int64),  # not needed for features
             frauds=_ints(inputs[TERMINAL_FRAUDS][i]),
         )
         tx = _Request(

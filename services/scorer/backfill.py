@@ -24,6 +24,7 @@ from services.features.incremental import (
     TERMINAL_HORIZON_MS,
     CustomerHistory,
     TerminalHistory,
+    transaction_key,
 )
 from services.features.windows import to_cents
 from services.scorer.feature_state import (
@@ -96,7 +97,7 @@ def backfill(
     for terminal, group in sites.groupby("terminal", sort=False):
         site = TerminalHistory(
             times_ms=group["ms"].to_numpy(dtype=np.int64),
-            transaction_ids=group["tx"].tolist(),
+            keys=np.fromiter(map(transaction_key, group["tx"]), np.int64, len(group)),
             frauds=group["received"].to_numpy(dtype=np.int64),
         )
         pipe.hset(terminal_key(str(terminal)), mapping=encode_terminal(site))

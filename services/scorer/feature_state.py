@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,13 @@ from services.features.incremental import CustomerHistory, TerminalHistory, batc
 from services.features.windows import FloatArray
 
 
+@lru_cache(maxsize=1 << 18)
 def customer_key(customer_id: str) -> bytes:
     """The Redis key of a card's entity row (Feast's layout)."""
     return fl.entity_key(fl.CUSTOMER_JOIN_KEY, customer_id)
 
 
+@lru_cache(maxsize=1 << 18)
 def terminal_key(terminal_id: str) -> bytes:
     """The Redis key of a terminal's entity row (Feast's layout)."""
     return fl.entity_key(fl.TERMINAL_JOIN_KEY, terminal_id)
@@ -85,24 +88,29 @@ def encode_terminal(history: TerminalHistory) -> dict[bytes, bytes]:
     values = {
         fl.TERMINAL_TIMES: fl.encode_doubles(history.times_ms),
         fl.TERMINAL_FRAUDS: fl.encode_doubles(history.frauds),
-        fl.TERMINAL_IDS: fl.encode_strings(history.transaction_ids),
+        fl.TERMINAL_KEYS: fl.encode_doubles(history.keys),
     }
     newest = int(history.times_ms.max()) if history.times_ms.size else 0
     return fl.row(fl.TERMINAL_VIEW, values, newest)
 
 
 def decode_terminal(
-    times: bytes | None, frauds: bytes | None, ids: bytes | None = None
+    times: bytes | None, frauds: bytes | None, keys: bytes | None = None
 ) -> TerminalHistory:
-    """A terminal's history from its ``terminal_history`` fields (without ``ids``, the ids are
-    left empty: scoring needs only times and labels).
+    """A terminal's history from its ``terminal_history`` fields (without ``keys``, the
+    transaction keys are zeros: scoring needs only times and labels).
 
     Raises:
         ValueError: a field does not hold the Feast type of its feature.
     """
+    times_ms = fl.decode_doubles(times).astype(np.int64)
     return TerminalHistory(
-        times_ms=fl.decode_doubles(times).astype(np.int64),
-        transaction_ids=fl.decode_strings(ids),
+        times_ms=times_ms,
+        keys=(
+            fl.decode_doubles(keys).astype(np.int64)
+            if keys is not None
+            else np.zeros(times_ms.size, dtype=np.int64)
+        ),
         frauds=fl.decode_doubles(frauds).astype(np.int64),
     )
 

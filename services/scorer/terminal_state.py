@@ -44,10 +44,15 @@ class Observed:
     time_ms: int
 
 
+CHUNK_TERMINALS = 64
+"""Terminals read, updated and written per round: the writer shares its process's event loop
+with the scorer, so its CPU comes in slices of a few milliseconds between Redis calls."""
+
+
 class TerminalState:
     """Reads, updates and writes terminal rows (``redis.asyncio``; one key per command, so a
-    Redis Cluster works too). Two round trips per call. Only one process may call
-    :meth:`apply` at a time (see the module docstring)."""
+    Redis Cluster works too). Two round trips per :data:`CHUNK_TERMINALS` terminals. Only one
+    process may call :meth:`apply` at a time (see the module docstring)."""
 
     def __init__(self, client: Any) -> None:
         self._redis = client
@@ -57,24 +62,28 @@ class TerminalState:
         many terminals were written.
 
         Raises:
-            redis.RedisError: Redis is unreachable (nothing is known to be written; the caller
-                applies the same records again).
+            redis.RedisError: Redis is unreachable (what was written is written again when
+                the caller applies the same records again: the update is idempotent).
         """
-        terminals = list(
-            dict.fromkeys([o.terminal_id for o in observed] + [lb.terminal_id for lb in labels])
-        )
-        if not terminals:
-            return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for terminal in terminals:
-            pipe.hmget(terminal_key(terminal), TERMINAL_FIELDS)
-        replies = await pipe.execute()
-        histories = {t: decode_terminal(*r) for t, r in zip(terminals, replies, strict=True)}
-        update(histories, observed, labels)
-        pipe = self._redis.pipeline(transaction=False)
-        for terminal, history in histories.items():
-            pipe.hset(terminal_key(terminal), mapping=encode_terminal(history))
-        await pipe.execute()
+        by_terminal: dict[str, tuple[list[Observed], list[Label]]] = {}
+        for o in observed:
+            by_terminal.setdefault(o.terminal_id, ([], []))[0].append(o)
+        for label in labels:
+            by_terminal.setdefault(label.terminal_id, ([], []))[1].append(label)
+        terminals = list(by_terminal)
+        for at in range(0, len(terminals), CHUNK_TERMINALS):
+            chunk = terminals[at : at + CHUNK_TERMINALS]
+            pipe = self._redis.pipeline(transaction=False)
+            for terminal in chunk:
+                pipe.hmget(terminal_key(terminal), TERMINAL_FIELDS)
+            replies = await pipe.execute()
+            histories = {t: decode_terminal(*r) for t, r in zip(chunk, replies, strict=True)}
+            for terminal in chunk:
+                update({terminal: histories[terminal]}, *by_terminal[terminal])
+            pipe = self._redis.pipeline(transaction=False)
+            for terminal, history in histories.items():
+                pipe.hset(terminal_key(terminal), mapping=encode_terminal(history))
+            await pipe.execute()
         return len(terminals)
 
 
@@ -86,8 +95,11 @@ def update(
     """Record ``observed`` and ``labels`` on their terminals' histories (each terminal must be
     in ``histories``), then forget what is older than the terminal horizon before the
     terminal's newest event."""
+    by_terminal: dict[str, list[tuple[str, int]]] = {}
     for o in observed:
-        histories[o.terminal_id].observe_transaction(o.transaction_id, o.time_ms)
+        by_terminal.setdefault(o.terminal_id, []).append((o.transaction_id, o.time_ms))
+    for terminal, pairs in by_terminal.items():
+        histories[terminal].observe_transactions(pairs)
     for label in labels:
         histories[label.terminal_id].observe_label(
             label.transaction_id, label.transaction_time_ms, label.is_fraud

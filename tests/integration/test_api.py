@@ -110,6 +110,7 @@ def _assert_problem(response: Any, status: int, kind: str) -> None:
 READS = [
     "/v1/decisions/{tx}",
     "/v1/customers/{customer}/decisions",
+    "/v1/customers/{customer}/features",
     "/v1/decisions?outcome=review",
     "/v1/decisions/{tx}/explanation",
     "/v1/models",
@@ -179,6 +180,33 @@ def test_get_decision(
         client.get("/v1/decisions/unknown-tx", headers=_h(keys["viewer"])),
         404,
         "decision-not-found",
+    )
+
+
+def test_customer_features_are_the_scorers_read_through_feast(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    from services.features.incremental import CUSTOMER_BLOCK
+
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for d in decided:
+        by_customer.setdefault(d["customer_id"], []).append(d)
+    customer, mine = max(by_customer.items(), key=lambda kv: len(kv[1]))
+    response = client.get(f"/v1/customers/{customer}/features", headers=_h(keys["viewer"]))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    history = [e["transaction_id"] for e in body["history"]]
+    assert history[-len(mine) :] == [d["transaction_id"] for d in mine]  # arrival order
+    assert len(history) > len(mine)  # the backfilled days come first
+    last = mine[-1]
+    assert body["history"][-1]["amount"] == last["amount"]
+    shared = [n for n in CUSTOMER_BLOCK if n in last["features"]]
+    assert shared
+    assert {n: body["latest"][n] for n in shared} == {n: last["features"][n] for n in shared}
+    _assert_problem(
+        client.get("/v1/customers/no-such-card/features", headers=_h(keys["viewer"])),
+        404,
+        "customer-not-found",
     )
 
 

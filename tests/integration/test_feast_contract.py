@@ -163,7 +163,7 @@ def test_the_on_demand_view_gives_the_features_the_scorer_decided_with(
         entity_rows=[{"terminal_id": tx.terminal_id}],
     ).to_dict()
     raw = sync.hmget(terminal_key(tx.terminal_id), TERMINAL_FIELDS)
-    assert site[fl.TERMINAL_IDS][0] == fl.decode_strings(raw[2]) != []
+    assert site[fl.TERMINAL_KEYS][0] == fl.decode_doubles(raw[2]).tolist() != []
     assert site[fl.TERMINAL_TIMES][0] == fl.decode_doubles(raw[0]).tolist()
 
 

@@ -97,8 +97,8 @@ def _assert_state_is(port: int, oracle: Oracle, terminals: bool = True) -> None:
         np.testing.assert_array_equal(got.large, want.large)
     for terminal, site in oracle.terminals.items() if terminals else ():
         stored = decode_terminal(*client.hmget(terminal_key(terminal), TERMINAL_FIELDS))
-        got_members = set(zip(stored.transaction_ids, stored.times_ms.tolist(), strict=True))
-        assert got_members == set(zip(site.transaction_ids, site.times_ms.tolist(), strict=True))
+        got_members = set(zip(stored.keys.tolist(), stored.times_ms.tolist(), strict=True))
+        assert got_members == set(zip(site.keys.tolist(), site.times_ms.tolist(), strict=True))
 
 
 def test_deferred_writes_give_the_in_memory_features_and_state(port: int) -> None:
