@@ -88,13 +88,16 @@ def private_redis_cluster(masters: int = 3) -> Iterator[list[int]]:
                 node.mkdir()
                 argv = [program, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(node)]
                 argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                # the bus port defaults to port + 10000, which a free port need not leave free
+                argv += ["--cluster-port", str(free_port())]
                 argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
                 argv += ["--logfile", str(node / "redis.log")]
                 servers.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
             deadline = time.monotonic() + START_TIMEOUT_S
             while not all(port_open("127.0.0.1", p) for p in ports):
                 if time.monotonic() > deadline:
-                    raise TimeoutError("a Redis Cluster node did not start")
+                    logs = [tail(Path(folder) / str(p) / "redis.log") for p in ports]
+                    raise TimeoutError("a Redis Cluster node did not start:\n" + "\n".join(logs))
                 time.sleep(0.05)
             nodes = [f"127.0.0.1:{p}" for p in ports]
             subprocess.run(

@@ -110,12 +110,15 @@ def backfill(
 
 
 def reset(client: Any) -> int:
-    """Delete all feature state (every card's and terminal's row in Feast's online store).
-    Returns how many keys went."""
+    """Delete all feature state: every card's and terminal's row in Feast's online store, and
+    the ``fs:*`` keys in which versions before Feast held it. Returns how many keys went."""
     deleted = 0
     pipe = client.pipeline(transaction=False)
-    for join_key in (fl.CUSTOMER_JOIN_KEY, fl.TERMINAL_JOIN_KEY):
-        for key in client.scan_iter(match=fl.entity_key_prefix(join_key) + b"*", count=1000):
+    patterns = [
+        fl.entity_key_prefix(k) + b"*" for k in (fl.CUSTOMER_JOIN_KEY, fl.TERMINAL_JOIN_KEY)
+    ]
+    for pattern in [*patterns, b"fs:*"]:
+        for key in client.scan_iter(match=pattern, count=1000):
             pipe.delete(key)  # one key per command: Redis Cluster refuses a cross-slot DEL
             if len(pipe) >= CHUNK:
                 deleted += sum(pipe.execute())

@@ -79,6 +79,10 @@ LABEL_FRESHNESS = Gauge(
     "fraud_feature_freshness_seconds",
     "Seconds since the newest label was applied to terminal risk (wall clock).",
 )
+TERMINAL_WRITER = Gauge(
+    "fraud_terminal_writer",
+    "1 when this process is the terminals' single writer, 0 when it stands by.",
+)
 LAST_LABEL_APPLIED = Gauge("fraud_last_label_applied_timestamp_seconds",
                            "Unix time the newest label was applied to terminal risk.")  # fmt: skip
 LOOP_LAG = Histogram(

@@ -29,20 +29,20 @@ async def consume_batches(
     handler: Handler,
     max_records: int = 2000,
     assignor: Any = None,
+    on_partitions: Callable[[set[Any]], None] = lambda _: None,
 ) -> None:
     """Consume ``topics`` in consumer group ``group_id`` until cancelled.
 
     ``handler`` gets each fetch's records (of all partitions; each partition's in offset
     order) and must return only once their effects are durable; offsets are committed after
     it returns. ``assignor`` is the group's partition assignor (default: aiokafka's round
-    robin).
+    robin); ``on_partitions`` gets the owned partitions after each rebalance.
     """
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
     from aiokafka.errors import CommitFailedError
 
     consumer = AIOKafkaConsumer(
-        *topics,
         **aiokafka_kwargs(settings.kafka),
         partition_assignment_strategy=(assignor or RoundRobinPartitionAssignor,),
         group_id=group_id,
@@ -53,6 +53,15 @@ async def consume_batches(
         fetch_min_bytes=64 * 1024,
         fetch_max_wait_ms=100,
     )
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass  # called between batches: everything handled was committed
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            on_partitions(set(assigned))
+
+    consumer.subscribe(list(topics), listener=Listener())
     await consumer.start()
     try:
         while True:

@@ -71,6 +71,13 @@ class Runtime:
         self.last_label_at = 0.0
         self.scorer: Scorer | None = None
         self._error_reported = False
+        self.writes_terminals = False
+        """Whether this process owns the terminals' group's partitions (is their writer)."""
+
+    def owned_terminal_partitions(self, assigned: set[Any]) -> None:
+        self.writes_terminals = bool(assigned)
+        metrics.TERMINAL_WRITER.set(1 if assigned else 0)
+        log.info("terminal_writer %s", "active" if assigned else "standby")
 
     def redis(self) -> Any:
         if self._redis is None:  # created inside the worker's event loop
@@ -274,6 +281,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             f"{cfg.app_id}-terminals",
             apply_to_terminals,
             assignor=SingleOwnerAssignor,
+            on_partitions=runtime.owned_terminal_partitions,
         )
 
     @app.task
@@ -290,8 +298,10 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             metrics.STATE_BACKLOG.set(len(scorer.pending))
         if not (scorer.pending or scorer.features_down or runtime.model.current is None):
             metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
-        if runtime.last_label_at:
+        if runtime.last_label_at and runtime.writes_terminals:
             metrics.LABEL_FRESHNESS.set(time.time() - runtime.last_label_at)
+        else:  # a standby: the writer reports (Prometheus takes the largest)
+            metrics.LABEL_FRESHNESS.set(0)
 
     @app.task
     async def loop_lag() -> None:

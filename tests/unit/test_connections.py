@@ -150,3 +150,19 @@ def test_async_client_packs_commands_as_redis_py_does(command: tuple[object, ...
     assert b"".join(bytes(c) for c in ours.pack_command(*command)) == b"".join(
         bytes(c) for c in reference.pack_command(*command)
     )
+
+
+def test_a_redis_cluster_is_a_setting() -> None:
+    import redis.asyncio
+
+    from services.common.connections import async_redis_client
+    from services.common.feast_store import feast_environment
+
+    cfg = RedisSettings(port=7001, cluster=True)
+    assert redis_kwargs(cfg) == {"host": "127.0.0.1", "port": 7001}  # no database
+    assert isinstance(async_redis_client(cfg), redis.asyncio.RedisCluster)  # connects lazily
+    env = feast_environment(Settings(redis={"port": 7001, "cluster": True}))
+    assert env["FRAUD_FEAST_REDIS"] == "127.0.0.1:7001"
+    assert env["FRAUD_FEAST_REDIS_TYPE"] == "redis_cluster"
+    with pytest.raises(ValidationError, match="FRAUD_REDIS__DB must be 0"):
+        RedisSettings(db=2, cluster=True)
