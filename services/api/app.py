@@ -6,6 +6,7 @@ response carries an ``X-Request-ID``; every error is ``application/problem+json`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -80,6 +81,12 @@ def create_app(settings: Settings) -> FastAPI:
             policies=PolicyStore(sync),
             registry=ModelRegistry(settings.models_dir),
         )
+        try:
+            # Feast (its import, and `feast apply` when the registry is missing) takes seconds:
+            # open it before serving, so no request waits on it
+            await asyncio.to_thread(app.state.fraud.feast)
+        except Exception as error:  # the other routes serve; the features route retries
+            log.warning("feature_store_unavailable error=%s", type(error).__name__)
         try:
             yield
         finally:

@@ -30,13 +30,16 @@ async def consume_batches(
     max_records: int = 2000,
     assignor: Any = None,
     on_partitions: Callable[[set[Any]], None] = lambda _: None,
+    first: Sequence[str] = (),
 ) -> None:
     """Consume ``topics`` in consumer group ``group_id`` until cancelled.
 
     ``handler`` gets each fetch's records (of all partitions; each partition's in offset
     order) and must return only once their effects are durable; offsets are committed after
     it returns. ``assignor`` is the group's partition assignor (default: aiokafka's round
-    robin); ``on_partitions`` gets the owned partitions after each rebalance.
+    robin); ``on_partitions`` gets the owned partitions after each rebalance. Records of the
+    ``first`` topics are handled before the others: each round hands over what was fetched
+    of them, then up to ``max_records`` of the rest.
     """
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -63,15 +66,24 @@ async def consume_batches(
 
     consumer.subscribe(list(topics), listener=Listener())
     await consumer.start()
+
+    async def handle(batches: dict[Any, list[Any]]) -> None:
+        await handler([r for records in batches.values() for r in records])
+        try:
+            await consumer.commit()
+        except CommitFailedError:  # partitions moved; the new owner repeats the batch
+            log.warning("commit_failed group=%s (rebalance)", group_id)
+
     try:
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            owned = consumer.assignment()
+            urgent = [tp for tp in owned if tp.topic in first]
+            rest = [tp for tp in owned if tp.topic not in first]
+            if urgent and (batches := await consumer.getmany(*urgent, timeout_ms=0)):
+                await handle(batches)
+            batches = await consumer.getmany(*rest, timeout_ms=200, max_records=max_records)
             if batches:  # every partition's records in one call: one set of round trips
-                await handler([r for records in batches.values() for r in records])
-                try:
-                    await consumer.commit()
-                except CommitFailedError:  # partitions moved; the new owner repeats the batch
-                    log.warning("commit_failed group=%s (rebalance)", group_id)
+                await handle(batches)
     finally:
         await consumer.stop()
 

@@ -280,8 +280,13 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             [decisions_topic, settings.topics.labels.name],
             f"{cfg.app_id}-terminals",
             apply_to_terminals,
+            max_records=500,  # a round's CPU stays short: labels are looked at every round
             assignor=SingleOwnerAssignor,
             on_partitions=runtime.owned_terminal_partitions,
+            # a label must reach terminal risk before the window counts its transaction (a
+            # day of event time later, as the producer emits labels: seconds in a fast replay);
+            # the decisions only count after 7 days
+            first=[settings.topics.labels.name],
         )
 
     @app.task

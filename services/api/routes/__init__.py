@@ -13,7 +13,7 @@ _DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict with the current state",
     422: "The request is not valid",
-    503: "A dependency (Redis, Kafka) is unavailable",
+    503: "A dependency (Redis, Kafka, the feature store) is unavailable",
 }
 
 

@@ -45,7 +45,7 @@ def _read(store: Any, customer_id: str) -> dict[str, list[Any]]:
 @router.get(
     "/customers/{customer_id}/features",
     response_model=CustomerFeatures,
-    responses=problems(404, *AUTHED),
+    responses=problems(404, 503, *AUTHED),
     summary="A card's online features, read through Feast",
 )
 async def customer_features(customer_id: CustomerId, state: State, _: Viewer) -> Any:
@@ -54,7 +54,15 @@ async def customer_features(customer_id: CustomerId, state: State, _: Viewer) ->
     scorer's own function."""
     import asyncio
 
-    store = await asyncio.to_thread(state.feast)
+    try:
+        store = await asyncio.to_thread(state.feast)
+    except Exception as error:
+        raise Problem(
+            503,
+            "feature-store-unavailable",
+            "Feast's feature store could not be opened",
+            "the API logs why; try again",
+        ) from error
     row = await asyncio.to_thread(_read, store, customer_id)
     ids = row[fl.CARD_IDS][0]
     if not ids:
