@@ -37,6 +37,20 @@ REQUEST_FIELDS: tuple[str, ...] = ("transaction_id", "event_time_ms", "amount")
 """The request data of the on-demand view: the transaction to describe."""
 
 
+def request_row(
+    customer_id: str, terminal_id: str, transaction_id: str, time_ms: int, amount: float
+) -> dict[str, Any]:
+    """The entity row of one transaction for Feast's ``get_online_features`` of the
+    ``fraud_model`` feature service: the join keys and the request data."""
+    return {
+        "customer_id": customer_id,
+        "terminal_id": terminal_id,
+        "transaction_id": transaction_id,
+        "event_time_ms": int(time_ms),
+        "amount": float(amount),
+    }
+
+
 @dataclass(frozen=True)
 class _Request:
     transaction_id: str
@@ -90,4 +104,4 @@ def transaction_features(inputs: Mapping[str, Sequence[Any]]) -> dict[str, list[
     return out
 
 
-__all__ = ["transaction_features"]
+__all__ = ["request_row", "transaction_features"]

@@ -183,15 +183,20 @@ def test_get_decision(
     )
 
 
+def _busiest_card(decided: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The card with the most decisions, and its decisions in order."""
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for d in decided:
+        by_customer.setdefault(d["customer_id"], []).append(d)
+    return max(by_customer.items(), key=lambda kv: len(kv[1]))
+
+
 def test_customer_features_are_the_scorers_read_through_feast(
     client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
 ) -> None:
     from services.features.incremental import CUSTOMER_BLOCK
 
-    by_customer: dict[str, list[dict[str, Any]]] = {}
-    for d in decided:
-        by_customer.setdefault(d["customer_id"], []).append(d)
-    customer, mine = max(by_customer.items(), key=lambda kv: len(kv[1]))
+    customer, mine = _busiest_card(decided)
     response = client.get(f"/v1/customers/{customer}/features", headers=_h(keys["viewer"]))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -213,10 +218,7 @@ def test_customer_features_are_the_scorers_read_through_feast(
 def test_customer_decisions_newest_first_with_cursor(
     client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
 ) -> None:
-    by_customer: dict[str, list[dict[str, Any]]] = {}
-    for d in decided:
-        by_customer.setdefault(d["customer_id"], []).append(d)
-    customer, mine = max(by_customer.items(), key=lambda kv: len(kv[1]))
+    customer, mine = _busiest_card(decided)
     assert len(mine) >= 3
     expected = [
         d["transaction_id"]

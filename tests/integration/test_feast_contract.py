@@ -25,6 +25,7 @@ from services.common.handbook import load_transactions, to_events
 from services.common.settings import Settings
 from services.features.definitions import ALL_FEATURES
 from services.features.incremental import CustomerHistory
+from services.features.online import request_row
 from services.scorer.backfill import backfill
 from services.scorer.feature_state import (
     CARD_FIELDS,
@@ -130,13 +131,7 @@ def test_the_on_demand_view_gives_the_features_the_scorer_decided_with(
     store = open_store(store_settings)
     checked = txs[:: len(txs) // CHECKED][:CHECKED]
     rows = [
-        {
-            "customer_id": tx.customer_id,
-            "terminal_id": tx.terminal_id,
-            "transaction_id": tx.transaction_id,
-            "event_time_ms": tx.time_ms,
-            "amount": tx.amount,
-        }
+        request_row(tx.customer_id, tx.terminal_id, tx.transaction_id, tx.time_ms, tx.amount)
         for tx in checked
     ]
     service = store.get_feature_service(FEATURE_SERVICE)

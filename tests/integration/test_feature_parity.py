@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from services.common.settings import Settings
 from services.features import definitions as d
 from services.features.batch import compute_features, epoch_ms
 from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
+from tests.streams import Tx
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,6 @@ def test_ties_are_the_only_difference_in_plain_id_order(
         assert sorted(counts) == sorted(batch.loc[counts.index, name])
 
 
-@dataclass(frozen=True)
-class _Tx:
-    transaction_id: str
-    customer_id: str
-    terminal_id: str
-    time_ms: int
-    amount: float
-
-
 def test_incremental_equals_batch_for_a_whole_month(
     transactions: pd.DataFrame, batch: pd.DataFrame
 ) -> None:
@@ -99,7 +90,7 @@ def test_incremental_equals_batch_for_a_whole_month(
     ]
     times = epoch_ms(rows["TX_DATETIME"])
     stream = [
-        _Tx(str(i), str(c), str(t), int(ms), float(a))
+        Tx(str(i), str(c), str(t), int(ms), float(a))
         for i, c, t, ms, a in zip(
             rows["TRANSACTION_ID"],
             rows["CUSTOMER_ID"],

@@ -23,6 +23,7 @@ from services.common.feast_store import FEATURE_SERVICE, open_store
 from services.common.settings import Settings
 from services.features.definitions import ALL_FEATURES
 from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
+from services.features.online import request_row
 from services.producer.sources import simulated_events
 from services.scorer.backfill import reset
 from services.scorer.feature_state import CARD_FIELDS, RedisFeatureState, customer_key
@@ -87,13 +88,7 @@ def test_the_feature_path_and_feasts_reads_on_a_redis_cluster(cluster_settings: 
     store = open_store(cluster_settings)
     last = batches[-1]
     rows = [
-        {
-            "customer_id": tx.customer_id,
-            "terminal_id": tx.terminal_id,
-            "transaction_id": tx.transaction_id,
-            "event_time_ms": tx.time_ms,
-            "amount": tx.amount,
-        }
+        request_row(tx.customer_id, tx.terminal_id, tx.transaction_id, tx.time_ms, tx.amount)
         for tx in last
     ]
     service = store.get_feature_service(FEATURE_SERVICE)

@@ -8,28 +8,19 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from services.features import definitions as d
 from services.features.incremental import CUSTOMER_BLOCK, CustomerHistory, customer_features
+from tests.streams import Tx
 
 DAY = d.MS_PER_DAY
 T0 = 1_534_759_200_000  # 2018-08-20T10:00:00Z
 
 
-@dataclass(frozen=True)
-class _Tx:
-    transaction_id: str
-    customer_id: str
-    terminal_id: str
-    time_ms: int
-    amount: float
-
-
-def _oracle(stream: list[_Tx]) -> dict[str, list[float]]:
+def _oracle(stream: list[Tx]) -> dict[str, list[float]]:
     """Each transaction's CUSTOMER_BLOCK values, by brute force over the arrival prefix."""
     seen: dict[str, list[tuple[int, float, int]]] = defaultdict(list)  # (time, amount, large)
     out: dict[str, list[float]] = {}
@@ -52,7 +43,7 @@ def _oracle(stream: list[_Tx]) -> dict[str, list[float]]:
     return out
 
 
-def _online(stream: list[_Tx], cuts: list[int]) -> dict[str, list[float]]:
+def _online(stream: list[Tx], cuts: list[int]) -> dict[str, list[float]]:
     histories: defaultdict[str, CustomerHistory] = defaultdict(CustomerHistory)
     out: dict[str, list[float]] = {}
     bounds = [0, *cuts, len(stream)]
@@ -66,9 +57,9 @@ def _online(stream: list[_Tx], cuts: list[int]) -> dict[str, list[float]]:
 
 def test_a_later_arrival_with_an_earlier_time_does_not_count_for_what_came_before() -> None:
     """The case tried with kcat: A, then B a day later, then D one ms before B, sent after B."""
-    a = _Tx("A", "c", "t", T0, 10.0)
-    b = _Tx("B", "c", "t", T0 + DAY, 20.0)
-    late = _Tx("D", "c", "t", T0 + DAY - 1, 40.0)
+    a = Tx("A", "c", "t", T0, 10.0)
+    b = Tx("B", "c", "t", T0 + DAY, 20.0)
+    late = Tx("D", "c", "t", T0 + DAY - 1, 40.0)
     together = _online([a, b, late], [])
     apart = _online([a, b, late], [1, 2])
     one_day = CUSTOMER_BLOCK.index(d.customer_count(1))
@@ -78,14 +69,14 @@ def test_a_later_arrival_with_an_earlier_time_does_not_count_for_what_came_befor
     assert together["D"][one_day : one_day + 2] == [2.0, 25.0]
 
 
-def _random_stream(rng: np.random.Generator, n: int, late_share: float) -> list[_Tx]:
+def _random_stream(rng: np.random.Generator, n: int, late_share: float) -> list[Tx]:
     times = np.sort(rng.integers(0, 40 * DAY, n)) + T0
     late = rng.random(n) < late_share
     times[late] -= rng.integers(1, 3 * DAY, int(late.sum()))  # arrives after later events
     same = rng.random(n) < 0.05
     times[1:][same[1:]] = times[:-1][same[1:]]  # ties in event time
     return [
-        _Tx(f"x{i}", f"c{rng.integers(0, 4)}", "t", int(t), float(rng.choice([5.0, 20.0, 90.0])))
+        Tx(f"x{i}", f"c{rng.integers(0, 4)}", "t", int(t), float(rng.choice([5.0, 20.0, 90.0])))
         for i, t in enumerate(times)
     ]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -23,6 +21,7 @@ from services.features.windows import (
     to_cents,
     trailing_window,
 )
+from tests.streams import Tx
 
 DAY = d.MS_PER_DAY
 BASE = 1_530_000_000_000  # 2018-06-26T08:00:00Z
@@ -72,15 +71,6 @@ def test_calendar_flags() -> None:
     weekend, night = calendar_flags(stamps)
     assert weekend.tolist() == [1, 1, 0, 1]  # Sat, Sat, Mon, Sun
     assert night.tolist() == [1, 0, 1, 0]
-
-
-@dataclass(frozen=True)
-class Tx:
-    transaction_id: str
-    customer_id: str
-    terminal_id: str
-    time_ms: int
-    amount: float
 
 
 def _customer(history: CustomerHistory, *txs: Tx) -> list[dict[str, float]]:

@@ -15,6 +15,7 @@ from services.api.schemas import CardHistoryEvent, CustomerFeatures
 from services.common import feast_layout as fl
 from services.common.feast_store import FEATURE_SERVICE
 from services.features.incremental import CUSTOMER_BLOCK
+from services.features.online import request_row
 
 router = APIRouter(prefix="/v1", tags=["features"])
 
@@ -30,13 +31,8 @@ def _read(store: Any, customer_id: str) -> dict[str, list[Any]]:
     if not ids:
         return row
     times, cents = row[fl.CARD_TIMES][0], row[fl.CARD_CENTS][0]
-    request = {
-        fl.CUSTOMER_JOIN_KEY: customer_id,
-        fl.TERMINAL_JOIN_KEY: "",  # the card's features need no terminal
-        "transaction_id": ids[-1],
-        "event_time_ms": int(times[-1]),
-        "amount": cents[-1] / 100.0,
-    }
+    # the card's features need no terminal
+    request = request_row(customer_id, "", ids[-1], int(times[-1]), cents[-1] / 100.0)
     service = store.get_feature_service(FEATURE_SERVICE)
     latest = store.get_online_features(features=service, entity_rows=[request]).to_dict()
     return {**row, **{name: latest[name] for name in CUSTOMER_BLOCK}}
