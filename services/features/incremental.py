@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from services.features import definitions as d
 from services.features.derived import amount_ratios, calendar_flags, large_amount_flags
@@ -27,6 +28,8 @@ from services.features.windows import (
     event_keys,
     prefix_sums,
     to_cents,
+    trailing_sum,
+    trailing_window,
 )
 
 REPLAY_SLACK_MS = 15 * d.MS_PER_DAY
@@ -215,12 +218,14 @@ def customer_features(
     keys = event_keys(all_codes, all_times)
     # a card whose events did not arrive in event-time order needs the exact (slow) count
     late = np.isin(all_codes[positions], all_codes[1:][np.diff(keys) < 0])
-    window = _ArrivalWindow(keys, all_times, positions, starts, np.flatnonzero(late))
+    late_rows = _LateArrivals(all_times, positions, starts, np.flatnonzero(late))
     amounts_cents = np.concatenate(cents)
+    prefix = prefix_sums(amounts_cents)
     out = np.empty((len(batch), len(CUSTOMER_BLOCK)))
     for j, days in enumerate(d.WINDOWS_DAYS):
-        counts, sums = window.sums(amounts_cents, days)
-        out[:, 2 * j], out[:, 2 * j + 1] = counts, sums / counts / 100.0
+        counts, means = trailing_window(keys, prefix, positions, days)
+        late_rows.patch(counts, means, amounts_cents, days, scale=100.0)
+        out[:, 2 * j], out[:, 2 * j + 1] = counts, means
     flags = np.concatenate(large)
     unset = flags[positions] < 0  # transactions added just now: flag from their own mean
     if unset.any():
@@ -232,39 +237,46 @@ def customer_features(
             history = histories[customer]
             history.large = flags[offset : offset + len(history.transaction_ids)].copy()
             offset += len(history.transaction_ids)
-    out[:, -1] = window.sums(flags, d.LARGE_AMOUNT_WINDOW_DAYS)[1]
+    large_counts = trailing_sum(keys, prefix_sums(flags), positions, d.LARGE_AMOUNT_WINDOW_DAYS)
+    late_rows.patch(None, large_counts, flags, d.LARGE_AMOUNT_WINDOW_DAYS)
+    out[:, -1] = large_counts
     return out
 
 
 @dataclass
-class _ArrivalWindow:
-    """Sums over ``(t - n days, t]`` of the events of a card that arrived up to a position.
+class _LateArrivals:
+    """The rows of cards whose events did not arrive in event-time order, counted one by one.
 
-    Events are grouped by card (``keys`` code-major), each card's in arrival order. Where a
-    card's events are also in event-time order, a binary search finds the window (keys of
-    other cards compare alike whatever their order); the ``exact`` rows, of cards with a late
-    arrival, are counted one by one.
+    For the other rows the windows of :mod:`services.features.windows` give the definition
+    exactly (a binary search over the batch's keys, where keys of other cards compare alike
+    whatever their order); here the window holds the card's events that arrived up to the
+    transaction (``starts`` to ``positions``) with an event time in ``(t - n days, t]``.
     """
 
-    keys: Int64Array
     times: Int64Array
     positions: Int64Array
     starts: Int64Array
-    exact: Int64Array
+    rows: Int64Array
 
-    def sums(self, values: Int64Array, days: int) -> tuple[Int64Array, Int64Array]:
-        """(event counts, sums of ``values``), each of shape (len(positions),)."""
+    def patch(
+        self,
+        counts: Int64Array | None,
+        values_out: npt.NDArray[Any],
+        values: Int64Array,
+        days: int,
+        scale: float | None = None,
+    ) -> None:
+        """Overwrite the late rows of ``counts`` and ``values_out``: the sum of ``values`` in
+        the window, or its mean divided by ``scale`` when ``scale`` is given."""
         span = days * d.MS_PER_DAY
-        prefix = prefix_sums(values)
-        lo = np.searchsorted(self.keys, self.keys[self.positions] - span, side="right")
-        counts = self.positions + 1 - lo
-        sums = prefix[self.positions + 1] - prefix[lo]
-        for r in self.exact:
+        for r in self.rows:
             first, at = self.starts[r], self.positions[r] + 1
-            inside = self.times[first:at] > self.times[at - 1] - span
-            inside &= self.times[first:at] <= self.times[at - 1]
-            counts[r], sums[r] = int(inside.sum()), int(values[first:at][inside].sum())
-        return counts.astype(np.int64), sums.astype(np.int64)
+            seen = self.times[first:at]
+            inside = (seen > seen[-1] - span) & (seen <= seen[-1])
+            total, n = int(values[first:at][inside].sum()), int(inside.sum())
+            if counts is not None:
+                counts[r] = n
+            values_out[r] = total / n / scale if scale else total
 
 
 def terminal_features(
