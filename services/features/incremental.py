@@ -131,19 +131,12 @@ class TerminalHistory:
 
     def observe_transaction(self, transaction_id: str, time_ms: int) -> int:
         """Record a transaction on this terminal (no-op if known); return its index."""
-        key = transaction_key(transaction_id)
-        found = np.flatnonzero(self.keys == key)
-        if found.size:
-            return int(found[0])
-        position = int(np.searchsorted(self.times_ms, time_ms, side="right"))
-        self.times_ms = np.insert(self.times_ms, position, time_ms)
-        self.frauds = np.insert(self.frauds, position, 0)
-        self.keys = np.insert(self.keys, position, key)
-        return position
+        self.observe_transactions([(transaction_id, time_ms)])
+        return int(np.flatnonzero(self.keys == transaction_key(transaction_id))[0])
 
     def observe_transactions(self, transactions: Sequence[tuple[str, int]]) -> None:
-        """Record (transaction id, event time ms) pairs not yet known, as
-        :meth:`observe_transaction` one by one would, with one sort."""
+        """Record the (transaction id, event time ms) pairs not yet known, keeping event-time
+        order (ties: known ones first, then in the given order)."""
         fresh: dict[int, int] = {}
         for transaction_id, time_ms in transactions:
             fresh.setdefault(transaction_key(transaction_id), time_ms)
@@ -217,7 +210,8 @@ def customer_features(
     all_codes, all_times = np.concatenate(codes), np.concatenate(times)
     keys = event_keys(all_codes, all_times)
     # a card whose events did not arrive in event-time order needs the exact (slow) count
-    late = np.isin(all_codes[positions], all_codes[1:][np.diff(keys) < 0])
+    descents = np.diff(keys) < 0
+    late = np.isin(all_codes[positions], all_codes[1:][descents]) if descents.any() else ()
     late_rows = _LateArrivals(all_times, positions, starts, np.flatnonzero(late))
     amounts_cents = np.concatenate(cents)
     prefix = prefix_sums(amounts_cents)

@@ -33,8 +33,6 @@ TERMINAL_TIMES, TERMINAL_FRAUDS, TERMINAL_KEYS = (
     "terminal_fraud_flags",
     "terminal_transaction_keys",
 )
-REQUEST_FIELDS: tuple[str, ...] = ("transaction_id", "event_time_ms", "amount")
-"""The request data of the on-demand view: the transaction to describe."""
 
 
 def request_row(

@@ -48,9 +48,9 @@ ID_MEMORY_S = 35 * 24 * 3600
 """How long a transaction id stays reserved for its content (seconds of wall clock)."""
 
 CARD_FIELDS = fl.card_fields()
-TERMINAL_READ_FIELDS = [
-    fl.field(fl.TERMINAL_VIEW, n) for n in (fl.TERMINAL_TIMES, fl.TERMINAL_FRAUDS)
-]
+TERMINAL_FIELDS = fl.terminal_fields()
+TERMINAL_READ_FIELDS = TERMINAL_FIELDS[:2]
+"""What scoring reads of a terminal: event times and fraud flags (not the transaction keys)."""
 
 
 def encode_customer(history: CustomerHistory) -> dict[bytes, bytes]:

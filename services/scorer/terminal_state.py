@@ -27,12 +27,14 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
-from services.common import feast_layout as fl
 from services.common.events import Label
 from services.features.incremental import TERMINAL_HORIZON_MS, TerminalHistory
-from services.scorer.feature_state import decode_terminal, encode_terminal, terminal_key
-
-TERMINAL_FIELDS = fl.terminal_fields()
+from services.scorer.feature_state import (
+    TERMINAL_FIELDS,
+    decode_terminal,
+    encode_terminal,
+    terminal_key,
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,11 @@ class TerminalState:
                 pipe.hmget(terminal_key(terminal), TERMINAL_FIELDS)
             replies = await pipe.execute()
             histories = {t: decode_terminal(*r) for t, r in zip(chunk, replies, strict=True)}
-            for terminal in chunk:
-                update({terminal: histories[terminal]}, *by_terminal[terminal])
+            update(
+                histories,
+                [o for t in chunk for o in by_terminal[t][0]],
+                [label for t in chunk for label in by_terminal[t][1]],
+            )
             pipe = self._redis.pipeline(transaction=False)
             for terminal, history in histories.items():
                 pipe.hset(terminal_key(terminal), mapping=encode_terminal(history))
@@ -145,4 +150,11 @@ class SingleOwnerAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
         pass
 
 
-__all__ = ["TERMINAL_HORIZON_MS", "Observed", "SingleOwnerAssignor", "TerminalState", "update"]
+__all__ = [
+    "TERMINAL_FIELDS",
+    "TERMINAL_HORIZON_MS",
+    "Observed",
+    "SingleOwnerAssignor",
+    "TerminalState",
+    "update",
+]
