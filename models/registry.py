@@ -20,12 +20,14 @@ from typing import Any
 
 import xgboost as xgb
 
+from services.common.errors import FraudError
+
 BOOSTER_FILE = "booster.ubj"
 METADATA_FILE = "metadata.json"
 _VERSION = re.compile(r"^v(\d+)$")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(FraudError, RuntimeError):
     """A version is unknown, or its files are missing or do not load."""
 
 

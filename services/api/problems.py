@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common.errors import FraudError
 from services.common.events import mask_card_numbers
 
 PROBLEM_JSON = "application/problem+json"
@@ -16,7 +17,7 @@ TYPE_BASE = "/problems/"
 """Problem types are relative URIs (RFC 9457 section 3.1.1), one per kind of error."""
 
 
-class Problem(Exception):
+class Problem(FraudError):
     """An error the API reports as a problem document.
 
     Attributes:
@@ -24,10 +25,12 @@ class Problem(Exception):
         kind: stable type name, appended to ``/problems/``.
         title: short, fixed per kind.
         detail: this occurrence, for humans.
+        retryable: True for 503 (a dependency is away; the same request may succeed later).
     """
 
     def __init__(self, status: int, kind: str, title: str, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or title)
+        self.retryable = status == 503
         self.status, self.kind, self.title, self.detail, self.extra = (
             status,
             kind,

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.errors import FraudError
+
 MAX_EVENT_BYTES = 16 * 1024
 """A transaction event is a few hundred bytes; anything beyond this is rejected unread."""
 SCHEMA_VERSION = 1
@@ -29,7 +31,7 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(FraudError, ValueError):
     """A record that breaks the contract.
 
     Attributes:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.common.errors import FraudError
 from services.common.settings import PROJECT_ROOT, RedisSettings, Settings
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ TRAINING_SERVICE = "fraud_training"
 """The feature service of training and evaluation sets (point-in-time, offline store)."""
 
 
-class FeatureStoreError(RuntimeError):
+class FeatureStoreError(FraudError, RuntimeError):
     """``feast apply`` failed or the store could not be opened."""
 
 

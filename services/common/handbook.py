@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from services.common.errors import FraudError
+
 TRANSACTIONS_FILE = "transactions.parquet"
 REFERENCE_FILE = "features-reference.parquet"
 
@@ -42,7 +44,7 @@ RAW_DAYS = (dt.date(2018, 4, 1), dt.date(2018, 9, 30))
 TRANSFORMED_DAYS = (dt.date(2018, 6, 11), dt.date(2018, 9, 14))
 
 
-class DataError(RuntimeError):
+class DataError(FraudError, RuntimeError):
     """The data folder is missing, or a file does not have the handbook's schema."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from services.common.errors import FraudError
 from services.common.settings import Settings
 
 QUERIES = {
@@ -22,8 +23,10 @@ QUERIES = {
 }
 
 
-class ReportError(RuntimeError):
+class ReportError(FraudError, RuntimeError):
     """Prometheus is unreachable or holds no scoring data for the period."""
+
+    retryable = True
 
 
 def query_range(

@@ -1,0 +1,99 @@
+"""The project's exception tree, and the one retry loop driven by it.
+
+Every error the project raises derives from :class:`FraudError`, whose ``retryable`` says
+whether the same call can succeed later without anyone changing anything (a dependency that
+was away answers again) or not (bad input, a bug, a missing file: retrying only hides it):
+
+    FraudError
+    ├── InvalidEvent          (services.common.events)  bad input: dead-letter, never retry
+    ├── DataError             (services.common.handbook)
+    ├── FeatureStoreError     (services.common.feast_store)
+    ├── RegistryError         (models.registry)
+    ├── StackError            (services.stack.errors)
+    ├── ReportError           (services.observability.report)  retryable: Prometheus away
+    ├── Problem               (services.api.problems)  retryable when the status is 503
+    └── Unavailable           a dependency did not answer within its deadline: retryable
+
+Errors of the client libraries are classified by :func:`is_retryable` (Redis connection and
+timeout errors, Kafka errors that say ``retriable``, timeouts and refused connections).
+Knows nothing of the services that raise them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+log = logging.getLogger("fraud")
+T = TypeVar("T")
+
+
+class FraudError(Exception):
+    """Base of the project's errors.
+
+    Attributes:
+        retryable: True when trying the same call again, unchanged, can succeed.
+    """
+
+    retryable: bool = False
+
+
+class Unavailable(FraudError):
+    """A dependency (Redis, Kafka, Prometheus) did not answer in time."""
+
+    retryable = True
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether ``error`` may go away by itself: a :class:`FraudError` says so itself; Redis
+    connection and timeout errors, Kafka errors marked ``retriable`` (aiokafka and
+    kafka-python both mark them), timeouts and OS-level connection errors do; anything else
+    (a bug, bad data) does not."""
+    if isinstance(error, FraudError):
+        return error.retryable
+    if getattr(error, "retriable", False):  # aiokafka / kafka-python
+        return True
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(
+        error, RedisConnectionError | RedisTimeoutError | TimeoutError | ConnectionError
+    )
+
+
+async def retry(
+    action: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    deadline_s: float,
+    attempt_timeout_s: float = 10.0,
+    first_delay_s: float = 0.2,
+    max_delay_s: float = 5.0,
+) -> T:
+    """Run ``action`` until it succeeds, retrying only what :func:`is_retryable` calls
+    retryable, with delays doubling from ``first_delay_s`` to ``max_delay_s``, for at most
+    ``deadline_s`` seconds in all. Each attempt gets ``attempt_timeout_s``.
+
+    Raises:
+        Unavailable: still failing after ``deadline_s`` (the last error is its cause).
+        Exception: the first error that is not retryable, unchanged.
+    """
+    began = time.monotonic()
+    delay = first_delay_s
+    while True:
+        try:
+            return await asyncio.wait_for(action(), timeout=attempt_timeout_s)
+        except Exception as error:
+            if not is_retryable(error):
+                raise
+            waited = time.monotonic() - began
+            if waited + delay > deadline_s:
+                raise Unavailable(
+                    f"{what}: {type(error).__name__} for {waited:.0f} s, giving up"
+                ) from error
+            log.warning("dependency_unavailable what=%s error=%s", what, type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
