@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from models import published
+from models.inference import predict
 from models.metrics import performance
 from models.protocol import chapter3_split, chapter5_test_splits, split_indices
 from models.registry import LoadedModel, ModelRegistry, RegistryError
-from models.train import Candidate, assess, choose_device, predict
+from models.train import Candidate, assess, choose_device
 from services.common.settings import Settings
 
 

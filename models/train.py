@@ -22,6 +22,7 @@ import pandas as pd
 import xgboost as xgb
 from tqdm import tqdm
 
+from models.inference import predict
 from models.metrics import performance
 from models.protocol import (
     CHAPTER3_TRAINING_START,
@@ -118,13 +119,6 @@ def fit(
     }
     train = xgb.DMatrix(features, label=labels, feature_names=list(candidate.features))
     return xgb.train(params, train, num_boost_round=candidate.n_estimators)
-
-
-def predict(booster: xgb.Booster, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Fraud probabilities, shape (n,)."""
-    names = booster.feature_names
-    matrix = xgb.DMatrix(features, feature_names=list(names) if names else None)
-    return np.asarray(booster.predict(matrix), dtype=np.float64)
 
 
 def assess(

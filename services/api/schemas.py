@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from services.common.decision import Outcome
 from services.common.events import contains_card_number
-from services.common.policy import Outcome
 
 
 class ProblemDetails(BaseModel):

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from services.common.decision_store import (
     REVIEW_QUEUE_KEY,
@@ -171,13 +170,13 @@ async def fill(
         for tx, record in zip(batch, records, strict=True):
             if record is None:
                 raise RuntimeError(f"transaction id {tx.transaction_id} reused by the simulator")
-            if record["features"] is None:
+            if record.features is None:
                 raise RuntimeError("the scorer timed out on features; lower BATCH")
             if tx.customer_id in cards and tx.time_ms >= store_from_ms:
-                record["kafka_timestamp_ms"] = record["decided_at_ms"]  # the worker adds it
+                record.kafka_timestamp_ms = record.decided_at_ms  # the worker adds it
                 out.transactions.append(tx)
-                out.decisions.append(orjson.dumps(record))
-                out.outcomes[record["outcome"]] += 1
+                out.decisions.append(record.encode())
+                out.outcomes[record.outcome] += 1
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
+from services.common.decision import Decision, decode
 
 REVIEW_QUEUE_KEY = "dec:review"
 
@@ -36,7 +36,7 @@ class DecisionStore:
     def __init__(self, client: Any) -> None:
         self._redis = client
 
-    async def put(self, decisions: Sequence[dict[str, Any]]) -> int:
+    async def put(self, decisions: Sequence[Decision]) -> int:
         """Store each decision unless its transaction already has one; index the stored ones.
 
         Returns:
@@ -45,45 +45,48 @@ class DecisionStore:
         Raises:
             redis.RedisError: Redis is unreachable (nothing is lost: the caller does not ack).
         """
-        return await self.put_raw([orjson.dumps(d) for d in decisions])
+        return await self.put_raw([decision.encode() for decision in decisions])
 
     async def put_raw(self, values: Sequence[bytes]) -> int:
-        """:meth:`put` for decisions as JSON bytes (records of the ``decisions`` topic),
-        stored as they are."""
+        """:meth:`put` for encoded decisions (records of the ``decisions`` topic), stored as
+        they are.
+
+        Raises:
+            ValueError: a value is not a decision (:func:`services.common.decision.decode`).
+            redis.RedisError: as :meth:`put`.
+        """
         if not values:
             return 0
-        decisions = [orjson.loads(v) for v in values]
+        decisions = [decode(v) for v in values]
         pipe = self._redis.pipeline(transaction=False)
         for decision, value in zip(decisions, values, strict=True):
-            pipe.set(decision_key(decision["transaction_id"]), value, nx=True)
+            pipe.set(decision_key(decision.transaction_id), value, nx=True)
         created = await pipe.execute()
         pipe = self._redis.pipeline(transaction=False)
         kept = []
         for decision, new in zip(decisions, created, strict=True):
             if not new:  # index the decision that was stored first, not this one
-                pipe.get(decision_key(decision["transaction_id"]))
+                pipe.get(decision_key(decision.transaction_id))
         stored = iter(await pipe.execute()) if not all(created) else iter(())
         for decision, new in zip(decisions, created, strict=True):
-            kept.append(decision if new else orjson.loads(next(stored)))
+            kept.append(decision if new else decode(next(stored)))
         pipe = self._redis.pipeline(transaction=False)
         for decision in kept:
-            tx_id = decision["transaction_id"]
-            pipe.zadd(
-                customer_index_key(decision["customer_id"]), {tx_id: decision["event_time_ms"]}
-            )
-            if decision["outcome"] == "review":
-                pipe.zadd(REVIEW_QUEUE_KEY, {tx_id: decision["decided_at_ms"]}, nx=True)
+            tx_id = decision.transaction_id
+            pipe.zadd(customer_index_key(decision.customer_id), {tx_id: decision.event_time_ms})
+            if decision.outcome == "review":
+                pipe.zadd(REVIEW_QUEUE_KEY, {tx_id: decision.decided_at_ms}, nx=True)
         await pipe.execute()
         return sum(1 for new in created if new)
 
-    async def get(self, transaction_id: str) -> dict[str, Any] | None:
+    async def get(self, transaction_id: str) -> Decision | None:
         """The decision of a transaction, or None."""
         raw = await self._redis.get(decision_key(transaction_id))
-        return orjson.loads(raw) if raw else None
+        return decode(raw) if raw else None
 
-    async def get_many(self, transaction_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    async def get_many(self, transaction_ids: Sequence[str]) -> list[Decision | None]:
         """Decisions of several transactions, None where absent, in order."""
         if not transaction_ids:
             return []
         raws = await self._redis.mget([decision_key(t) for t in transaction_ids])
-        return [orjson.loads(r) if r else None for r in raws]
+        return [decode(r) if r else None for r in raws]

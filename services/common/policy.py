@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Outcome = Literal["approve", "review", "decline"]
-OUTCOMES: tuple[Outcome, ...] = ("approve", "review", "decline")
+from services.common.decision import Outcome
 
 
 class Policy(BaseModel):

@@ -247,6 +247,14 @@ class ScorerSettings(BaseModel):
         description="a replica silent this long (crashed) loses its partitions to the others;"
         " heartbeats go every third of it",
     )
+    dependency_deadline_s: float = Field(
+        900.0,
+        ge=5.0,
+        le=86_400.0,
+        description="the terminals' writer and the decision store wait this long for Redis"
+        " (their batch uncommitted, retried with backoff), then the worker stops with an error"
+        " for its supervisor to restart",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -1,6 +1,6 @@
 """The active model as the scorer sees it: loaded from the registry, swapped on promotion.
 
-Knows the registry's files and XGBoost; knows nothing of Kafka.
+Knows the registry; inference itself is ``models.inference``. Knows nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import xgboost as xgb
 
+from models import inference
 from models.registry import LoadedModel, ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,10 @@ class ActiveModel:
         """
         if self.current is None:
             raise RuntimeError("no active model")
-        return np.asarray(self.current.booster.inplace_predict(rows), dtype=np.float64)
+        return inference.predict(self.current.booster, rows)
 
     def contributions(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """TreeSHAP contributions (log-odds), shape (n, n_features + 1), bias last."""
         if self.current is None:
             raise RuntimeError("no active model")
-        matrix = xgb.DMatrix(rows, feature_names=self.current.feature_names)
-        return np.asarray(self.current.booster.predict(matrix, pred_contribs=True))
+        return inference.contributions(self.current.booster, rows, self.current.feature_names)

@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 
+from services.common.decision import Contribution, Decision, Outcome, RuleHit
 from services.common.events import Transaction, format_time
 from services.common.policy import Policy, decide
 from services.features import definitions as d
 from services.features.windows import FloatArray
-from services.scorer.model import ActiveModel
+from services.scorer.ports import FeatureSource, FraudModel
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 3
@@ -36,26 +36,6 @@ CATCH_UP_CHUNK = 2000
 COLUMN = {name: j for j, name in enumerate(d.ALL_FEATURES)}
 
 
-class BatchFeaturesLike(Protocol):
-    values: FloatArray
-    reused: list[bool]
-
-
-class FeatureSource(Protocol):
-    async def features(self, batch: Sequence[Transaction]) -> BatchFeaturesLike:
-        """Features of ``batch``: ``values`` shape (n, len(ALL_FEATURES)), ALL_FEATURES order;
-        ``reused`` flags ids already used with other content (not written, not decided)."""
-        ...
-
-    async def flush(self) -> None:
-        """Write whatever state writes are still held back."""
-        ...
-
-    def take_unwritten(self) -> list[Transaction]:
-        """Transactions whose state writes were held back and not sent; forgets them."""
-        ...
-
-
 @dataclass
 class StageTimes:
     """Seconds spent per stage on the last batch."""
@@ -68,7 +48,7 @@ class StageTimes:
 class Scorer:
     """Features, model, policy: one decision per transaction of a batch."""
 
-    def __init__(self, features: FeatureSource, model: ActiveModel, policy: Policy) -> None:
+    def __init__(self, features: FeatureSource, model: FraudModel, policy: Policy) -> None:
         self.features = features
         self.model = model
         self.policy = policy
@@ -85,8 +65,8 @@ class Scorer:
         """True while the feature source is considered down (see :data:`PROBE_EVERY_S`)."""
         return time.monotonic() < self._down_until
 
-    async def decide(self, batch: Sequence[Transaction]) -> list[dict[str, Any] | None]:
-        """One decision record per transaction, in order (DESIGN.md, ``decisions`` contract);
+    async def decide(self, batch: Sequence[Transaction]) -> list[Decision | None]:
+        """One decision per transaction, in order (``services.common.decision``);
         None for a transaction whose id was already used with other content (the caller
         dead-letters it).
 
@@ -134,7 +114,7 @@ class Scorer:
             decisions.append(self._record(tx, scores[i], outcome, rules, feature_rows, i))
         if matrix is not None and model is not None:
             for i, top in self._top_contributions(decisions, matrix, names).items():
-                decisions[i]["reasons"].extend(top)
+                decisions[i].reasons.extend(top)
         done = time.perf_counter()
         self.stages = StageTimes(
             after_features - began, after_model - after_features, done - after_model
@@ -198,42 +178,42 @@ class Scorer:
         self,
         tx: Transaction,
         score: float | None,
-        outcome: str,
+        outcome: Outcome,
         rules: list[str],
         feature_rows: list[dict[str, float]] | None,
         i: int,
-    ) -> dict[str, Any]:
+    ) -> Decision:
         model = self.model.current
         now = time.time()
-        return {
-            "transaction_id": tx.transaction_id,
-            "event_time": format_time(tx.event_time),
-            "event_time_ms": tx.time_ms,
-            "customer_id": tx.customer_id,
-            "terminal_id": tx.terminal_id,
-            "amount": tx.amount,
-            "currency": tx.currency,
-            "score": score,
-            "outcome": outcome,
-            "reasons": [{"rule": r} for r in rules],
-            "model_version": model.version if model is not None and score is not None else None,
-            "policy_version": self.policy.version,
-            "features": feature_rows[i] if feature_rows is not None else None,
-            "degraded": score is None,
-            "decided_at": format_time_ms(now),
-            "decided_at_ms": int(now * 1000),
-        }
+        return Decision(
+            transaction_id=tx.transaction_id,
+            event_time=format_time(tx.event_time),
+            event_time_ms=tx.time_ms,
+            customer_id=tx.customer_id,
+            terminal_id=tx.terminal_id,
+            amount=tx.amount,
+            currency=tx.currency,
+            score=score,
+            outcome=outcome,
+            reasons=[RuleHit(r) for r in rules],
+            model_version=model.version if model is not None and score is not None else None,
+            policy_version=self.policy.version,
+            features=feature_rows[i] if feature_rows is not None else None,
+            degraded=score is None,
+            decided_at=format_time_ms(now),
+            decided_at_ms=int(now * 1000),
+        )
 
     def _top_contributions(
-        self, decisions: list[dict[str, Any]], matrix: FloatArray, names: list[str]
-    ) -> dict[int, list[dict[str, Any]]]:
+        self, decisions: list[Decision], matrix: FloatArray, names: list[str]
+    ) -> dict[int, list[Contribution]]:
         """The largest TreeSHAP contributions of each non-approved decision (approvals are the
         vast majority; the API explains any decision on demand)."""
         flagged = [
             i
             for i, rec in enumerate(decisions)
-            if rec["outcome"] != "approve"
-            and rec["score"] is not None
+            if rec.outcome != "approve"
+            and rec.score is not None
             and not np.isnan(matrix[i]).all()  # a reused id: not decided
         ]
         if not flagged:
@@ -242,7 +222,7 @@ class Scorer:
         out = {}
         for row, i in zip(contribs, flagged, strict=True):
             top = np.argsort(-row)[:TOP_CONTRIBUTIONS]
-            out[i] = [{"feature": names[j], "contribution": float(row[j])} for j in top]
+            out[i] = [Contribution(names[j], float(row[j])) for j in top]
         return out
 
 

@@ -1,4 +1,6 @@
-"""Plain aiokafka consumers for the worker's side streams (labels, decision store).
+"""The worker's consumer loops on plain aiokafka: transactions (micro-batches, committed by a
+:class:`~services.scorer.checkpoint.Checkpoint`) and the side streams (terminals, decision
+store).
 
 These streams need no Faust machinery (no tables, no ordering across topics): each record's
 effect is idempotent, so a batch is handled and then committed, and a crash in between only
@@ -14,6 +16,7 @@ from typing import Any
 
 from services.common.connections import aiokafka_kwargs
 from services.common.settings import Settings
+from services.scorer.checkpoint import Checkpoint, Offsets
 
 log = logging.getLogger("fraud.scorer")
 
@@ -88,9 +91,6 @@ async def consume_batches(
         await consumer.stop()
 
 
-IN_FLIGHT = 1
-"""Micro-batches whose delivery may still be outstanding while the next one is handled: the
-broker's acknowledgement of one batch overlaps the work on the next."""
 COMMIT_EVERY_S = 0.5
 """Offsets of decided transactions are committed at most this often (and when partitions
 move or the worker stops): a crash repeats at most this much, which the idempotent effects
@@ -107,57 +107,40 @@ async def consume_transactions(
     flush: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Consume ``topic`` (default: ``transactions``) in consumer group ``group_id`` (default:
-    the scorer's) until cancelled,
-    handing ``handler`` micro-batches: everything fetched since the last batch (so a batch
-    grows with the backlog), up to ``scorer.batch_max``, after waiting
-    ``scorer.batch_within_ms`` for company when only a few arrived.
+    the scorer's) until cancelled, handing ``handler`` micro-batches: everything fetched since
+    the last batch (so a batch grows with the backlog), up to ``scorer.batch_max``, after
+    waiting ``scorer.batch_within_ms`` for company when only a few arrived.
 
     ``handler`` returns once the batch's effects are durable, or returns the awaitable that
-    completes when they are (its decisions' delivery): up to :data:`IN_FLIGHT` batches may
-    await delivery while the next is handled, and a batch's offsets become committable only
-    once it and every batch before it were delivered (at-least-once). What ``flush`` makes
-    durable is the exception: it is awaited before every commit (so before partitions are
-    given up) and whenever nothing is waiting to be consumed. ``on_partitions`` gets the owned
-    partitions after each rebalance, ``on_lag`` the records behind the log end of each
-    (every 5 s).
+    completes when they are (its decisions' delivery). A :class:`Checkpoint` decides what may
+    be committed: a batch's offsets only once it and every batch before it were delivered,
+    and only after ``flush`` (held-back writes) succeeded; ``flush`` also runs whenever nothing
+    is waiting to be consumed. ``on_partitions`` gets the owned partitions after each
+    rebalance, ``on_lag`` the records behind the log end of each (every 5 s).
 
     Raises:
         Exception: whatever ``handler`` or a delivery raises (the batch is not committed).
     """
     import asyncio
     import time
-    from collections import deque
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.errors import CommitFailedError
 
     cfg = settings.scorer
     group_id = group_id or cfg.app_id
-    done: dict[Any, int] = {}  # partition -> next offset to commit (all before it decided)
-    in_flight: deque[tuple[asyncio.Future[Any], dict[Any, int]]] = deque()
 
-    async def settle(keep: int) -> None:
-        """Wait until at most ``keep`` batches await delivery; their predecessors are done."""
-        while in_flight and (len(in_flight) > keep or in_flight[0][0].done()):
-            delivery, offsets = in_flight.popleft()
-            await delivery
-            done.update(offsets)
-
-    async def commit() -> None:
-        await settle(0)
-        if not done:
-            return
-        if flush is not None:
-            await flush()
+    async def commit(offsets: Offsets) -> None:
         try:
-            await consumer.commit(dict(done))
+            await consumer.commit(offsets)
         except CommitFailedError:  # partitions moved; the new owner repeats from its commit
             log.warning("commit_failed group=%s (rebalance)", group_id)
-        done.clear()
+
+    checkpoint = Checkpoint(commit, flush)
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
-            await commit()  # called between batches: everything fetched was decided
+            await checkpoint.commit()  # called between batches: everything fetched was decided
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
             on_partitions(set(assigned))
@@ -190,15 +173,10 @@ async def consume_transactions(
             if fetched:
                 delivery = await handler([r for records in fetched.values() for r in records])
                 offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
-                if delivery is None:
-                    await settle(0)
-                    done.update(offsets)
-                else:
-                    in_flight.append((asyncio.ensure_future(delivery), offsets))
-                    await settle(IN_FLIGHT)
+                await checkpoint.handled(offsets, delivery)
             now = time.monotonic()
             if now - last_commit >= COMMIT_EVERY_S:
-                await commit()
+                await checkpoint.commit()
                 last_commit = now
             if now - last_lag >= 5.0:
                 last_lag = now
@@ -210,6 +188,6 @@ async def consume_transactions(
                 on_lag(lag)
     finally:
         try:
-            await commit()
+            await checkpoint.commit()
         finally:
             await consumer.stop()

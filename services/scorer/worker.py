@@ -25,36 +25,28 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import faust
-import orjson
 
 from models.registry import ModelRegistry
 from services.common.connections import aiokafka_kwargs, async_redis_client
 from services.common.decision_store import DecisionStore
-from services.common.events import (
-    InvalidEvent,
-    Transaction,
-    mask_card_numbers_bytes,
-    parse_label,
-    parse_transaction,
-)
 from services.common.metrics import serve_metrics
 from services.common.policy import POLICY_KEY, Policy
 from services.common.settings import MAX_RECORD_BYTES, Settings
 from services.scorer import metrics
+from services.scorer.bootstrap import build_scorer
 from services.scorer.faust_app import make_app, use_event_loop
-from services.scorer.feature_state import RedisFeatureState
 from services.scorer.model import MODEL_ERROR_KEY, ActiveModel
+from services.scorer.pipeline import ScoringPipeline
+from services.scorer.recorders import DecisionRecorder, TerminalRecorder
 from services.scorer.scoring import Scorer
 from services.scorer.side_consumers import consume_batches, consume_transactions
-from services.scorer.terminal_state import Observed, SingleOwnerAssignor, TerminalState
+from services.scorer.terminal_state import SingleOwnerAssignor, TerminalState
 
 log = logging.getLogger("fraud.scorer")
 
-REDIS_RETRY_S = 0.5
 LOOP_PROBE_S = 0.05
 REDIS_DEADLINE_S = 2.0
 """Deadline of the worker's own Redis calls (policy, model error), in seconds."""
@@ -68,7 +60,6 @@ class Runtime:
         self.model = ActiveModel(ModelRegistry(settings.models_dir))
         self._redis: Any = None
         self._producer: Any = None
-        self.last_label_at = 0.0
         self.scorer: Scorer | None = None
         self._error_reported = False
         self.writes_terminals = False
@@ -130,8 +121,7 @@ class Runtime:
 
     def get_scorer(self) -> Scorer:
         if self.scorer is None:
-            state = RedisFeatureState(self.redis(), defer_writes=True)
-            self.scorer = Scorer(state, self.model, Policy())
+            self.scorer = build_scorer(self.redis(), self.model)
         return self.scorer
 
     async def refresh(self) -> None:
@@ -151,94 +141,16 @@ class Runtime:
             log.info("policy_active version=%d", policy.version)
 
 
-def _terminal_events(
-    records: Sequence[Any], decisions_topic: str
-) -> tuple[list[Observed], list[Any]]:
-    """Split ``decisions`` and ``labels`` records into what the terminals record: decided
-    transactions, and labels (an invalid label is logged and skipped)."""
-    observed, labels = [], []
-    for record in records:
-        if record.topic == decisions_topic:
-            decision = orjson.loads(record.value)
-            observed.append(
-                Observed(
-                    decision["transaction_id"],
-                    decision["terminal_id"],
-                    int(decision["event_time_ms"]),
-                )
-            )
-            continue
-        try:
-            labels.append(parse_label(record.value or b""))
-        except InvalidEvent as error:
-            log.warning("label_rejected reason=%s offset=%s", error.reason, record.offset)
-    return observed, labels
-
-
-def _validate(events: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """Split events into (valid (event, transaction) pairs, (event, error) rejects)."""
-    valid, rejected = [], []
-    for event in events:
-        value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-        try:
-            valid.append((event, parse_transaction(value)))
-        except InvalidEvent as error:
-            rejected.append((event, error))
-    return valid, rejected
-
-
 def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     """The scoring worker's Faust app: three consumer tasks, timers."""
     runtime = runtime or Runtime(settings)
     cfg = settings.scorer
     app = make_app(settings, cfg.app_id, kafka=False)
-    dlq_topic = settings.topics.transactions_dlq.name
     decisions_topic = settings.topics.decisions.name
-
-    async def dead_letter(rejects: list[Any]) -> list[Any]:
-        """Send (record, InvalidEvent) pairs to the dead-letter topic: the original bytes with
-        any card number masked, the reason in headers."""
-        producer = await runtime.producer()
-        futures = []
-        for event, error in rejects:
-            source = f"{event.topic}/{event.partition}/{event.offset}"
-            headers = [
-                ("reason", error.reason.encode()),
-                ("detail", error.detail.encode()),
-                ("source", source.encode()),
-            ]
-            key = mask_card_numbers_bytes(event.key) if event.key else None
-            value = mask_card_numbers_bytes(event.value or b"")
-            futures.append(await producer.send(dlq_topic, key=key, value=value, headers=headers))
-            metrics.DEAD_LETTERS.labels(reason=error.reason.split(":")[0]).inc()
-            log.warning("dead_letter reason=%s source=%s", error.reason, source)
-        return futures
-
-    async def score_batch(events: Sequence[Any]) -> asyncio.Future[Any]:
-        """Decide a micro-batch of ``transactions`` records and publish the decisions (bad
-        records to the dead-letter topic); returns their delivery."""
-        valid, rejects = _validate(events)
-        futures = []
-        if valid:
-            sent, reused = await _score_batch(
-                runtime.get_scorer(), await runtime.producer(), decisions_topic, valid
-            )
-            futures += sent
-            rejects += reused
-        metrics.RECEIVED.labels(result="valid").inc(len(events) - len(rejects))
-        metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
-        futures += await dead_letter(rejects)
-        delivery = asyncio.gather(*futures)  # delivered before the offsets are committed
-
-        def delivered(outcome: asyncio.Future[Any]) -> None:
-            if outcome.cancelled() or outcome.exception() is not None:
-                return
-            now = time.time()
-            for event, _ in valid:
-                metrics.E2E_LATENCY.observe(max(now - event.timestamp / 1000, 0.0))
-
-        delivery.add_done_callback(delivered)
-        return delivery
+    recorder = TerminalRecorder(
+        TerminalState(runtime.redis()), decisions_topic, cfg.dependency_deadline_s
+    )
+    store = DecisionRecorder(DecisionStore(runtime.redis()), cfg.dependency_deadline_s)
 
     def owned_partitions(assigned: set[Any]) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(assigned))
@@ -250,28 +162,13 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.task
     async def transactions_consumer() -> None:
-        await consume_transactions(
-            settings, score_batch, owned_partitions, consumer_lag, flush=runtime.get_scorer().flush
+        scorer = runtime.get_scorer()
+        pipeline = ScoringPipeline(
+            scorer, await runtime.producer(), decisions_topic, settings.topics.transactions_dlq.name
         )
-
-    async def apply_to_terminals(records: Sequence[Any]) -> None:
-        observed, parsed = _terminal_events(records, decisions_topic)
-        if observed or parsed:
-            await _retry_redis(lambda: terminals.apply(observed, parsed), "terminals")
-        for label in parsed:
-            metrics.LABELS.labels(source=label.source).inc()
-        if parsed:
-            runtime.last_label_at = time.time()
-            metrics.LAST_LABEL_APPLIED.set(runtime.last_label_at)
-
-    async def store_decisions(records: Sequence[Any]) -> None:
-        raw = [r.value for r in records if r.value]
-        new = await _retry_redis(lambda: decision_store.put_raw(raw), "store")
-        metrics.STORED.labels(result="new").inc(new)
-        metrics.STORED.labels(result="duplicate").inc(len(raw) - new)
-
-    terminals = TerminalState(runtime.redis())
-    decision_store = DecisionStore(runtime.redis())
+        await consume_transactions(
+            settings, pipeline, owned_partitions, consumer_lag, flush=scorer.flush
+        )
 
     @app.task
     async def terminals_consumer() -> None:
@@ -279,7 +176,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             settings,
             [decisions_topic, settings.topics.labels.name],
             f"{cfg.app_id}-terminals",
-            apply_to_terminals,
+            recorder,
             max_records=500,  # a round's CPU stays short: labels are looked at every round
             assignor=SingleOwnerAssignor,
             on_partitions=runtime.owned_terminal_partitions,
@@ -291,8 +188,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.task
     async def store_consumer() -> None:
-        group = f"{cfg.app_id}-store"
-        await consume_batches(settings, [decisions_topic], group, store_decisions)
+        await consume_batches(settings, [decisions_topic], f"{cfg.app_id}-store", store)
 
     @app.timer(1.0)
     async def refresh() -> None:
@@ -303,8 +199,8 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             metrics.STATE_BACKLOG.set(len(scorer.pending))
         if not (scorer.pending or scorer.features_down or runtime.model.current is None):
             metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
-        if runtime.last_label_at and runtime.writes_terminals:
-            metrics.LABEL_FRESHNESS.set(time.time() - runtime.last_label_at)
+        if recorder.last_label_at and runtime.writes_terminals:
+            metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
         else:  # a standby: the writer reports (Prometheus takes the largest)
             metrics.LABEL_FRESHNESS.set(0)
 
@@ -333,68 +229,6 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
         gc.freeze()
 
     return app
-
-
-async def _score_batch(
-    scorer: Scorer, producer: Any, topic: str, valid: list[Any]
-) -> tuple[list[Any], list[Any]]:
-    """Decide ``valid`` (event, transaction) pairs and publish the decisions.
-
-    Returns:
-        The delivery futures, and (event, InvalidEvent) pairs for the transactions whose id
-        was already used with other content (for the dead-letter topic).
-    """
-    batch: list[Transaction] = [tx for _, tx in valid]
-    decided = await scorer.decide(batch)
-    reused = [
-        (
-            event,
-            InvalidEvent(
-                "reused_transaction_id",
-                f"transaction {tx.transaction_id} was already used with other content",
-            ),
-        )
-        for (event, tx), record in zip(valid, decided, strict=True)
-        if record is None
-    ]
-    pairs = [(pair, rec) for pair, rec in zip(valid, decided, strict=True) if rec is not None]
-    records = [rec for _, rec in pairs]
-    stages = scorer.stages
-    for stage, seconds in (
-        ("features", stages.features),
-        ("model", stages.model),
-        ("policy", stages.policy),
-    ):
-        metrics.STAGE_LATENCY.labels(stage=stage).observe(seconds)
-    metrics.BATCH_SIZE.observe(len(batch))
-    degraded = sum(1 for r in records if r["degraded"])
-    metrics.DEGRADED_MODE.set(1 if degraded else 0)
-    metrics.DEGRADED.inc(degraded)
-    metrics.STATE_BACKLOG.set(len(scorer.pending))
-    metrics.STATE_DROPPED.set(scorer.dropped)
-    began = time.perf_counter()
-    futures = []
-    for (event, _), record in pairs:
-        record["kafka_timestamp_ms"] = event.timestamp
-        metrics.DECISIONS.labels(outcome=record["outcome"]).inc()
-        if record["score"] is not None:
-            metrics.SCORES.observe(record["score"])
-        value = orjson.dumps(record)
-        futures.append(
-            await producer.send(topic, key=record["transaction_id"].encode(), value=value)
-        )
-    metrics.STAGE_LATENCY.labels(stage="publish").observe(time.perf_counter() - began)
-    return futures, reused
-
-
-async def _retry_redis(action: Any, what: str) -> Any:
-    """Run ``action`` until Redis answers; the batch stays unacknowledged meanwhile."""
-    while True:
-        try:
-            return await asyncio.wait_for(action(), timeout=10.0)
-        except Exception as error:
-            log.warning("redis_unavailable agent=%s error=%s", what, type(error).__name__)
-            await asyncio.sleep(REDIS_RETRY_S)
 
 
 def main(settings: Settings) -> int:

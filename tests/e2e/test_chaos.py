@@ -73,8 +73,13 @@ def faithful(
                 "event_time_ms": 0,
                 "score": 0.1,
                 "outcome": "approve",
-                "degraded": False,
+                "reasons": [],
+                "model_version": "v1",
+                "policy_version": 0,
                 "features": {name: float(row[j]) for j, name in enumerate(d.ALL_FEATURES)},
+                "degraded": False,
+                "decided_at": tx["event_time"],
+                "decided_at_ms": 0,
             }
         )
     producer = KafkaProducer(bootstrap_servers=kafka)
@@ -84,7 +89,7 @@ def faithful(
 
     async def store() -> None:
         client = aioredis.Redis(port=settings.redis.port, db=ns.settings.redis.db)
-        await DecisionStore(client).put(decisions)
+        await DecisionStore(client).put_raw([orjson.dumps(d) for d in decisions])
         await client.aclose()
 
     asyncio.run(store())

@@ -20,7 +20,6 @@ from services.api.app import create_app
 from services.api.keys import create_key
 from services.common.decision_store import DecisionStore
 from services.common.handbook import load_transactions
-from services.common.policy import Policy
 from services.common.settings import Settings
 from services.producer.sources import read_file
 from tests.conftest import TrainedModel
@@ -52,9 +51,8 @@ def decided(api_settings: Settings) -> list[dict[str, Any]]:
     from services.common.events import parse_transaction
     from services.producer.sources import replay_events
     from services.scorer.backfill import backfill
-    from services.scorer.feature_state import RedisFeatureState
+    from services.scorer.bootstrap import build_scorer
     from services.scorer.model import ActiveModel
-    from services.scorer.scoring import Scorer
 
     sync = redis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
     sync.flushdb()
@@ -74,9 +72,11 @@ def decided(api_settings: Settings) -> list[dict[str, Any]]:
         client = aioredis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
         model = ActiveModel(ModelRegistry(api_settings.models_dir))
         model.refresh()
-        scorer = Scorer(RedisFeatureState(client), model, Policy())
-        decisions = await scorer.decide([parse_transaction(e.value) for e in events])
-        await DecisionStore(client).put(decisions)
+        scorer = build_scorer(client, model)
+        decided = await scorer.decide([parse_transaction(e.value) for e in events])
+        await scorer.flush()
+        decisions = [d.to_dict() for d in decided if d is not None]
+        await DecisionStore(client).put([d for d in decided if d is not None])
         await client.aclose()
         return decisions
 

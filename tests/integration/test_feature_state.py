@@ -15,7 +15,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,12 +23,13 @@ import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry
 from services.bench.private_redis import private_redis
+from services.common.decision import Decision
 from services.common.events import Transaction, parse_transaction
-from services.common.policy import Policy
 from services.features import definitions as d
 from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
 from services.producer.sources import simulated_events
 from services.scorer import scoring
+from services.scorer.bootstrap import build_scorer
 from services.scorer.feature_state import (
     CARD_FIELDS,
     RedisFeatureState,
@@ -39,7 +39,6 @@ from services.scorer.feature_state import (
     terminal_key,
 )
 from services.scorer.model import ActiveModel
-from services.scorer.scoring import Scorer
 from services.scorer.terminal_state import TERMINAL_FIELDS, Observed, TerminalState
 
 BATCH_SIZES = (1, 7, 30, 2, 64, 13)
@@ -146,13 +145,9 @@ def test_a_redis_stall_moves_the_held_back_writes_to_pending_and_nothing_is_lost
     oracle = Oracle()
     expected = [oracle.features(b) for b in (first, second, third)]
 
-    async def run() -> tuple[list[dict[str, Any] | None], ...]:
+    async def run() -> tuple[list[Decision | None], ...]:
         client = aioredis.Redis(port=port)
-        scorer = Scorer(
-            RedisFeatureState(client, defer_writes=True),
-            ActiveModel(ModelRegistry(Path("/nonexistent"))),
-            Policy(),
-        )
+        scorer = build_scorer(client, ActiveModel(ModelRegistry(Path("/nonexistent"))))
         one = await scorer.decide(first)
         redis.Redis(port=port).execute_command("CLIENT", "PAUSE", "1500", "ALL")
         two = await scorer.decide(second)
@@ -169,8 +164,8 @@ def test_a_redis_stall_moves_the_held_back_writes_to_pending_and_nothing_is_lost
     start = time.monotonic()
     one, two, three = asyncio.run(run())
     assert time.monotonic() - start < 10
-    assert all(r is not None and r["features"] is None for r in two)  # degraded
+    assert all(r is not None and r.features is None for r in two)  # degraded
     for records, values in ((one, expected[0]), (three, expected[2])):
-        got = np.array([[r["features"][n] for n in d.ALL_FEATURES] for r in records])  # type: ignore[index]
+        got = np.array([[r.features[n] for n in d.ALL_FEATURES] for r in records])  # type: ignore[union-attr,index]
         np.testing.assert_allclose(got, values, rtol=1e-12, atol=1e-12)
     _assert_state_is(port, oracle, terminals=False)

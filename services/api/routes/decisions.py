@@ -7,16 +7,16 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import orjson
-import xgboost as xgb
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime
 
+from models import inference
 from models.registry import RegistryError
 from services.api.deps import State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import Decision, DecisionPage, Explanation
+from services.common.decision import RuleHit, decode
 from services.common.decision_store import REVIEW_QUEUE_KEY, customer_index_key, decision_key
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
@@ -98,7 +98,7 @@ async def _page(
         members = [(m, s) for m, s in members if not seen(m, s)]
     page, more = members[:limit], len(members) > limit
     decisions = await state.decisions.get_many([m for m, _ in page])
-    items = [Decision.model_validate(d) for d in decisions if d is not None]
+    items = [Decision.model_validate(d.to_dict()) for d in decisions if d is not None]
     next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if more and page else None
     return DecisionPage(items=items, next_cursor=next_cursor)
 
@@ -113,7 +113,7 @@ async def get_decision(transaction_id: TransactionId, state: State, _: Viewer) -
     decision = await state.decisions.get(transaction_id)
     if decision is None:
         raise decision_not_found(transaction_id)
-    return decision
+    return decision.to_dict()
 
 
 @router.get(
@@ -173,9 +173,9 @@ def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanati
     raw = state.redis_sync.get(decision_key(transaction_id))
     if raw is None:
         raise decision_not_found(transaction_id)
-    decision = orjson.loads(raw)
-    version, features = decision.get("model_version"), decision.get("features")
-    if version is None or features is None or decision.get("score") is None:
+    decision = decode(raw)
+    version, features = decision.model_version, decision.features
+    if version is None or features is None or decision.score is None:
         raise Problem(
             409,
             "not-explainable",
@@ -190,9 +190,8 @@ def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanati
         ) from error
     names = model.feature_names
     row = np.array([[features[n] for n in names]], dtype=np.float64)
-    matrix = xgb.DMatrix(row, feature_names=names)
-    contribs = model.booster.predict(matrix, pred_contribs=True)[0]
-    margin = float(model.booster.predict(matrix, output_margin=True)[0])
+    contribs = inference.contributions(model.booster, row, names)[0]
+    margin = float(inference.margin(model.booster, row)[0])
     order = np.argsort(-np.abs(contribs[:-1]))
     return Explanation(
         transaction_id=transaction_id,
@@ -204,5 +203,5 @@ def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanati
             {"feature": names[j], "value": float(row[0, j]), "contribution": float(contribs[j])}
             for j in order
         ],
-        rules=[r["rule"] for r in decision.get("reasons", []) if r.get("rule")],
+        rules=[r.rule for r in decision.reasons if isinstance(r, RuleHit)],
     )

@@ -49,9 +49,9 @@ async def post_label(body: LabelIn, state: State, principal: Analyst) -> Any:
     reported = body.reported_at or dt.datetime.now(dt.UTC)
     label = {
         "transaction_id": body.transaction_id,
-        "customer_id": decision["customer_id"],
-        "terminal_id": decision["terminal_id"],
-        "transaction_time": decision["event_time"],
+        "customer_id": decision.customer_id,
+        "terminal_id": decision.terminal_id,
+        "transaction_time": decision.event_time,
         "is_fraud": body.is_fraud,
         "reported_at": format_time(reported),
         "source": body.source,

@@ -1,0 +1,172 @@
+"""One micro-batch of ``transactions`` records from bytes to published decisions.
+
+validate -> features, model, policy (:class:`~services.scorer.scoring.Scorer`) -> publish to
+``decisions``, or dead-letter to ``transactions.dlq`` with the reason (a record that breaks
+the contract, or a transaction id already used with other content). Publishing goes through
+the :class:`~services.scorer.ports.Publisher` handed in; the pipeline returns the batch's
+delivery, and the caller's checkpoint commits the batch's offsets only once it completes.
+Knows nothing of consumer groups, offsets or Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from services.common.decision import Decision
+from services.common.events import (
+    InvalidEvent,
+    Transaction,
+    mask_card_numbers_bytes,
+    parse_transaction,
+)
+from services.scorer import metrics
+from services.scorer.ports import Publisher, Record
+from services.scorer.scoring import Scorer
+
+log = logging.getLogger("fraud.scorer")
+
+Rejected = tuple[Record, InvalidEvent]
+
+
+def validate(records: Sequence[Record]) -> tuple[list[tuple[Record, Transaction]], list[Rejected]]:
+    """Split records into (record, transaction) pairs and (record, why) rejects, in order."""
+    valid, rejected = [], []
+    for record in records:
+        value = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
+        try:
+            valid.append((record, parse_transaction(value)))
+        except InvalidEvent as error:
+            rejected.append((record, error))
+    return valid, rejected
+
+
+class ScoringPipeline:
+    """Decides micro-batches of ``transactions`` records and publishes the outcome.
+
+    Args:
+        scorer: features, model and policy.
+        publisher: where decisions and dead letters go.
+        decisions_topic, dead_letter_topic: their names.
+    """
+
+    def __init__(
+        self, scorer: Scorer, publisher: Publisher, decisions_topic: str, dead_letter_topic: str
+    ) -> None:
+        self.scorer = scorer
+        self.publisher = publisher
+        self.decisions_topic = decisions_topic
+        self.dead_letter_topic = dead_letter_topic
+
+    async def __call__(self, records: Sequence[Record]) -> asyncio.Future[Any]:
+        """Decide ``records`` and publish a decision or a dead letter for each.
+
+        Returns:
+            The batch's delivery: completes once the broker acknowledged every record.
+
+        Raises:
+            Exception: the publisher refused a record (nothing of the batch may be committed).
+        """
+        valid, rejects = validate(records)
+        futures = []
+        if valid:
+            sent, reused = await self._decide(valid)
+            futures += sent
+            rejects += reused
+        metrics.RECEIVED.labels(result="valid").inc(len(records) - len(rejects))
+        metrics.RECEIVED.labels(result="invalid").inc(len(rejects))
+        futures += await self.dead_letter(rejects)
+        delivery = asyncio.gather(*futures)
+
+        def delivered(outcome: asyncio.Future[Any]) -> None:
+            if outcome.cancelled() or outcome.exception() is not None:
+                return
+            now = time.time()
+            for record, _ in valid:
+                metrics.E2E_LATENCY.observe(max(now - record.timestamp / 1000, 0.0))
+
+        delivery.add_done_callback(delivered)
+        return delivery
+
+    async def dead_letter(self, rejects: Sequence[Rejected]) -> list[Any]:
+        """Send rejected records to the dead-letter topic: the original bytes with any card
+        number masked, the reason, its detail and the source offset in headers.
+
+        Returns:
+            Their delivery futures.
+        """
+        futures = []
+        for record, error in rejects:
+            source = f"{record.topic}/{record.partition}/{record.offset}"
+            headers = [
+                ("reason", error.reason.encode()),
+                ("detail", error.detail.encode()),
+                ("source", source.encode()),
+            ]
+            key = mask_card_numbers_bytes(record.key) if record.key else None
+            value = mask_card_numbers_bytes(record.value or b"")
+            futures.append(
+                await self.publisher.send(
+                    self.dead_letter_topic, key=key, value=value, headers=headers
+                )
+            )
+            metrics.DEAD_LETTERS.labels(reason=error.reason.split(":")[0]).inc()
+            log.warning("dead_letter reason=%s source=%s", error.reason, source)
+        return futures
+
+    async def _decide(
+        self, valid: list[tuple[Record, Transaction]]
+    ) -> tuple[list[Any], list[Rejected]]:
+        """Decide ``valid`` pairs and publish the decisions.
+
+        Returns:
+            The delivery futures, and the records whose transaction id was already used with
+            other content (for the dead-letter topic).
+        """
+        scorer = self.scorer
+        decided = await scorer.decide([tx for _, tx in valid])
+        reused: list[Rejected] = []
+        pairs: list[tuple[Record, Decision]] = []
+        for (record, tx), decision in zip(valid, decided, strict=True):
+            if decision is None:
+                detail = f"transaction {tx.transaction_id} was already used with other content"
+                reused.append((record, InvalidEvent("reused_transaction_id", detail)))
+            else:
+                pairs.append((record, decision))
+        self._observe(len(valid), [decision for _, decision in pairs])
+        began = time.perf_counter()
+        futures = []
+        for record, decision in pairs:
+            decision.kafka_timestamp_ms = record.timestamp
+            metrics.DECISIONS.labels(outcome=decision.outcome).inc()
+            if decision.score is not None:
+                metrics.SCORES.observe(decision.score)
+            futures.append(
+                await self.publisher.send(
+                    self.decisions_topic,
+                    key=decision.transaction_id.encode(),
+                    value=decision.encode(),
+                )
+            )
+        metrics.STAGE_LATENCY.labels(stage="publish").observe(time.perf_counter() - began)
+        return futures, reused
+
+    def _observe(self, batch_size: int, decisions: list[Decision]) -> None:
+        """The batch's stage timings, size and degraded-mode gauges."""
+        scorer = self.scorer
+        stages = scorer.stages
+        for stage, seconds in (
+            ("features", stages.features),
+            ("model", stages.model),
+            ("policy", stages.policy),
+        ):
+            metrics.STAGE_LATENCY.labels(stage=stage).observe(seconds)
+        metrics.BATCH_SIZE.observe(batch_size)
+        degraded = sum(1 for decision in decisions if decision.degraded)
+        metrics.DEGRADED_MODE.set(1 if degraded else 0)
+        metrics.DEGRADED.inc(degraded)
+        metrics.STATE_BACKLOG.set(len(scorer.pending))
+        metrics.STATE_DROPPED.set(scorer.dropped)
