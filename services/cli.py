@@ -229,8 +229,8 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from services.bench.runner import TARGETS, markdown, run
     from services.stack.stack import Stack
+    from tools.bench.runner import TARGETS, markdown, run
 
     targets = tuple(args.targets.split(",")) if args.targets else TARGETS
     unknown = [t for t in targets if t not in TARGETS]
@@ -271,8 +271,8 @@ def _ensure_model(settings: Settings, log: Callable[..., None], progress: bool) 
 
 
 def _chaos(args: argparse.Namespace, settings: Settings) -> int:
-    from services.chaos.scenarios import SCENARIOS, markdown, run
     from services.stack.stack import Stack
+    from tools.chaos.scenarios import SCENARIOS, markdown, run
 
     log = (lambda *_: None) if args.json else print
     for name, outcome, _ in Stack(settings).up():
@@ -291,7 +291,7 @@ def _chaos(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
-    from services.bench.memory_report import markdown, run
+    from tools.bench.memory_report import markdown, run
 
     report = run(
         settings,
@@ -328,7 +328,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from services.demo import format_summary, run
+    from tools.demo.job import format_summary, run
 
     log = (lambda *_: None) if args.json else print
     summary = run(
@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--customers",
-        default="5000,50000,500000",  # services.bench.memory_report.DEFAULT_POPULATIONS
+        default="5000,50000,500000",  # tools.bench.memory_report.DEFAULT_POPULATIONS
         help="comma-separated numbers of cards (terminals: twice as many)",
     )
     p.add_argument("--days", type=float, default=120.0, help="days of simulated stream")

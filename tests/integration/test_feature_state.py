@@ -23,7 +23,6 @@ import redis
 import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry
-from services.bench.private_redis import private_redis
 from services.common.events import Transaction, parse_transaction
 from services.common.policy import Policy
 from services.features import definitions as d
@@ -41,6 +40,7 @@ from services.scorer.feature_state import (
 from services.scorer.model import ActiveModel
 from services.scorer.scoring import Scorer
 from services.scorer.terminal_state import TERMINAL_FIELDS, Observed, TerminalState
+from tools.bench.private_redis import private_redis
 
 BATCH_SIZES = (1, 7, 30, 2, 64, 13)
 

@@ -1,0 +1,1 @@
+"""The main job (``fraud demo``): the handbook's test week through Kafka and the scorer."""
