@@ -1,5 +1,6 @@
 # One image for every process of the project (scorer, API, producer, one-shot jobs).
-# The handbook data is not baked in: mount it at /data (FRAUD_DATA_DIR).
+# The handbook data is not baked in: mount it at /data (FRAUD_DATA_DIR). The tools (tools/,
+# load_tests/: benchmarks, fault scenarios, the demo) are not copied; `fraud` lists none of them.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -13,7 +14,7 @@ COPY models models
 COPY feature_store feature_store
 COPY infra infra
 RUN pip install --no-cache-dir -e . \
- && python -c "import services.cli, models.train"
+ && python -c "import services.cli, models.train; services.cli.build_parser()"
 USER fraud
 EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \

@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	  { echo "Python 3.11 is required (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,tools]'
 	@touch $@
 
-install: $(STAMP) ## create .venv and install the project with its dev tools (once)
+install: $(STAMP) ## create .venv and install the project, its tools and dev tools (once)
 
 up: install ## install Redis/Prometheus/Kafka when missing and start them; create topics
 	$(BIN)/fraud up

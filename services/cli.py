@@ -1,7 +1,10 @@
 """The ``fraud`` command: one console script with a subcommand per job.
 
 Each subcommand imports what it needs when it runs, so ``fraud --help`` stays fast. Settings
-are built once here and passed down.
+are built once here and passed down. The runtime's subcommands are defined here; the tools'
+(``bench``, ``bench-memory``, ``chaos``, ``demo``) by the tools themselves
+(:func:`tools.register`), added only where the ``tools`` package is installed: the runtime
+image ships without it. Knows nothing else of the tools.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from pathlib import Path
 from services.common.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+"""Runs one subcommand with its parsed arguments; returns the exit status."""
+AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+"""``add(name, handler, help)``: a subcommand of ``fraud`` that runs ``handler``; returns its
+parser, for its arguments."""
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -58,7 +65,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(s.ready for s in services) else 3
 
 
-def _date(text: str) -> dt.date:
+def iso_date(text: str) -> dt.date:
+    """An argparse ``type`` for a day given as YYYY-MM-DD."""
     try:
         return dt.date.fromisoformat(text)
     except ValueError as error:
@@ -228,83 +236,6 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from services.bench.runner import TARGETS, markdown, run
-    from services.stack.stack import Stack
-
-    targets = tuple(args.targets.split(",")) if args.targets else TARGETS
-    unknown = [t for t in targets if t not in TARGETS]
-    if unknown:
-        print(
-            f"fraud bench: unknown target(s) {', '.join(unknown)}; choose from "
-            f"{', '.join(TARGETS)}",
-            file=sys.stderr,
-        )
-        return 2
-    rates = tuple(float(r) for r in args.rates.split(","))
-    log = (lambda *_: None) if args.json else print
-    for name, outcome, _ in Stack(settings).up():
-        log(f"{name:<28} {outcome}")
-    if "scorer" in targets:
-        _ensure_model(settings, log, progress=not args.json)  # else it would run degraded
-    report = run(
-        settings,
-        rates=rates,
-        seconds=args.seconds,
-        poisson=not args.fixed,
-        targets=targets,
-        log=log,
-    )
-    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
-    return 0
-
-
-def _ensure_model(settings: Settings, log: Callable[..., None], progress: bool) -> None:
-    """Train and activate a model with the quick grid when none is active."""
-    from models.registry import ModelRegistry
-
-    if ModelRegistry(settings.models_dir).active() is None:
-        from models.train import run_training
-
-        log("no active model: training one with the quick grid")
-        run_training(settings, quick=True, progress=progress)
-
-
-def _chaos(args: argparse.Namespace, settings: Settings) -> int:
-    from services.chaos.scenarios import SCENARIOS, markdown, run
-    from services.stack.stack import Stack
-
-    log = (lambda *_: None) if args.json else print
-    for name, outcome, _ in Stack(settings).up():
-        log(f"{name:<28} {outcome}")
-    _ensure_model(settings, log, progress=not args.json)
-    names = args.scenario or list(SCENARIOS)
-    results = run(
-        settings, names, count=args.transactions, rate_tps=args.rate, seed=args.seed, log=log
-    )
-    report = [r.as_dict() for r in results]
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.reports_dir / "chaos.json").write_text(json.dumps(report, indent=2))
-    (settings.reports_dir / "chaos.md").write_text(markdown(results))
-    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(results))
-    return 0 if all(r.passed for r in results) else 1
-
-
-def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
-    from services.bench.memory_report import markdown, run
-
-    report = run(
-        settings,
-        populations=tuple(int(n) for n in args.customers.split(",")),
-        days=args.days,
-        cards=args.sample_cards,
-        terminals=args.sample_terminals,
-        log=(lambda *_: None) if args.json else print,
-    )
-    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
-    return 0
-
-
 def _score(args: argparse.Namespace, settings: Settings) -> int:
     from services.scorer.worker import main as worker_main
 
@@ -324,34 +255,6 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"feature state as of {args.until} 00:00 UTC in {time.monotonic() - began:.1f} s: {counts}"
     )
-    return 0
-
-
-def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from services.demo import format_summary, run
-
-    log = (lambda *_: None) if args.json else print
-    summary = run(
-        settings,
-        start=args.start,
-        days=args.days,
-        rate_tps=args.rate,
-        progress=not args.json,
-        log=log,
-    )
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    print("\n" + format_summary(summary))
-    api = f"http://{settings.api.host}:{settings.api.port}"
-    print(f"""
-The stack, the scorer and the API keep running. Query them:
-  KEY=$(fraud api-key create --role viewer --name me --quiet)
-  curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489
-  curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489/explanation
-  curl -H "X-API-Key: $KEY" '{api}/v1/decisions?outcome=review&limit=5'
-API docs: {api}/docs   metrics: {settings.prometheus.url} (query fraud_decisions_total)
-Stop everything: fraud down   (or: make down)""")
     return 0
 
 
@@ -404,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("features", _features, "write batch features of a date range to Parquet")
-    p.add_argument("--from", dest="start", type=_date, required=True, help="first day")
-    p.add_argument("--to", dest="end", type=_date, required=True, help="day after the last")
+    p.add_argument("--from", dest="start", type=iso_date, required=True, help="first day")
+    p.add_argument("--to", dest="end", type=iso_date, required=True, help="day after the last")
     p.add_argument("--out", type=Path, required=True, help="output .parquet file")
 
     add("feature-store", _feature_store, "run `feast apply` on feature_store/")
@@ -417,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start",
-        type=_date,
+        type=iso_date,
         default=dt.date(2018, 7, 25),
         help="first day of the training week (default 2018-07-25, chapter 3)",
     )
@@ -437,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=COLUMN",
         help="map a contract field to a file column (default: the handbook layout)",
     )
-    p.add_argument("--from", dest="start", type=_date, help="first day")
-    p.add_argument("--to", dest="end", type=_date, help="day after the last")
+    p.add_argument("--from", dest="start", type=iso_date, help="first day")
+    p.add_argument("--to", dest="end", type=iso_date, help="day after the last")
     p.add_argument(
         "--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)"
     )
@@ -460,76 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("score", _score, "run the scoring worker (Faust) until stopped")
     add("topics", _topics, "create the contract topics (idempotent)")
 
-    p = add("bench", _bench, "open-loop rate ladder: passthrough worker against the scorer")
-    p.add_argument(
-        "--rates",
-        default="250,500,1000,2000,3000,4000,5000,6000,8000",  # runner.DEFAULT_RATES
-        help="comma-separated transactions per second",
-    )
-    p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
-    p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
-    p.add_argument(
-        "--targets",
-        default=None,
-        help="comma-separated, default all: passthrough (Faust), aiokafka-passthrough (no"
-        " Faust), scorer",
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p = add(
-        "chaos",
-        _chaos,
-        "fault scenarios on the local stack (restarts its broker and Redis): counts sent, "
-        "decided, duplicated, lost; exit 1 if any scenario fails",
-    )
-    p.add_argument(
-        "--scenario",
-        action="append",
-        choices=["scorer-kill", "broker-restart", "redis-outage", "replica-kill", "bad-model"],
-        help="run this one (repeatable; default: all)",
-    )
-    p.add_argument("--transactions", type=int, default=50_000, help="per scenario")
-    p.add_argument("--rate", type=float, default=1000.0, help="transactions per second")
-    p.add_argument("--seed", type=int, help="for the fault moments (default: drawn, printed)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p = add(
-        "bench-memory",
-        _bench_memory,
-        "Redis bytes per card, terminal, id and decision at 5k, 50k and 500k cards",
-    )
-    p.add_argument(
-        "--customers",
-        default="5000,50000,500000",  # services.bench.memory_report.DEFAULT_POPULATIONS
-        help="comma-separated numbers of cards (terminals: twice as many)",
-    )
-    p.add_argument("--days", type=float, default=120.0, help="days of simulated stream")
-    p.add_argument("--sample-cards", type=int, default=1000, help="cards measured per population")
-    p.add_argument("--sample-terminals", type=int, default=2000, help="terminals measured")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
     add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
 
     p = add("report", _report, "plot the last run's latency and throughput from Prometheus")
     p.add_argument("--minutes", type=float, default=30.0, help="how far back to look")
 
     p = add("backfill", _backfill, "load feature state from the handbook history before a day")
-    p.add_argument("--until", type=_date, required=True, help="state as of this day, 00:00 UTC")
+    p.add_argument("--until", type=iso_date, required=True, help="state as of this day, 00:00 UTC")
     p.add_argument("--reset", action="store_true", help="delete all feature state first")
-
-    p = add("demo", _demo, "the main job: backfill, train if needed, score a replayed week")
-    p.add_argument(
-        "--from",
-        dest="start",
-        type=_date,
-        default=dt.date(2018, 8, 8),
-        help="first day of the replay (default 2018-08-08, the chapter 3 test week)",
-    )
-    p.add_argument("--days", type=int, default=7)
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=500.0,
-        help="transactions per second (0: as fast as possible)",
-    )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     add("api", _api, "serve the admin API (FastAPI) on FRAUD_API__HOST:PORT")
 
@@ -544,7 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="version (default: the active one)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_tools(add)
     return parser
+
+
+def _add_tools(add: AddCommand) -> None:
+    """Add the tools' subcommands where the ``tools`` package is installed (not in the image)."""
+    try:
+        import tools
+    except ModuleNotFoundError as error:
+        if error.name != "tools":
+            raise  # the tools are there but one of their imports is broken: say which
+        return
+    register: Callable[[AddCommand], None] | None = getattr(tools, "register", None)
+    if register is not None:  # else another distribution's top-level ``tools``, not ours
+        register(add)
 
 
 def main(argv: list[str] | None = None) -> int:

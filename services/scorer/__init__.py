@@ -1,1 +1,2 @@
-"""The scoring worker (Faust) and the passthrough worker it is benchmarked against."""
+"""The scoring worker (Faust). Its benchmark baseline, the passthrough worker, is a tool
+(:mod:`tools.bench.passthrough`)."""

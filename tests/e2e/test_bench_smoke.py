@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from services.bench.runner import run
 from services.common.settings import Settings
 from tests.conftest import TrainedModel
+from tools.bench.runner import run
 
 pytestmark = pytest.mark.e2e
 

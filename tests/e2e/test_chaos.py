@@ -18,15 +18,6 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from services.chaos.harness import (
-    REFERENCE_REDIS_DB,
-    Namespace,
-    Replay,
-    audit,
-    chaos_events,
-    reference_run,
-)
-from services.chaos.scenarios import SCENARIOS, run
 from services.common import feast_layout as fl
 from services.common.decision_store import DecisionStore
 from services.common.settings import Settings
@@ -38,6 +29,15 @@ from services.scorer.feature_state import (
     encode_customer,
 )
 from tests.conftest import TrainedModel
+from tools.chaos.harness import (
+    REFERENCE_REDIS_DB,
+    Namespace,
+    Replay,
+    audit,
+    chaos_events,
+    reference_run,
+)
+from tools.chaos.scenarios import SCENARIOS, run
 
 pytestmark = pytest.mark.e2e
 

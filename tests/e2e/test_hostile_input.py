@@ -12,11 +12,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from services.common.events import contains_card_number
-from services.decision_tap import DecisionTap
 from services.producer.replay import send_all
 from services.producer.sources import read_file, replay_events
 from tests.conftest import PrivateScorer, TrainedModel, start_private_scorer
 from tests.data.corpus import hostile_events
+from tools.decision_tap import DecisionTap
 
 pytestmark = pytest.mark.e2e
 CORPUS_CARD_NUMBERS = (

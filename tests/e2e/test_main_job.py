@@ -20,12 +20,12 @@ from models.evaluate import evaluate
 from services.common.decision_store import decision_key
 from services.common.handbook import load_reference, load_transactions
 from services.common.settings import Settings
-from services.decision_tap import DecisionTap
 from services.features import definitions as d
 from services.producer.replay import send_all
 from services.producer.sources import read_file, replay_events
 from services.scorer.backfill import backfill
 from tests.conftest import PrivateScorer, TrainedModel, start_private_scorer, wait_for
+from tools.decision_tap import DecisionTap
 
 pytestmark = pytest.mark.e2e
 

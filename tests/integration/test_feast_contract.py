@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import redis
 
-from services.bench.private_redis import private_redis
 from services.common import feast_layout as fl
 from services.common.connections import async_redis_client
 from services.common.events import parse_transaction
@@ -35,6 +34,7 @@ from services.scorer.feature_state import (
     terminal_key,
 )
 from services.scorer.terminal_state import TERMINAL_FIELDS, Observed, TerminalState
+from tools.bench.private_redis import private_redis
 
 WEEK = dt.date(2018, 8, 8)
 CHECKED = 1_000

@@ -22,7 +22,6 @@ import redis
 import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry
-from services.bench.private_redis import private_redis
 from services.common.decision import Decision
 from services.common.events import Transaction, parse_transaction
 from services.features import definitions as d
@@ -40,6 +39,7 @@ from services.scorer.feature_state import (
 )
 from services.scorer.model import ActiveModel
 from services.scorer.terminal_state import TERMINAL_FIELDS, Observed, TerminalState
+from tools.bench.private_redis import private_redis
 
 BATCH_SIZES = (1, 7, 30, 2, 64, 13)
 

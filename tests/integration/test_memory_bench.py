@@ -22,10 +22,10 @@ import redis
 import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry
-from services.bench import memory as m
 from services.producer.sources import simulated_events
 from services.scorer.model import ActiveModel
 from tests.conftest import free_port, wait_for
+from tools.bench import memory as m
 
 pytestmark = pytest.mark.integration
 END = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)

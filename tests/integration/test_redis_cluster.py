@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from services.bench.private_redis import private_redis_cluster
 from services.common import feast_layout as fl
 from services.common.connections import async_redis_client, redis_client
 from services.common.events import Transaction, parse_transaction
@@ -28,6 +27,7 @@ from services.producer.sources import simulated_events
 from services.scorer.backfill import reset
 from services.scorer.feature_state import CARD_FIELDS, RedisFeatureState, customer_key
 from services.scorer.terminal_state import Observed, TerminalState, update
+from tools.bench.private_redis import private_redis_cluster
 
 BATCHES = (1, 9, 40, 3, 120, 17)
 

@@ -90,7 +90,7 @@ def test_faust_agent_forwards_between_real_topics(
         [
             sys.executable,
             "-m",
-            "services.scorer.passthrough",
+            "tools.bench.passthrough",
             "--source",
             source,
             "--sink",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.bench.runner import DEFAULT_RATES, TARGETS
 from services.cli import build_parser
+from tools.bench.runner import DEFAULT_RATES, TARGETS
 
 
 def test_the_default_ladder_is_the_runners() -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.chaos.scenarios import _kill_times
+from tools.chaos.scenarios import _kill_times
 
 
 @pytest.mark.parametrize(("replay_s", "gap"), [(50.0, 4.0), (8.0, 6.0 / 3), (0.5, 0.375 / 3)])

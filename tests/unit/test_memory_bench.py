@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 
-from services.bench.memory import Sample, _batches
-from services.bench.memory_report import summarise
 from services.producer.sources import simulated_events
+from tools.bench.memory import Sample, _batches
+from tools.bench.memory_report import summarise
 
 START = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import psutil
 
-from services.bench.loadgen import Timings, arrivals, send_step
-from services.bench.private_redis import private_redis
+from load_tests.kafka_load import Timings, arrivals, send_step
 from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.sources import simulated_events
 from services.stack.redis_server import acl_rules
+from tools.bench.private_redis import private_redis
 
 DEFAULT_RATES = (250, 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000)
 SLO_P99_S = 0.050
@@ -53,7 +53,7 @@ def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.P
         argv = [
             sys.executable,
             "-m",
-            "services.scorer.passthrough",
+            "tools.bench.passthrough",
             "--source",
             settings.topics.transactions.name,
             "--sink",
@@ -230,7 +230,7 @@ async def _ladder(
     from aiokafka import AIOKafkaProducer
 
     from services.common.connections import aiokafka_kwargs
-    from services.decision_tap import DecisionTap
+    from tools.decision_tap import DecisionTap
 
     receiver = DecisionTap(private, keep_records=False).start()
     timings = Timings(received=receiver.received_at, produced=receiver.produced_at)
@@ -309,7 +309,7 @@ def run(
         )
         calibration = None
         if "scorer" in targets:
-            from services.bench.calibration import calibrate
+            from tools.bench.calibration import calibrate
 
             calibration = calibrate(bench, bench.redis.db)
             log(f"calibration: Scorer.decide CPU µs per transaction {calibration}")

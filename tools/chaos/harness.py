@@ -36,11 +36,11 @@ from models.registry import ModelRegistry, RegistryError
 from services.common.connections import async_redis_client, kafka_python_kwargs, redis_client
 from services.common.events import parse_transaction
 from services.common.settings import PROJECT_ROOT, Settings
-from services.demo import fetch_decisions, wait_for_store
 from services.features import definitions as d
 from services.features.incremental import TERMINAL_HORIZON_MS
 from services.producer.sources import Event
 from services.stack.process import free_port
+from tools.demo.job import fetch_decisions, wait_for_store
 
 CHAOS_REDIS_DB = 8
 """Redis database of the scenario under test (flushed at each scenario's start)."""
@@ -246,8 +246,8 @@ def copy_active_model(source: Path, target: Path) -> str:
 def chaos_events(settings: Settings, count: int) -> list[Event]:
     """The first ``count`` transactions of the chapter 3 test week (from 2018-08-08), as
     transaction events v1, no labels (label timing would make features depend on races)."""
-    from services.demo import DEFAULT_START
     from services.producer.sources import read_file, replay_events
+    from tools.demo.job import DEFAULT_START
 
     frame = read_file(settings.data_dir / "transactions.parquet")
     events = []

@@ -2,7 +2,7 @@
 
 It is the baseline the scorer is benchmarked against (the cost of Faust and Kafka alone) and
 the smallest proof that a Faust agent runs against the real broker. Each record keeps its key
-and value. ``python -m services.scorer.passthrough --source A --sink B --group G``.
+and value. ``python -m tools.bench.passthrough --source A --sink B --group G``.
 
 ``--engine aiokafka`` forwards with the scorer's own aiokafka consumption loop and producer
 instead (offsets committed only after the forwarded records are delivered): the difference

@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.chaos.harness import (
+from services.common.settings import Settings
+from services.producer.sources import Event
+from services.stack.process import free_port
+from tools.chaos.harness import (
     Audit,
     FraudProcess,
     Namespace,
@@ -31,9 +34,6 @@ from services.chaos.harness import (
     chaos_events,
     reference_run,
 )
-from services.common.settings import Settings
-from services.producer.sources import Event
-from services.stack.process import free_port
 
 REDIS_OUTAGE_S = 30.0
 BROKER_DOWN_S = 5.0
@@ -357,7 +357,7 @@ def _wait_json(
 
 
 def _stored_model_versions(ns: Namespace, ids: list[str]) -> set[str | None]:
-    from services.demo import fetch_decisions
+    from tools.demo.job import fetch_decisions
 
     return {rec["model_version"] for rec in fetch_decisions(ns.redis(), ids) if rec is not None}
 

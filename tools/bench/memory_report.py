@@ -2,7 +2,7 @@
 number of cards and terminals, in bytes per entity; writes ``var/reports/memory.json`` and
 ``memory.md``.
 
-Each population is measured on samples (:mod:`services.bench.memory`) in a private
+Each population is measured on samples (:mod:`tools.bench.memory`) in a private
 ``redis-server``; a family's bytes at the population are its sample's bytes times the
 population's cards (or terminals) over the sampled ones.
 """
@@ -15,9 +15,9 @@ import json
 import time
 from typing import Any
 
-from services.bench import memory as m
-from services.bench.private_redis import private_redis
 from services.common.settings import Settings
+from tools.bench import memory as m
+from tools.bench.private_redis import private_redis
 
 DEFAULT_POPULATIONS = (5_000, 50_000, 500_000)
 DEFAULT_DAYS = 120.0

@@ -23,7 +23,7 @@ from services.common.connections import kafka_python_kwargs, redis_client
 from services.common.decision_store import decision_key
 from services.common.handbook import load_transactions
 from services.common.settings import Settings
-from services.decision_tap import DecisionTap
+from tools.decision_tap import DecisionTap
 
 DEFAULT_START = dt.date(2018, 8, 8)
 

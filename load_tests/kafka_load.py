@@ -2,7 +2,7 @@
 
 Open loop: the i-th transaction is due at ``start + i / rate`` (fixed) or after exponential
 gaps (Poisson), whatever the system under test does; each send time is recorded by
-transaction id. A :class:`services.decision_tap.DecisionTap` on the output topic records when
+transaction id. A :class:`tools.decision_tap.DecisionTap` on the output topic records when
 each id came back and the Kafka timestamp its worker gave the output record, so latency =
 output record's timestamp - send time, by the same machine's clock.
 """

@@ -1,1 +1,0 @@
-"""Benchmarks: open-loop load against the passthrough worker and the scorer."""

@@ -1,1 +1,0 @@
-"""Fault injection (``fraud chaos``): crashes and outages during replays, audited."""

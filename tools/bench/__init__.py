@@ -1,0 +1,98 @@
+"""Benchmarks: open-loop load against the passthrough worker and the scorer (``fraud bench``,
+:mod:`tools.bench.runner`), and Redis memory per card and terminal (``fraud bench-memory``,
+:mod:`tools.bench.memory_report`).
+
+This module adds both subcommands to ``fraud``; their handlers import the benchmark modules
+(numpy, psutil, matplotlib) only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.cli import AddCommand
+    from services.common.settings import Settings
+
+
+def register(add: AddCommand) -> None:
+    """Add ``bench`` and ``bench-memory`` to ``fraud``."""
+    p = add("bench", _bench, "open-loop rate ladder: passthrough worker against the scorer")
+    p.add_argument(
+        "--rates",
+        default="250,500,1000,2000,3000,4000,5000,6000,8000",  # runner.DEFAULT_RATES
+        help="comma-separated transactions per second",
+    )
+    p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
+    p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated, default all: passthrough (Faust), aiokafka-passthrough (no"
+        " Faust), scorer",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = add(
+        "bench-memory",
+        _bench_memory,
+        "Redis bytes per card, terminal, id and decision at 5k, 50k and 500k cards",
+    )
+    p.add_argument(
+        "--customers",
+        default="5000,50000,500000",  # memory_report.DEFAULT_POPULATIONS
+        help="comma-separated numbers of cards (terminals: twice as many)",
+    )
+    p.add_argument("--days", type=float, default=120.0, help="days of simulated stream")
+    p.add_argument("--sample-cards", type=int, default=1000, help="cards measured per population")
+    p.add_argument("--sample-terminals", type=int, default=2000, help="terminals measured")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from services.stack.stack import Stack
+    from tools import ensure_model
+    from tools.bench.runner import TARGETS, markdown, run
+
+    targets = tuple(args.targets.split(",")) if args.targets else TARGETS
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        print(
+            f"fraud bench: unknown target(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(TARGETS)}",
+            file=sys.stderr,
+        )
+        return 2
+    rates = tuple(float(r) for r in args.rates.split(","))
+    log = (lambda *_: None) if args.json else print
+    for name, outcome, _ in Stack(settings).up():
+        log(f"{name:<28} {outcome}")
+    if "scorer" in targets:
+        ensure_model(settings, log, progress=not args.json)  # else it would run degraded
+    report = run(
+        settings,
+        rates=rates,
+        seconds=args.seconds,
+        poisson=not args.fixed,
+        targets=targets,
+        log=log,
+    )
+    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
+    return 0
+
+
+def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
+    from tools.bench.memory_report import markdown, run
+
+    report = run(
+        settings,
+        populations=tuple(int(n) for n in args.customers.split(",")),
+        days=args.days,
+        cards=args.sample_cards,
+        terminals=args.sample_terminals,
+        log=(lambda *_: None) if args.json else print,
+    )
+    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
+    return 0
