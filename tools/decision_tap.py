@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from services.common.connections import aiokafka_kwargs
+from services.common.decision import Decision, decode
 from services.common.settings import Settings
 
 
@@ -41,7 +42,7 @@ class DecisionTap:
         self._settings = settings
         self._topic = topic or settings.topics.decisions.name
         self._keep = keep_records
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, Decision] = {}
         self.received_at: dict[str, float] = {}
         self.produced_at: dict[str, float] = {}
         self.duplicates = 0
@@ -93,8 +94,8 @@ class DecisionTap:
     def _record(self, batch: list[Any], now: float) -> None:
         with self._lock:
             for record in batch:
-                decision = orjson.loads(record.value) if self._keep else None
-                tx_id = decision["transaction_id"] if decision else _id_of(record.value)
+                decision = decode(record.value) if self._keep else None
+                tx_id = decision.transaction_id if decision else _id_of(record.value)
                 if tx_id in self.received_at:
                     self.duplicates += 1
                     continue

@@ -104,7 +104,7 @@ def test_every_transaction_gets_one_stored_decision(
         )
 
     assert wait_for(lambda: stored() == len(week_ids) or None, 120, "the decision store")
-    assert all(not first_run.records[t]["degraded"] for t in week_ids)
+    assert all(not first_run.records[t].degraded for t in week_ids)
 
 
 def test_online_features_equal_the_reference_file(
@@ -113,7 +113,7 @@ def test_online_features_equal_the_reference_file(
     reference = load_reference(settings_e2e.data_dir).set_index("TRANSACTION_ID")
     covered = [t for t in week_ids if int(t) in reference.index]
     assert len(covered) == len(week_ids)  # the reference file covers the whole week
-    online = pd.DataFrame([first_run.records[t]["features"] for t in covered])
+    online = pd.DataFrame([first_run.records[t].features for t in covered])
     expected = reference.loc[[int(t) for t in covered]]
     for name in d.HANDBOOK_FEATURES:
         got, want = online[name].to_numpy(), expected[name].to_numpy(dtype=float)
@@ -131,11 +131,11 @@ def test_average_precision_from_decisions_matches_fraud_evaluate(
     history = load_transactions(settings_e2e.data_dir, START - dt.timedelta(days=14), END)
     _, test = split_indices(history, chapter3_split())
     rows = history.iloc[test]
-    scores = [first_run.records[str(t)]["score"] for t in rows["TRANSACTION_ID"]]
+    scores = [first_run.records[str(t)].score for t in rows["TRANSACTION_ID"]]
     online = performance(rows["TX_TIME_DAYS"], rows["CUSTOMER_ID"], rows["TX_FRAUD"], scores)
     offline = evaluate(trained.settings, trained.version, chapter5=False)["chapter3"]
     assert abs(online["average_precision"] - offline["average_precision"]) <= 0.005
-    assert {r["model_version"] for r in first_run.records.values()} == {trained.version}
+    assert {r.model_version for r in first_run.records.values()} == {trained.version}
 
 
 def test_replaying_the_week_again_changes_nothing(
@@ -147,7 +147,7 @@ def test_replaying_the_week_again_changes_nothing(
     before = {t: client.get(decision_key(t)) for t in week_ids[:2000]}
     second = _replay(settings_e2e, replay_file, week_ids)
     for t in week_ids:
-        assert second.records[t]["features"] == first_run.records[t]["features"], t
+        assert second.records[t].features == first_run.records[t].features, t
     after = {t: client.get(decision_key(t)) for t in before}
     assert after == before  # the store keeps exactly the first decision
     keys = sum(1 for _ in client.scan_iter(match="dec:[0-9]*", count=10_000))

@@ -23,11 +23,9 @@ async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
     from models.registry import ModelRegistry
     from services.common.connections import async_redis_client
     from services.common.events import parse_transaction
-    from services.common.policy import Policy
     from services.producer.sources import simulated_events
-    from services.scorer.feature_state import RedisFeatureState
+    from services.scorer.bootstrap import build_scorer
     from services.scorer.model import ActiveModel
-    from services.scorer.scoring import Scorer
 
     model = ActiveModel(ModelRegistry(settings.models_dir))
     model.refresh()
@@ -38,10 +36,11 @@ async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
     try:
         for size in BATCH_SIZES:
             await client.flushdb()
-            scorer = Scorer(RedisFeatureState(client), model, Policy())
+            scorer = build_scorer(client, model)  # wired as the worker wires it
             began = time.process_time()
             for i in range(0, len(batch), size):
                 await scorer.decide(batch[i : i + size])
+            await scorer.flush()
             out[str(size)] = round(1e6 * (time.process_time() - began) / len(batch), 1)
         await client.flushdb()
     finally:

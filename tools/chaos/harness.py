@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from models.registry import ModelRegistry, RegistryError
 from services.common.connections import async_redis_client, kafka_python_kwargs, redis_client
+from services.common.decision import decode
 from services.common.events import parse_transaction
 from services.common.settings import PROJECT_ROOT, Settings
 from services.features import definitions as d
@@ -414,10 +414,8 @@ def audit(
     verdicts: dict[str, set[tuple[str, float | None]]] = {}
     copies = 0
     for value in read_topic(ns.settings, ns.settings.topics.decisions.name):
-        record = orjson.loads(value)
-        verdicts.setdefault(record["transaction_id"], set()).add(
-            (record["outcome"], record["score"])
-        )
+        record = decode(value)
+        verdicts.setdefault(record.transaction_id, set()).add((record.outcome, record.score))
         copies += 1
     result.redelivered = copies - len(verdicts)
     result.duplicated = sum(1 for v in verdicts.values() if len(v) > 1)
@@ -426,11 +424,11 @@ def audit(
 
     columns = {name: j for j, name in enumerate(d.ALL_FEATURES)}
     for rec in decisions:
-        if rec["degraded"]:
+        if rec.degraded:
             result.degraded += 1
             continue
-        expected = reference.get(rec["transaction_id"])
-        got = rec["features"] or {}
+        expected = reference.get(rec.transaction_id)
+        got = rec.features or {}
         if expected is None or any(
             not np.isclose(value, expected[columns[name]], rtol=1e-9, atol=1e-9)
             for name, value in got.items()

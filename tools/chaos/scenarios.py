@@ -359,7 +359,7 @@ def _wait_json(
 def _stored_model_versions(ns: Namespace, ids: list[str]) -> set[str | None]:
     from tools.demo.job import fetch_decisions
 
-    return {rec["model_version"] for rec in fetch_decisions(ns.redis(), ids) if rec is not None}
+    return {rec.model_version for rec in fetch_decisions(ns.redis(), ids) if rec is not None}
 
 
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {

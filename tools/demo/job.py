@@ -10,7 +10,6 @@ computed from the stored decisions.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
 from typing import Any
@@ -20,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from services.common.connections import kafka_python_kwargs, redis_client
+from services.common.decision import Decision, decode
 from services.common.decision_store import decision_key
 from services.common.handbook import load_transactions
 from services.common.settings import Settings
@@ -28,12 +28,12 @@ from tools.decision_tap import DecisionTap
 DEFAULT_START = dt.date(2018, 8, 8)
 
 
-def fetch_decisions(client: Any, transaction_ids: list[str]) -> list[dict[str, Any] | None]:
+def fetch_decisions(client: Any, transaction_ids: list[str]) -> list[Decision | None]:
     """Stored decisions of ``transaction_ids`` (None where missing), in order."""
-    out: list[dict[str, Any] | None] = []
+    out: list[Decision | None] = []
     for i in range(0, len(transaction_ids), 5000):
         keys = [decision_key(t) for t in transaction_ids[i : i + 5000]]
-        out += [json.loads(r) if r else None for r in client.mget(keys)]
+        out += [decode(r) if r else None for r in client.mget(keys)]
     return out
 
 
@@ -68,7 +68,7 @@ def dead_letter_count(settings: Settings) -> int:
 
 def summarise(
     week: pd.DataFrame,
-    decisions: list[dict[str, Any] | None],
+    decisions: list[Decision | None],
     dead_lettered: int,
     start: dt.date,
 ) -> dict[str, Any]:
@@ -78,28 +78,28 @@ def summarise(
 
     found = [d for d in decisions if d is not None]
     outcomes = {
-        o: sum(1 for d in found if d["outcome"] == o) for o in ("approve", "review", "decline")
+        o: sum(1 for d in found if d.outcome == o) for o in ("approve", "review", "decline")
     }
-    latency = np.array([d["decided_at_ms"] - d["kafka_timestamp_ms"] for d in found], dtype=float)
-    first = min(d["kafka_timestamp_ms"] for d in found) if found else 0
-    last = max(d["decided_at_ms"] for d in found) if found else 0
+    latency = np.array([d.decided_at_ms - (d.kafka_timestamp_ms or 0) for d in found], dtype=float)
+    first = min(d.kafka_timestamp_ms or 0 for d in found) if found else 0
+    last = max(d.decided_at_ms for d in found) if found else 0
     summary: dict[str, Any] = {
         "transactions": len(week),
         "decisions": len(found),
         "dead_lettered": dead_lettered,
-        "degraded": sum(1 for d in found if d["degraded"]),
+        "degraded": sum(1 for d in found if d.degraded),
         "outcomes": outcomes,
         "throughput_tps": round(len(found) / max((last - first) / 1000, 1e-9), 1),
         "latency_ms": {
             q: round(float(np.percentile(latency, p)), 2) if len(latency) else None
             for q, p in (("p50", 50), ("p95", 95), ("p99", 99))
         },
-        "model_version": found[-1]["model_version"] if found else None,
+        "model_version": found[-1].model_version if found else None,
     }
     # the handbook's protocol: the week is the test week of a split trained 14 days earlier
     split = Split(start - dt.timedelta(days=14))
     history = week.assign(
-        score=[d["score"] if d and d["score"] is not None else np.nan for d in decisions]
+        score=[d.score if d and d.score is not None else np.nan for d in decisions]
     )
     _, test = split_indices(history, split)
     scored = history.iloc[test].dropna(subset=["score"])
