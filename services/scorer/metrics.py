@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -90,3 +92,15 @@ LOOP_LAG = Histogram(
     "How late a 50 ms sleep of the scorer's event loop woke up (work that held the loop).",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+
+
+def owned_partitions(assigned: set[Any]) -> None:
+    """After a rebalance: the partitions of ``transactions`` this worker owns."""
+    ASSIGNED_PARTITIONS.set(len(assigned))
+    CONSUMER_LAG.clear()
+
+
+def consumer_lag(lag: dict[Any, int]) -> None:
+    """Records behind the log end, per owned partition."""
+    for tp, behind in lag.items():
+        CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)

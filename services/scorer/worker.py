@@ -80,7 +80,7 @@ class Runtime:
                 # no per-reply read timeout: each one armed and cancelled an event-loop timer,
                 # 38 of 215 µs of CPU per transaction (features and decision store, batches of
                 # 10); every call below has its own deadline instead (REDIS_DEADLINE_S,
-                # FEATURES_TIMEOUT_S, _retry_redis)
+                # FEATURES_TIMEOUT_S, the recorders' retry)
                 socket_timeout=None,
                 socket_connect_timeout=1,
                 # fail fast (one immediate retry, for a pooled connection Redis closed): a
@@ -124,6 +124,32 @@ class Runtime:
             self.scorer = build_scorer(self.redis(), self.model)
         return self.scorer
 
+    async def start(self) -> None:
+        """Once, as the worker starts: quiet client logs, metrics endpoint, model, policy."""
+        # Faust's logging setup leaves client libraries at DEBUG: their records cost CPU
+        for name in ("aiokafka", "kafka", "redis"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+        serve_metrics(self.settings, "scorer", port=self.settings.scorer.metrics_port)
+        await self.refresh()
+        # A full collection walked the ~190,000 objects of the loaded libraries: 57-70 ms
+        # measured, a pause every decision in flight waited for. Frozen objects are skipped.
+        gc.collect()
+        gc.freeze()
+
+    async def tick(self, recorder: TerminalRecorder) -> None:
+        """Every second: model and policy, the degraded-mode backlog, label freshness."""
+        await self.refresh()
+        scorer = self.get_scorer()
+        if scorer.pending:
+            await scorer.recover()
+            metrics.STATE_BACKLOG.set(len(scorer.pending))
+        if not (scorer.pending or scorer.features_down or self.model.current is None):
+            metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
+        if recorder.last_label_at and self.writes_terminals:
+            metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
+        else:  # a standby: the writer reports (Prometheus takes the largest)
+            metrics.LABEL_FRESHNESS.set(0)
+
     async def refresh(self) -> None:
         """Follow the registry's active model and the stored policy."""
         if self.model.refresh() and self.model.current is not None:
@@ -152,14 +178,6 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     )
     store = DecisionRecorder(DecisionStore(runtime.redis()), cfg.dependency_deadline_s)
 
-    def owned_partitions(assigned: set[Any]) -> None:
-        metrics.ASSIGNED_PARTITIONS.set(len(assigned))
-        metrics.CONSUMER_LAG.clear()
-
-    def consumer_lag(lag: dict[Any, int]) -> None:
-        for tp, behind in lag.items():
-            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
-
     @app.task
     async def transactions_consumer() -> None:
         scorer = runtime.get_scorer()
@@ -167,7 +185,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             scorer, await runtime.producer(), decisions_topic, settings.topics.transactions_dlq.name
         )
         await consume_transactions(
-            settings, pipeline, owned_partitions, consumer_lag, flush=scorer.flush
+            settings, pipeline, metrics.owned_partitions, metrics.consumer_lag, flush=scorer.flush
         )
 
     @app.task
@@ -192,43 +210,23 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.timer(1.0)
     async def refresh() -> None:
-        await runtime.refresh()
-        scorer = runtime.get_scorer()
-        if scorer.pending:
-            await scorer.recover()
-            metrics.STATE_BACKLOG.set(len(scorer.pending))
-        if not (scorer.pending or scorer.features_down or runtime.model.current is None):
-            metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
-        if recorder.last_label_at and runtime.writes_terminals:
-            metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
-        else:  # a standby: the writer reports (Prometheus takes the largest)
-            metrics.LABEL_FRESHNESS.set(0)
+        await runtime.tick(recorder)
 
-    @app.task
-    async def loop_lag() -> None:
-        """Measure how late the event loop runs a timer: every decision in flight waits as
-        long (logged above 100 ms)."""
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(LOOP_PROBE_S)
-            late = time.perf_counter() - before - LOOP_PROBE_S
-            metrics.LOOP_LAG.observe(max(late, 0.0))
-            if late > 0.1:
-                log.warning("event_loop_stall late_ms=%.0f", late * 1000)
-
-    @app.task
-    async def startup() -> None:
-        # Faust's logging setup leaves client libraries at DEBUG: their records cost CPU
-        for name in ("aiokafka", "kafka", "redis"):
-            logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-        serve_metrics(settings, "scorer", port=cfg.metrics_port)
-        await runtime.refresh()
-        # A full collection walked the ~190,000 objects of the loaded libraries: 57-70 ms
-        # measured, a pause every decision in flight waited for. Frozen objects are skipped.
-        gc.collect()
-        gc.freeze()
-
+    app.task(watch_loop_lag)
+    app.task(runtime.start)
     return app
+
+
+async def watch_loop_lag() -> None:
+    """Measure how late the event loop runs a timer: every decision in flight waits as long
+    (logged above 100 ms)."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(LOOP_PROBE_S)
+        late = time.perf_counter() - before - LOOP_PROBE_S
+        metrics.LOOP_LAG.observe(max(late, 0.0))
+        if late > 0.1:
+            log.warning("event_loop_stall late_ms=%.0f", late * 1000)
 
 
 def main(settings: Settings) -> int:
