@@ -91,14 +91,20 @@ class ManagedProcess:
         return self.log_dir / f"{self.name}.log"
 
     def pid(self) -> int | None:
-        """The pid of our running process, or None (a stale pid file is removed)."""
+        """The pid of our running process, or None.
+
+        A pid file whose process is gone is removed. One whose process lives but runs other
+        arguments is kept: it may be this service started from another checkout sharing the
+        state folder (its paths differ), and removing the file would orphan that process.
+        """
         try:
             pid = int(self.pid_file.read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
         if _is_our_process(pid, self.argv):
             return pid
-        self.pid_file.unlink(missing_ok=True)
+        if not _alive(pid):
+            self.pid_file.unlink(missing_ok=True)
         return None
 
     def is_ready(self) -> bool:
