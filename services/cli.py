@@ -31,13 +31,19 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     from services.stack.stack import Stack
 
     began = time.monotonic()
-    rows = Stack(settings).up()
+    rows = Stack(settings).up(cluster=args.cluster)
     for name, outcome, seconds in rows:
         print(f"{name:<28} {outcome:<28} {seconds:6.1f} s")
     print(
         f"stack healthy in {time.monotonic() - began:.1f} s; `fraud status` shows it, "
         "`fraud down` stops it"
     )
+    if args.cluster:
+        from services.stack.cluster import client_environment
+
+        print("\nthe cluster's settings (also in var/cluster.env), for every process that uses it:")
+        for key, value in client_environment(settings).items():
+            print(f"export {key}={value}")
     return 0
 
 
@@ -292,7 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add("up", _up, "install what is missing, start Kafka, Redis and Prometheus, create topics")
+    add(
+        "up", _up, "install what is missing, start Kafka, Redis and Prometheus, create topics"
+    ).add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead of one broker and one Redis: three KRaft brokers (replication 3, "
+        "min.insync.replicas 2) and a Redis Cluster of three masters with a replica each",
+    )
     add("down", _down, "stop every service `fraud up` started")
     add(
         "status", _status, "show each service's pid, health and memory (exit 3 if any is down)"

@@ -126,6 +126,27 @@ class TopicsSettings(BaseModel):
     decisions_retention_ms: int = Field(-1, ge=-1)
     labels_partitions: int = Field(4, ge=1, le=1024)
     labels_retention_ms: int = Field(-1, ge=-1)
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="copies of each partition (3 on a cluster, `fraud up --cluster`)",
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="copies that must have a record before an acks=all write succeeds (2 of 3 on"
+        " a cluster: one broker may be away without stopping writes or losing any)",
+    )
+
+    @model_validator(mode="after")
+    def _replicas(self) -> TopicsSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                "FRAUD_TOPICS__MIN_INSYNC_REPLICAS may not exceed FRAUD_TOPICS__REPLICATION_FACTOR"
+            )
+        return self
 
     @property
     def transactions(self) -> TopicSpec:

@@ -13,6 +13,8 @@ import secrets
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.connections import kafka_python_kwargs
 from services.common.settings import PROJECT_ROOT, Settings
@@ -28,13 +30,58 @@ _SCRAM_SAFE = re.compile(r"^[A-Za-z0-9._~+/=@:-]+$")
 """Characters the storage tool's ``--add-scram`` and a JAAS string carry unquoted."""
 
 
-class KafkaBroker:
-    """A single-node KRaft broker and controller whose state lives in ``var/kafka``."""
+@dataclass(frozen=True)
+class KafkaNode:
+    """Who one KRaft node (broker and controller) is, and where it lives.
 
-    def __init__(self, settings: Settings) -> None:
+    Attributes:
+        name: the process name (``kafka``, or ``kafka-1`` .. ``kafka-3`` in a cluster).
+        node_id: Kafka's ``node.id``.
+        port, controller_port: its client and controller listeners (on the broker host).
+        home: its folder (configuration, storage); the jars are shared (``var/kafka/libs``).
+        voters: ``controller.quorum.voters``, the same on every node of a cluster.
+        replication, min_isr: replication factor and ``min.insync.replicas`` of the broker's
+            own topics (consumer offsets, transactions) and of topics created without one.
+    """
+
+    name: str
+    node_id: int
+    port: int
+    controller_port: int
+    home: Path
+    voters: str
+    replication: int = 1
+    min_isr: int = 1
+
+    @property
+    def cluster_id_file(self) -> Path:
+        """Where the cluster id is kept: the node's own folder alone, its parent in a cluster
+        (every node is formatted with the same id)."""
+        return self.home / "cluster.id" if self.name == "kafka" else self.home.parent / "cluster.id"
+
+
+def single_node(settings: Settings) -> KafkaNode:
+    """The stack's one broker, on ``FRAUD_KAFKA__BOOTSTRAP_SERVERS`` and ``CONTROLLER_PORT``."""
+    kafka = settings.kafka
+    return KafkaNode(
+        name="kafka",
+        node_id=1,
+        port=kafka.broker_port,
+        controller_port=kafka.controller_port,
+        home=settings.var_dir / "kafka",
+        voters=f"1@{kafka.broker_host}:{kafka.controller_port}",
+    )
+
+
+class KafkaBroker:
+    """One KRaft node (broker and controller): the stack's only one, whose state lives in
+    ``var/kafka``, or one of a cluster's (``services.stack.cluster``)."""
+
+    def __init__(self, settings: Settings, node: KafkaNode | None = None) -> None:
         self._settings = settings
-        self.home = settings.var_dir / "kafka"
-        self.libs = self.home / "libs"
+        self.node = node or single_node(settings)
+        self.home = self.node.home
+        self.libs = settings.var_dir / "kafka" / "libs"
         self.data = self.home / "data"
         self.properties = self.home / "server.properties"
         self.scram_marker = self.home / "scram.user"
@@ -85,15 +132,19 @@ class KafkaBroker:
             StackError: the settings ask for SASL_SSL, or SCRAM credentials the local broker
                 cannot carry (see :meth:`scram_user`).
         """
-        kafka = self._settings.kafka
+        kafka, node = self._settings.kafka, self.node
         scram = self.scram_user()
         text = (INFRA / "server.properties").read_text()
         for key, value in {
+            "@NODE_ID@": str(node.node_id),
+            "@VOTERS@": node.voters,
             "@LISTENER@": kafka.security_protocol,
             "@HOST@": kafka.broker_host,
-            "@PORT@": str(kafka.broker_port),
-            "@CONTROLLER_PORT@": str(kafka.controller_port),
+            "@PORT@": str(node.port),
+            "@CONTROLLER_PORT@": str(node.controller_port),
             "@LOG_DIRS@": str(self.data),
+            "@REPLICATION@": str(node.replication),
+            "@MIN_ISR@": str(node.min_isr),
         }.items():
             text = text.replace(key, value)
         if scram is not None:
@@ -160,7 +211,7 @@ class KafkaBroker:
                     f"(`fraud down`), delete {self.data} (its topics go with it) and start again."
                 )
             return
-        id_file = self.home / "cluster.id"
+        id_file = self.node.cluster_id_file
         if not id_file.exists() or id_file.read_text().startswith("-"):
             id_file.write_text(new_cluster_id() + "\n")
         result = subprocess.run(
@@ -192,10 +243,10 @@ class KafkaBroker:
         """The broker as a managed process, ready once a metadata request succeeds."""
         kafka = self._settings.kafka
         return ManagedProcess(
-            name="kafka",
+            name=self.node.name,
             argv=[*self._java(BROKER_MAIN, heap_mb=kafka.heap_mb), str(self.properties)],
             host=kafka.broker_host,
-            port=kafka.broker_port,
+            port=self.node.port,
             port_setting="FRAUD_KAFKA__BOOTSTRAP_SERVERS",
             ready=self.metadata_ok,
             run_dir=self._settings.var_dir / "run",
@@ -205,6 +256,7 @@ class KafkaBroker:
     def prepare(self) -> None:
         """Jars, configuration and storage: everything the broker needs before it starts."""
         self.fetch_jars()
+        self.home.mkdir(parents=True, exist_ok=True)
         self.render_properties()
         self.format_storage()
 
@@ -212,9 +264,9 @@ class KafkaBroker:
         """True when the broker answers a metadata request (its port alone opens too early)."""
         from kafka import KafkaAdminClient  # slow import: only when probing
 
-        admin = KafkaAdminClient(
-            **kafka_python_kwargs(self._settings.kafka), request_timeout_ms=3000
-        )
+        kwargs = kafka_python_kwargs(self._settings.kafka)
+        kwargs["bootstrap_servers"] = f"{self._settings.kafka.broker_host}:{self.node.port}"
+        admin = KafkaAdminClient(**kwargs, request_timeout_ms=3000)
         try:
             admin.list_topics()
             return True

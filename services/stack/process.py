@@ -123,9 +123,22 @@ class ManagedProcess:
             StackError: the port is taken by another process, the program exits, or it is
                 not ready within ``timeout_s`` seconds (the message has its log's last lines).
         """
+        outcome, proc = self.launch()
+        self._wait_ready(timeout_s, proc)
+        return outcome
+
+    def launch(self) -> tuple[str, subprocess.Popen[bytes] | None]:
+        """Start the process unless ours already runs; do not wait for it (the nodes of a
+        cluster are only ready once enough of them run). Finish with :meth:`wait_ready`.
+
+        Returns:
+            ("running", None) when ours already runs, ("started", the new process) otherwise.
+
+        Raises:
+            StackError: the port is taken by another process.
+        """
         if self.pid() is not None:
-            self._wait_ready(timeout_s)
-            return "running"
+            return "running", None
         if port_open(self.host, self.port):
             raise StackError(
                 f"{self.name}: port {self.port} on {self.host} is taken by a process that is "
@@ -145,8 +158,11 @@ class ManagedProcess:
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         self._started_at = time.monotonic()
+        return "started", proc
+
+    def wait_ready(self, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Wait until the service is ready (see :meth:`start` for what is raised)."""
         self._wait_ready(timeout_s, proc)
-        return "started"
 
     def _wait_ready(self, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
         deadline = time.monotonic() + timeout_s

@@ -9,6 +9,7 @@ import psutil
 
 from services.common.settings import Settings
 from services.stack.apps import api_process, scorer_process
+from services.stack.cluster import ClusterStack
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ManagedProcess
 from services.stack.prometheus_server import prometheus_process
@@ -42,15 +43,23 @@ class Stack:
             prometheus_process(self._settings, install=install),
         ]
 
-    def up(self) -> list[tuple[str, str, float]]:
+    def up(self, cluster: bool = False) -> list[tuple[str, str, float]]:
         """Install what is missing, start every service, wait for health, create topics.
 
         Idempotent: services already running are left alone. Returns (service, "started" |
-        "running", seconds) per service, then one row per topic.
+        "running", seconds) per service, then one row per topic. ``cluster``: three Kafka
+        nodes and a Redis Cluster (``services.stack.cluster``) instead of one of each, with
+        Prometheus.
 
         Raises:
             StackError: a service could not be installed, started or reached.
         """
+        if cluster:
+            proc = prometheus_process(self._settings, install=True)
+            began = time.monotonic()
+            outcome = proc.start(self._settings.service_timeout_s)
+            nodes = ClusterStack(self._settings).up()
+            return [*nodes, (proc.name, outcome, time.monotonic() - began)]
         rows: list[tuple[str, str, float]] = []
         self._kafka.prepare()
         for proc in self._processes(install=True):
@@ -70,12 +79,23 @@ class Stack:
         """
         apps = [api_process(self._settings), scorer_process(self._settings)]
         procs = apps + list(reversed(self._processes(install=False)))
-        return [(proc.name, proc.stop()) for proc in procs]
+        stopped = [(proc.name, proc.stop()) for proc in procs]
+        cluster = [p for p in self._cluster_processes() if p.pid() is not None]
+        return stopped + [(p.name, p.stop()) for p in reversed(cluster)]
+
+    def _cluster_processes(self) -> list[ManagedProcess]:
+        if self._settings.kafka.security_protocol != "PLAINTEXT":
+            return []
+        return ClusterStack(self._settings).processes()
 
     def status(self) -> list[ServiceStatus]:
-        """Pid, readiness and resident memory of each service."""
+        """Pid, readiness and resident memory of each service, and of the cluster's nodes
+        when any of them runs (``fraud up --cluster``)."""
         out = []
-        for proc in self._processes(install=False):
+        cluster = self._cluster_processes()
+        if not any(p.pid() is not None for p in cluster):
+            cluster = []
+        for proc in self._processes(install=False) + cluster:
             pid = proc.pid()
             out.append(
                 ServiceStatus(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.common.connections import kafka_python_kwargs
-from services.common.settings import Settings, TopicSpec
+from services.common.settings import Settings, TopicSpec, TopicsSettings
 
 
 def ensure_topics(settings: Settings) -> dict[str, str]:
@@ -20,7 +20,11 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
     try:
         existing = _partition_counts(admin)
         wanted = settings.topics.all()
-        new = [_new_topic(NewTopic, spec) for spec in wanted if spec.name not in existing]
+        new = [
+            _new_topic(NewTopic, spec, settings.topics)
+            for spec in wanted
+            if spec.name not in existing
+        ]
         if new:
             admin.create_topics(new, validate_only=False)
         result = {}
@@ -61,13 +65,14 @@ def delete_namespace_topics(settings: Settings) -> list[str]:
         admin.close()
 
 
-def _new_topic(new_topic: type, spec: TopicSpec) -> object:
+def _new_topic(new_topic: type, spec: TopicSpec, topics: TopicsSettings) -> object:
     return new_topic(
         name=spec.name,
         num_partitions=spec.partitions,
-        replication_factor=1,
+        replication_factor=topics.replication_factor,
         topic_configs={
             "retention.ms": str(spec.retention_ms),
+            "min.insync.replicas": str(topics.min_insync_replicas),
             **(
                 {"max.message.bytes": str(spec.max_message_bytes)} if spec.max_message_bytes else {}
             ),

@@ -40,3 +40,28 @@ def test_compose_runs_the_whole_stack_with_healthchecks() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for name in ("topics", "scorer", "api", "train", "producer"):
         assert services[name]["command"][0] in commands, name
+
+
+def test_the_cluster_profile_has_the_topology_of_fraud_up_cluster() -> None:
+    from services.stack.cluster import MIN_INSYNC_REPLICAS, NODES, REDIS_NODES, REPLICATION_FACTOR
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    brokers = [s for name, s in services.items() if name.startswith("kafka-")]
+    assert len(brokers) == NODES
+    voters = {b["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for b in brokers}
+    assert voters == {",".join(f"{i}@kafka-{i}:9093" for i in range(1, NODES + 1))}
+    assert sorted(b["environment"]["KAFKA_NODE_ID"] for b in brokers) == ["1", "2", "3"]
+    for broker in brokers:
+        env = broker["environment"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == str(REPLICATION_FACTOR)
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == str(MIN_INSYNC_REPLICAS)
+        assert broker["profiles"] == ["cluster"]
+    nodes = [s for name, s in services.items() if name.startswith("redis-") and name[6:].isdigit()]
+    assert len(nodes) == REDIS_NODES
+    assert all("--cluster-enabled" in n["command"] for n in nodes)
+    assert "--cluster-replicas 1" in services["redis-cluster"]["command"][0]
+    scorer = services["scorer-cluster"]
+    assert scorer["deploy"]["replicas"] >= 2
+    assert scorer["environment"]["FRAUD_REDIS__CLUSTER"] == "true"
+    assert scorer["environment"]["FRAUD_TOPICS__REPLICATION_FACTOR"] == str(REPLICATION_FACTOR)
+    assert len(scorer["environment"]["FRAUD_KAFKA__BOOTSTRAP_SERVERS"].split(",")) == NODES

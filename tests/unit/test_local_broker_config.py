@@ -62,3 +62,35 @@ def test_storage_formatted_without_the_scram_user_is_not_silently_reused(tmp_pat
     with pytest.raises(StackError, match="formatted for PLAINTEXT"):
         KafkaBroker(Settings(var_dir=tmp_path, kafka=SCRAM)).format_storage()
     KafkaBroker(Settings(var_dir=tmp_path)).format_storage()  # PLAINTEXT as before: a no-op
+
+
+def test_one_node_is_its_own_quorum_and_replicates_once(tmp_path: Path) -> None:
+    broker = KafkaBroker(Settings(var_dir=tmp_path))
+    broker.home.mkdir(parents=True)
+    broker.render_properties()
+    props = _properties(broker.properties.read_text())
+    assert (props["node.id"], props["controller.quorum.voters"]) == ("1", "1@127.0.0.1:9093")
+    assert props["offsets.topic.replication.factor"] == props["min.insync.replicas"] == "1"
+
+
+def test_cluster_nodes_share_a_quorum_of_three_and_replicate_three_times(tmp_path: Path) -> None:
+    from services.stack.cluster import ClusterStack, broker_ports
+
+    nodes = ClusterStack(Settings(var_dir=tmp_path)).brokers
+    rendered = []
+    for broker in nodes:
+        broker.home.mkdir(parents=True)
+        broker.render_properties()
+        rendered.append(_properties(broker.properties.read_text()))
+    voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(broker_ports(), start=1))
+    assert [p["node.id"] for p in rendered] == ["1", "2", "3"]
+    assert {p["controller.quorum.voters"] for p in rendered} == {voters}
+    assert [p["listeners"] for p in rendered] == [
+        f"PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c}" for b, c in broker_ports()
+    ]
+    for props in rendered:
+        assert props["default.replication.factor"] == "3"
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert len({p["log.dirs"] for p in rendered}) == 3
+    assert {b.node.cluster_id_file for b in nodes} == {tmp_path / "kafka-cluster" / "cluster.id"}
