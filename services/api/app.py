@@ -14,14 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import ModelRegistry
 from services.api import problems
-from services.api.deps import ApiState
+from services.api.deps import ApiState, refuse_duplicate_keys
 from services.api.routes import (
     decisions,
     features,
@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         "Send an API key as `X-API-Key`; roles: viewer (read), analyst (read and label), "
         "admin (models and policy). Errors are `application/problem+json`.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_duplicate_keys)],
     )
     app.add_exception_handler(problems.Problem, problems.handle_problem)
     app.add_exception_handler(StarletteHTTPException, problems.handle_http)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from models.registry import LoadedModel, ModelRegistry
 from services.api.keys import Principal, Role, authenticate
 from services.api.problems import Problem
 from services.common.decision_store import DecisionStore
+from services.common.events import InvalidEvent, unique_keys
 from services.common.policy import PolicyStore
 from services.common.settings import Settings
 
@@ -102,3 +104,31 @@ def require(role: Role) -> Any:
 Viewer = Annotated[Principal, require("viewer")]
 Analyst = Annotated[Principal, require("analyst")]
 Admin = Annotated[Principal, require("admin")]
+
+
+async def refuse_duplicate_keys(request: Request) -> None:
+    """Refuse a JSON body in which an object names a key twice (422, ``duplicate-key``).
+
+    Parsers disagree on which of the values wins (RFC 8259 leaves it open), so the API would
+    act on one value while a proxy or a log showed the other. The transaction contract
+    refuses the same bodies (``services.common.events.unique_keys``).
+
+    Raises:
+        Problem: a key appears twice in some object of the body.
+    """
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    body = await request.body()  # cached: the route's own parsing reads it again
+    if not body:
+        return
+    try:
+        json.loads(body, object_pairs_hook=unique_keys)
+    except InvalidEvent as error:
+        raise Problem(
+            422,
+            "duplicate-key",
+            "A JSON name appears twice",
+            f"{error.reason.split(':', 1)[1]} appears more than once in one object",
+        ) from None
+    except ValueError:
+        return  # not JSON: the route's validation says so

@@ -152,7 +152,7 @@ def _decode(value: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise InvalidEvent("not_utf8", f"byte {error.start} is not UTF-8") from error
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
     except InvalidEvent:
         raise
     except (json.JSONDecodeError, RecursionError) as error:
@@ -164,6 +164,24 @@ def _decode(value: bytes) -> dict[str, Any]:
             isinstance(item, str | int) and contains_card_number(str(item))
         ):
             raise InvalidEvent(f"card_number:{_safe_name(key)}", "a card number is not allowed")
+    return obj
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of ``json.loads``: a JSON object whose keys are all distinct.
+
+    RFC 8259 (section 4) leaves duplicate names to the parser, and parsers disagree on which
+    value wins: a known way to show one system a value and another a different one, so such
+    an object is refused.
+
+    Raises:
+        InvalidEvent: ``duplicate_key:<name>``.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise InvalidEvent(f"duplicate_key:{_safe_name(twice)}", "a JSON name appears twice")
     return obj
 
 
@@ -184,6 +202,8 @@ def _string(obj: dict[str, Any], field: str, max_len: int = 64) -> str:
         raise InvalidEvent(f"wrong_type:{field}", f"{field} must be a string")
     if not 1 <= len(value) <= max_len or not value.isprintable():
         raise InvalidEvent(f"out_of_range:{field}", f"{field} must be 1-{max_len} printable chars")
+    if value != value.strip():  # "c-1 " and "c-1" would be two cards
+        raise InvalidEvent(f"whitespace:{field}", f"{field} has leading or trailing whitespace")
     return value
 
 

@@ -157,6 +157,34 @@ def corpus() -> list[dict[str, Any]]:
         out.append(_with(f"control char in {field}", f"out_of_range:{field}", **{field: "a\nb"}))
     for currency in ("eur", "EURO", "E", 978, "", None):
         out.append(_with(f"currency {currency!r}", "out_of_range:currency", currency=currency))
+    for field in ("transaction_id", "customer_id", "terminal_id"):  # "c-1 " is not "c-1"
+        for padded in (" a-1", "a-1 ", " a-1 "):
+            out.append(_with(f"{field} {padded!r}", f"whitespace:{field}", **{field: padded}))
+    out.append(
+        _with("no-break space in customer_id", "out_of_range:customer_id", customer_id="\u00a0c-1")
+    )
+    valid = json.dumps(VALID)  # a key twice: parsers disagree on which value wins
+    out.append(
+        {
+            "name": "amount twice",
+            "reason": "duplicate_key:amount",
+            "payload": valid[:-1] + ', "amount": 9999.0}',
+        }
+    )
+    out.append(
+        {
+            "name": "customer_id twice",
+            "reason": "duplicate_key:customer_id",
+            "payload": valid[:-1] + ', "customer_id": "c-2"}',
+        }
+    )
+    out.append(
+        {
+            "name": "amount twice, once in JSON escapes",
+            "reason": "duplicate_key:amount",
+            "payload": valid[:-1] + ', "\\u0061mount": 1.0}',
+        }
+    )
     return out
 
 

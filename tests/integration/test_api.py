@@ -295,6 +295,25 @@ def test_explanation_contributions_sum_to_the_margin(
         assert {c["feature"]: c["value"] for c in body["contributions"]} == decision["features"]
 
 
+def test_a_body_naming_a_key_twice_is_refused_with_a_problem(
+    client: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    """The same smuggling vector as a transaction event with a key twice (hostile corpus):
+    parsers disagree on which value wins."""
+    target = decided[6]["transaction_id"]
+    body = (
+        f'{{"transaction_id": "{target}", "is_fraud": false, "source": "analyst",'
+        ' "is_fraud": true}'
+    )
+    headers = {**_h(keys["analyst"]), "content-type": "application/json"}
+    response = client.post("/v1/labels", content=body, headers=headers)
+    _assert_problem(response, 422, "duplicate-key")
+    assert "is_fraud" in response.json()["detail"]
+    nested = '{"review_threshold": 0.5, "review_threshold": 0.9}'
+    admin = {**_h(keys["admin"]), "content-type": "application/json"}
+    _assert_problem(client.put("/v1/policy", content=nested, headers=admin), 422, "duplicate-key")
+
+
 def test_labels_are_idempotent_and_published(
     client: TestClient,
     keys: dict[str, str],
