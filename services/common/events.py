@@ -167,6 +167,25 @@ def _decode(value: bytes) -> dict[str, Any]:
     return obj
 
 
+REASONS = (
+    "too_large",
+    "not_utf8",
+    "invalid_json",
+    "not_an_object",
+    "card_number",
+    "duplicate_key",
+    "missing_field",
+    "wrong_type",
+    "out_of_range",
+    "whitespace",
+    "bad_timestamp",
+    "unsupported_schema_version",
+    "reused_transaction_id",
+)
+"""The kinds of reason an event is refused for (the part before ``:``), for metrics that
+must exist at zero before the first refusal."""
+
+
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook`` of ``json.loads``: a JSON object whose keys are all distinct.
 

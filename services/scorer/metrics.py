@@ -6,6 +6,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common.events import REASONS
+
 LATENCY_BUCKETS = (
     0.001,
     0.002,
@@ -45,6 +47,8 @@ DEGRADED = Counter("fraud_degraded_decisions_total", "Decisions made in degraded
 DEAD_LETTERS = Counter(
     "fraud_dead_letters_total", "Events sent to the dead-letter topic.", ["reason"]
 )
+for _reason in REASONS:  # a series per known reason from the start: rates and panels show 0
+    DEAD_LETTERS.labels(reason=_reason)
 SCORES = Histogram(
     "fraud_score",
     "Model scores (fraud probability).",

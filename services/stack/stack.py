@@ -89,13 +89,16 @@ class Stack:
         return ClusterStack(self._settings).processes()
 
     def status(self) -> list[ServiceStatus]:
-        """Pid, readiness and resident memory of each service, and of the cluster's nodes
-        when any of them runs (``fraud up --cluster``)."""
+        """Pid, readiness and resident memory of each service; then of the scorer and the
+        API when ``fraud demo`` (or anyone through ``services.stack.apps``) started them, and
+        of the cluster's nodes when any of them runs (``fraud up --cluster``)."""
         out = []
+        apps = [api_process(self._settings), scorer_process(self._settings)]
         cluster = self._cluster_processes()
         if not any(p.pid() is not None for p in cluster):
             cluster = []
-        for proc in self._processes(install=False) + cluster:
+        started = [p for p in reversed(apps) if p.pid_file.exists()]
+        for proc in self._processes(install=False) + started + cluster:
             pid = proc.pid()
             out.append(
                 ServiceStatus(

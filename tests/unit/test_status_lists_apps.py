@@ -1,0 +1,27 @@
+"""``fraud status`` lists the scorer and the API once something started them (nothing runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from services.common.settings import Settings
+from services.stack.stack import Stack
+
+
+def test_the_scorer_and_the_api_appear_once_started_and_report_their_state(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(var_dir=tmp_path)
+    assert [s.name for s in Stack(settings).status()] == ["kafka", "redis", "prometheus"]
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / "scorer.pid").write_text(f"{gone.pid}\n")  # fraud demo's, now dead
+    (tmp_path / "run" / "api.pid").write_text(f"{gone.pid}\n")
+    rows = {s.name: s for s in Stack(settings).status()}
+    assert list(rows) == ["kafka", "redis", "prometheus", "scorer", "api"]
+    assert rows["scorer"].pid is None and not rows["scorer"].ready
+    assert rows["scorer"].log.endswith("scorer.log") and rows["api"].address.endswith(":8000")
