@@ -193,24 +193,45 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         mapping = dict(item.split("=", 1) for item in args.column)
         frame = read_file(args.file or settings.data_dir / "transactions.parquet", mapping)
         events = replay_events(frame, args.start, args.end, args.label_lead_days)
+        if args.no_labels:
+            events = (e for e in events if e.topic == "transactions")
         times = frame["event_time"]
         total = int(
             ((times >= _utc(args.start, times.min())) & (times < _utc(args.end, None))).sum()
         )
         total = min(total, args.count) if args.count else total
     with tqdm(total=total, desc="transactions sent", unit="tx", disable=args.json) as bar:
-        stats = send_all(settings, events, args.rate, limit=args.count, progress=bar)
+        stats = send_all(
+            settings,
+            events,
+            args.rate,
+            limit=args.count,
+            progress=bar,
+            skip_events=args.skip_events,
+            max_outage_s=args.max_outage_s,
+        )
     result = {
         "sent": stats.sent,
+        "delivered": stats.delivered,
         "seconds": round(stats.seconds, 3),
         "rate_tps": round(stats.transactions / max(stats.seconds, 1e-9), 1),
+        "resume_at": stats.resume_at,
+        "error": stats.error,
     }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"sent {stats.sent} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)")
+    if stats.error is None:
+        return 0
     print(
-        json.dumps(result)
-        if args.json
-        else f"sent {stats.sent} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)"
+        f"fraud produce: stopped: {stats.error}. {stats.delivered} of {stats.events} records "
+        f"were acknowledged; every event before event {stats.resume_at} was. Resume with the "
+        f"same arguments and --skip-events {stats.resume_at} (events after it that did arrive "
+        "are sent again; the scorer decides each transaction once).",
+        file=sys.stderr,
     )
-    return 0
+    return 4
 
 
 def _utc(day: dt.date | None, default: object) -> object:
@@ -366,6 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="send each label this long before the delayed window counts it",
     )
     p.add_argument("--simulate", action="store_true", help="a seeded simulator instead of a file")
+    p.add_argument(
+        "--no-labels", action="store_true", help="replay the transactions alone, no labels"
+    )
+    p.add_argument(
+        "--skip-events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="skip the stream's first N events (the resume point an interrupted run printed)",
+    )
+    p.add_argument(
+        "--max-outage-s",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="wait this long for an unreachable broker, then stop and print where to resume "
+        "(exit 4)",
+    )
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--terminals", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,15 @@
-"""Sends events to Kafka at a target rate (open loop) with kafka-python."""
+"""Sends events to Kafka at a target rate (open loop) with kafka-python.
+
+A broker that goes away is waited out, each record retried, for up to ``max_outage_s``. Past
+that the replay stops without a traceback and says what was delivered and where to resume:
+the first event (in the replay's order) the broker did not acknowledge. Everything before it
+was acknowledged; rerunning from it may repeat some later events, which the scorer absorbs
+(a transaction id with the same content is a redelivery, decided once).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,22 +24,40 @@ SENT = Counter("fraud_producer_sent_total", "Records the producer sent, by topic
 SEND_ERRORS = Counter("fraud_producer_send_errors_total", "Records Kafka did not accept.")
 
 
+DEFAULT_MAX_OUTAGE_S = 300.0
+"""How long a replay waits for an unreachable broker before it gives up (seconds)."""
+
+
 @dataclass
 class ReplayStats:
-    """What a replay sent: counts per topic and the wall-clock span (seconds)."""
+    """What a replay sent: counts per topic and the wall-clock span (seconds).
+
+    Attributes:
+        sent: records handed to the producer, per topic.
+        delivered: records the broker acknowledged.
+        events: events of the stream handed to the producer (after ``skip_events``).
+        resume_at: the first event, counted from the start of the stream, that the broker
+            did not acknowledge (every event before it was acknowledged); None when all were.
+        error: why the replay stopped early, None when it completed.
+    """
 
     sent: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    delivered: int = 0
+    events: int = 0
+    resume_at: int | None = None
+    error: str | None = None
 
     @property
     def transactions(self) -> int:
         return self.sent.get("transactions", 0)
 
 
-def make_producer(settings: Settings) -> object:
+def make_producer(settings: Settings, max_outage_s: float = 120.0) -> object:
     """A kafka-python producer tuned for low latency and no loss: acks from every in-sync
-    replica, idempotence, retries until the delivery timeout (two minutes: a broker restart
-    loses nothing), reconnect attempts at most a second apart."""
+    replica, idempotence, retries until the delivery timeout (``max_outage_s``: a broker
+    restart loses nothing), sends that block at most as long when the broker is away,
+    reconnect attempts at most a second apart."""
     from kafka import KafkaProducer
 
     return KafkaProducer(
@@ -39,7 +65,10 @@ def make_producer(settings: Settings) -> object:
         acks="all",
         linger_ms=1,
         batch_size=64 * 1024,
-        delivery_timeout_ms=120_000,
+        delivery_timeout_ms=int(max_outage_s * 1000),
+        max_block_ms=int(max_outage_s * 1000),
+        request_timeout_ms=min(30_000, int(max_outage_s * 1000)),
+        bootstrap_timeout_ms=min(30_000, int(max_outage_s * 1000)),
         reconnect_backoff_max_ms=1000,
         max_in_flight_requests_per_connection=5,
         enable_idempotence=True,
@@ -52,23 +81,44 @@ def send_all(
     rate_tps: float = 0.0,
     limit: int | None = None,
     progress: object | None = None,
+    skip_events: int = 0,
+    max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
 ) -> ReplayStats:
     """Produce ``events`` in order; transactions paced at ``rate_tps`` (0: as fast as possible).
 
     Pacing is open loop: the i-th transaction is due at ``start + i / rate`` whatever the
     consumer does; labels go out as soon as their turn comes. ``limit`` caps transactions.
-    ``progress`` is a tqdm bar (or None).
+    ``progress`` is a tqdm bar (or None). The first ``skip_events`` events are skipped (a
+    resume point of an earlier run). A broker away for longer than ``max_outage_s`` stops
+    the replay: ``error`` and ``resume_at`` of the result say so; nothing is raised for it.
     """
-    producer = make_producer(settings)
+    from kafka.errors import KafkaError
+
+    stats = ReplayStats()
+    try:
+        producer = make_producer(settings, max_outage_s)
+    except KafkaError as error:  # no broker answered at all
+        stats.error = f"{type(error).__name__}: no broker at {settings.kafka.bootstrap_servers}"
+        stats.resume_at = skip_events
+        return stats
     topics = {
         "transactions": settings.topics.transactions.name,
         "labels": settings.topics.labels.name,
     }
-    stats = ReplayStats()
+    acked = bytearray()  # per event handed over: 1 once the broker acknowledged it
     began = time.perf_counter()
     sent_tx = 0
+
+    def on_ack(index: int) -> object:
+        def done(_metadata: object) -> None:
+            acked[index] = 1
+
+        return done
+
     try:
-        for event in events:
+        for position, event in enumerate(events):
+            if position < skip_events:
+                continue
             if event.topic == "transactions":
                 if limit is not None and sent_tx >= limit:
                     break
@@ -79,12 +129,23 @@ def send_all(
                 sent_tx += 1
                 if progress is not None:
                     progress.update(1)  # type: ignore[attr-defined]
+            acked.append(0)
             future = producer.send(topics[event.topic], key=event.key, value=event.value)  # type: ignore[attr-defined]
+            future.add_callback(on_ack(len(acked) - 1))
             future.add_errback(lambda _error: SEND_ERRORS.inc())
             SENT.labels(topic=event.topic).inc()
             stats.sent[event.topic] = stats.sent.get(event.topic, 0) + 1
-        producer.flush(timeout=60)  # type: ignore[attr-defined]
+        producer.flush(timeout=max_outage_s)  # type: ignore[attr-defined]
+    except KafkaError as error:  # a send or the flush waited out the bound
+        stats.error = f"{type(error).__name__}: no broker answered for {max_outage_s:.0f} s"
     finally:
-        producer.close(timeout=10)  # type: ignore[attr-defined]
+        with contextlib.suppress(KafkaError):
+            producer.close(timeout=10)  # type: ignore[attr-defined]
     stats.seconds = time.perf_counter() - began
+    stats.events = len(acked)
+    stats.delivered = sum(acked)
+    missing = acked.find(0)
+    if missing >= 0:
+        stats.resume_at = skip_events + missing
+        stats.error = stats.error or f"{len(acked) - stats.delivered} records not acknowledged"
     return stats

@@ -5,7 +5,10 @@
 - ``redis-outage``: stop Redis for 30 s mid-replay (the scorer decides in degraded mode);
 - ``replica-kill``: two scorers in one consumer group, SIGKILL one;
 - ``bad-model``: promote a model file that does not load (through the API, then behind its
-  back): the old model stays active and the API says why.
+  back): the old model stays active and the API says why;
+- ``producer-outage``: ``fraud produce`` replays while the broker is away for longer than the
+  producer waits (``--max-outage-s``): it must stop without a traceback, exit 4 and print
+  where to resume; rerun from there, nothing is lost or decided twice.
 
 Scenarios restart the local stack's broker and Redis: run them on a development stack, not
 beside a production one.
@@ -14,15 +17,21 @@ beside a production one.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import random
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.settings import Settings
+import orjson
+
+from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.sources import Event
 from services.stack.process import free_port
 from tools.chaos.harness import (
@@ -37,6 +46,10 @@ from tools.chaos.harness import (
 
 REDIS_OUTAGE_S = 30.0
 BROKER_DOWN_S = 5.0
+PRODUCER_WAITS_S = 10.0
+"""``fraud produce --max-outage-s`` in the producer-outage scenario; the broker stays away
+:data:`PRODUCER_OUTAGE_S`, longer."""
+PRODUCER_OUTAGE_S = 25.0
 
 
 @dataclass
@@ -362,12 +375,85 @@ def _stored_model_versions(ns: Namespace, ids: list[str]) -> set[str | None]:
     return {rec.model_version for rec in fetch_decisions(ns.redis(), ids) if rec is not None}
 
 
+def _produce(ns: Namespace, count: int, rate_tps: float, *extra: str) -> subprocess.Popen[str]:
+    """``fraud produce`` of the chaos events (the test week's first ``count`` transactions, no
+    labels) into the namespace, as a user runs it."""
+    argv = [sys.executable, "-m", "services.cli", "produce", "--from", "2018-08-08"]
+    argv += ["--count", str(count), "--rate", str(rate_tps), "--no-labels", "--json", *extra]
+    return subprocess.Popen(
+        argv,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **ns.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class _Produced:
+    """What the audit needs of a replay: the transaction ids acknowledged (all of them once
+    the producer's rerun succeeded)."""
+
+    def __init__(self, ids: set[str]) -> None:
+        self.sent, self.failed = ids, 0
+
+    def wait(self, timeout_s: float) -> None:
+        pass
+
+
+def producer_outage(ctx: Context) -> ScenarioResult:
+    from services.stack.kafka_broker import KafkaBroker
+
+    ns = ctx.namespace("producer-outage")
+    result = ScenarioResult("producer-outage", Audit())
+    broker = KafkaBroker(ctx.settings).process()
+    count = len(ctx.events)
+    try:
+        scorer = ns.scorer()
+        scorer.start()
+        scorer.wait_owning(ns.settings.topics.transactions.partitions)
+        began = time.monotonic()
+        first = _produce(ns, count, ctx.rate_tps, "--max-outage-s", str(PRODUCER_WAITS_S))
+        _sleep_until(began, ctx.rng.uniform(0.2, 0.4) * ctx.replay_s)
+        if not broker.stop():
+            raise RuntimeError("the Kafka broker is not one `fraud up` started; cannot stop it")
+        stopped = time.monotonic() - began
+        time.sleep(PRODUCER_OUTAGE_S)
+        broker.start(ctx.settings.service_timeout_s)
+        out, err = first.communicate(timeout=ctx.replay_s + 300)
+        result.faults.append(
+            f"broker gone at {stopped:.1f} s for {PRODUCER_OUTAGE_S:.0f} s; the producer waits "
+            f"{PRODUCER_WAITS_S:.0f} s and exited {first.returncode}: {err.strip()[-300:]}"
+        )
+        result.checks["producer_exited_4"] = first.returncode == 4
+        result.checks["no_traceback"] = "Traceback" not in err
+        resume = json.loads(out.strip().splitlines()[-1]).get("resume_at") if out.strip() else None
+        result.checks["resume_point_printed"] = (
+            resume is not None and f"--skip-events {resume}" in err
+        )
+        if resume is not None:
+            rerun = _produce(ns, count, 0.0, "--skip-events", str(resume))
+            _, rerun_err = rerun.communicate(timeout=600)
+            result.checks["rerun_completed"] = rerun.returncode == 0
+            result.faults.append(
+                f"rerun from event {resume}: exit {rerun.returncode} {rerun_err.strip()[-200:]}"
+            )
+        ids = {str(orjson.loads(e.value)["transaction_id"]) for e in ctx.events}
+        result.audit = ctx.finish(ns, _Produced(ids))  # type: ignore[arg-type]
+        result.checks["scorer_survived"] = scorer.alive()
+    finally:
+        broker.start(ctx.settings.service_timeout_s)  # whatever happened, leave it running
+        ns.close()
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "scorer-kill": scorer_kill,
     "broker-restart": broker_restart,
     "redis-outage": redis_outage,
     "replica-kill": replica_kill,
     "bad-model": bad_model,
+    "producer-outage": producer_outage,
 }
 
 
