@@ -223,6 +223,15 @@ class RedisSettings(BaseModel):
         return f"redis://{self.host}:{self.port}/{self.db}"
 
 
+class ClusterSettings(BaseModel):
+    """Ports of the local cluster topology (``fraud up --cluster``): Kafka nodes on
+    ``kafka_base_port`` + 2, + 4, + 6 (controllers one above each), Redis nodes on
+    ``redis_base_port`` + 1 to + 6."""
+
+    kafka_base_port: int = Field(29090, ge=1024, le=65000)
+    redis_base_port: int = Field(27000, ge=1024, le=55000)
+
+
 class PrometheusSettings(BaseModel):
     """The Prometheus server that scrapes every process."""
 
@@ -331,6 +340,7 @@ class Settings(BaseSettings):
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 

@@ -8,8 +8,9 @@
   the stack's persistence.
 
 Clients reach it by settings alone (:func:`client_environment`, also written to
-``var/cluster.env``). Ports: :data:`BASE_PORT` + 2, + 4, + 6 for the brokers (their
-controllers one above each), :data:`REDIS_BASE_PORT` + 1 .. + 6 for Redis.
+``var/cluster.env``). Ports: ``FRAUD_CLUSTER__KAFKA_BASE_PORT`` (29090) + 2, + 4, + 6 for the
+brokers (their controllers one above each), ``FRAUD_CLUSTER__REDIS_BASE_PORT`` (27000) + 1 to
++ 6 for Redis.
 """
 
 from __future__ import annotations
@@ -28,31 +29,33 @@ from services.stack.redis_server import PERSISTENCE
 from services.stack.topics import ensure_topics
 
 NODES = 3
-BASE_PORT = 29090
-REDIS_BASE_PORT = 27000
 REDIS_NODES = 6
 """Three masters and their replicas (``redis-cli --cluster create --cluster-replicas 1``)."""
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2
 
 
-def broker_ports() -> list[tuple[int, int]]:
+def broker_ports(settings: Settings) -> list[tuple[int, int]]:
     """(client port, controller port) of each Kafka node."""
-    return [(BASE_PORT + 2 * i, BASE_PORT + 2 * i + 1) for i in range(1, NODES + 1)]
+    base = settings.cluster.kafka_base_port
+    return [(base + 2 * i, base + 2 * i + 1) for i in range(1, NODES + 1)]
 
 
-def redis_ports() -> list[int]:
-    return [REDIS_BASE_PORT + i for i in range(1, REDIS_NODES + 1)]
+def redis_ports(settings: Settings) -> list[int]:
+    base = settings.cluster.redis_base_port
+    return [base + i for i in range(1, REDIS_NODES + 1)]
 
 
 def client_environment(settings: Settings) -> dict[str, str]:
     """The settings that point the scorer, the API and the producers at the cluster."""
     host = settings.kafka.broker_host
     return {
-        "FRAUD_KAFKA__BOOTSTRAP_SERVERS": ",".join(f"{host}:{p}" for p, _ in broker_ports()),
+        "FRAUD_KAFKA__BOOTSTRAP_SERVERS": ",".join(
+            f"{host}:{p}" for p, _ in broker_ports(settings)
+        ),
         "FRAUD_REDIS__CLUSTER": "true",
         "FRAUD_REDIS__HOST": settings.redis.host,
-        "FRAUD_REDIS__PORT": str(redis_ports()[0]),
+        "FRAUD_REDIS__PORT": str(redis_ports(settings)[0]),
         "FRAUD_REDIS__DB": "0",
         "FRAUD_TOPICS__REPLICATION_FACTOR": str(REPLICATION_FACTOR),
         "FRAUD_TOPICS__MIN_INSYNC_REPLICAS": str(MIN_INSYNC_REPLICAS),
@@ -66,11 +69,11 @@ def client_settings(settings: Settings) -> Settings:
         update={
             "kafka": settings.kafka.model_copy(
                 update={
-                    "bootstrap_servers": ",".join(f"{host}:{p}" for p, _ in broker_ports()),
+                    "bootstrap_servers": ",".join(f"{host}:{p}" for p, _ in broker_ports(settings)),
                 }
             ),
             "redis": settings.redis.model_copy(
-                update={"cluster": True, "port": redis_ports()[0], "db": 0}
+                update={"cluster": True, "port": redis_ports(settings)[0], "db": 0}
             ),
             "topics": settings.topics.model_copy(
                 update={
@@ -90,7 +93,8 @@ class ClusterStack:
             raise StackError("kafka: `fraud up --cluster` runs PLAINTEXT brokers only")
         self._settings = settings
         host = settings.kafka.broker_host
-        voters = ",".join(f"{i}@{host}:{c}" for i, (_, c) in enumerate(broker_ports(), start=1))
+        ports = broker_ports(settings)
+        voters = ",".join(f"{i}@{host}:{c}" for i, (_, c) in enumerate(ports, start=1))
         home = settings.var_dir / "kafka-cluster"
         self.brokers = [
             KafkaBroker(
@@ -106,13 +110,13 @@ class ClusterStack:
                     min_isr=MIN_INSYNC_REPLICAS,
                 ),
             )
-            for i, (port, controller) in enumerate(broker_ports(), start=1)
+            for i, (port, controller) in enumerate(ports, start=1)
         ]
 
     def processes(self, install: bool = False) -> list[ManagedProcess]:
         """Every process of the cluster, brokers first."""
         return [b.process() for b in self.brokers] + [
-            self._redis_node(port, install) for port in redis_ports()
+            self._redis_node(port, install) for port in redis_ports(self._settings)
         ]
 
     def up(self) -> list[tuple[str, str, float]]:
@@ -188,7 +192,7 @@ class ClusterStack:
             ],
             host=cfg.host,
             port=port,
-            port_setting="services.stack.cluster.REDIS_BASE_PORT",
+            port_setting="FRAUD_CLUSTER__REDIS_BASE_PORT",
             ready=ping,
             run_dir=self._settings.var_dir / "run",
             log_dir=self._settings.var_dir / "log",
@@ -202,10 +206,10 @@ class ClusterStack:
             True when the cluster was created now.
         """
         cli = ensure_program("redis-cli", "redis-tools")
-        host, first = self._settings.redis.host, redis_ports()[0]
+        host, first = self._settings.redis.host, redis_ports(self._settings)[0]
         created = False
         if "cluster_known_nodes:1\n" in self._cluster_info(cli, host, first).replace("\r", ""):
-            nodes = [f"{host}:{p}" for p in redis_ports()]
+            nodes = [f"{host}:{p}" for p in redis_ports(self._settings)]
             result = subprocess.run(
                 [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
                 capture_output=True,

@@ -247,7 +247,11 @@ class KafkaBroker:
             argv=[*self._java(BROKER_MAIN, heap_mb=kafka.heap_mb), str(self.properties)],
             host=kafka.broker_host,
             port=self.node.port,
-            port_setting="FRAUD_KAFKA__BOOTSTRAP_SERVERS",
+            port_setting=(
+                "FRAUD_KAFKA__BOOTSTRAP_SERVERS"
+                if self.node.name == "kafka"
+                else "FRAUD_CLUSTER__KAFKA_BASE_PORT"
+            ),
             ready=self.metadata_ok,
             run_dir=self._settings.var_dir / "run",
             log_dir=self._settings.var_dir / "log",

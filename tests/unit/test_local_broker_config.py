@@ -76,17 +76,20 @@ def test_one_node_is_its_own_quorum_and_replicates_once(tmp_path: Path) -> None:
 def test_cluster_nodes_share_a_quorum_of_three_and_replicate_three_times(tmp_path: Path) -> None:
     from services.stack.cluster import ClusterStack, broker_ports
 
-    nodes = ClusterStack(Settings(var_dir=tmp_path)).brokers
+    settings = Settings(var_dir=tmp_path)
+    nodes = ClusterStack(settings).brokers
     rendered = []
     for broker in nodes:
         broker.home.mkdir(parents=True)
         broker.render_properties()
         rendered.append(_properties(broker.properties.read_text()))
-    voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(broker_ports(), start=1))
+    voters = ",".join(
+        f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(broker_ports(settings), start=1)
+    )
     assert [p["node.id"] for p in rendered] == ["1", "2", "3"]
     assert {p["controller.quorum.voters"] for p in rendered} == {voters}
     assert [p["listeners"] for p in rendered] == [
-        f"PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c}" for b, c in broker_ports()
+        f"PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c}" for b, c in broker_ports(settings)
     ]
     for props in rendered:
         assert props["default.replication.factor"] == "3"
