@@ -87,7 +87,8 @@ def send_all(
     """Produce ``events`` in order; transactions paced at ``rate_tps`` (0: as fast as possible).
 
     Pacing is open loop: the i-th transaction is due at ``start + i / rate`` whatever the
-    consumer does; labels go out as soon as their turn comes. ``limit`` caps transactions.
+    consumer does; labels go out as soon as their turn comes. ``limit`` caps the stream's
+    transactions (those skipped count: a resumed run ends where the first would have).
     ``progress`` is a tqdm bar (or None). The first ``skip_events`` events are skipped (a
     resume point of an earlier run). A broker away for longer than ``max_outage_s`` stops
     the replay: ``error`` and ``resume_at`` of the result say so; nothing is raised for it.
@@ -116,12 +117,15 @@ def send_all(
         return done
 
     try:
+        seen_tx = 0  # transactions of the stream so far, skipped ones included
         for position, event in enumerate(events):
+            if event.topic == "transactions":
+                if limit is not None and seen_tx >= limit:
+                    break
+                seen_tx += 1
             if position < skip_events:
                 continue
             if event.topic == "transactions":
-                if limit is not None and sent_tx >= limit:
-                    break
                 if rate_tps > 0:
                     delay = began + sent_tx / rate_tps - time.perf_counter()
                     if delay > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -34,3 +35,39 @@ def test_the_command_exits_4_and_says_how_to_resume() -> None:
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr
     assert "--skip-events 0" in result.stderr
+
+
+def test_a_resumed_replay_ends_where_the_first_would_have(monkeypatch: object) -> None:
+    """``--count`` counts the stream's transactions, skipped ones included: a rerun with
+    ``--skip-events`` sends exactly the rest (a recording producer stands in for Kafka)."""
+    import services.producer.replay as replay
+
+    sent: list[bytes] = []
+
+    class Future:
+        def add_callback(self, callback: object) -> None:
+            callback(None)  # type: ignore[operator]
+
+        def add_errback(self, errback: object) -> None:
+            pass
+
+    class Recorder:
+        def send(self, topic: str, key: bytes, value: bytes) -> Future:
+            sent.append(value)
+            return Future()
+
+        def flush(self, timeout: float) -> None:
+            pass
+
+        def close(self, timeout: float) -> None:
+            pass
+
+    monkeypatch.setattr(replay, "make_producer", lambda *_: Recorder())  # type: ignore[attr-defined]
+    settings = Settings()
+    whole = send_all(settings, simulated_events(10, 10, seed=2), limit=8)
+    everything = list(sent)
+    sent.clear()
+    rest = send_all(settings, simulated_events(10, 10, seed=2), limit=8, skip_events=5)
+    assert whole.error is None and rest.error is None and rest.resume_at is None
+    ids = [json.loads(v)["transaction_id"] for v in everything]  # event times follow the clock
+    assert len(ids) == 8 and [json.loads(v)["transaction_id"] for v in sent] == ids[5:]
