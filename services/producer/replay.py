@@ -60,14 +60,22 @@ def make_producer(settings: Settings, max_outage_s: float = 120.0) -> object:
     reconnect attempts at most a second apart."""
     from kafka import KafkaProducer
 
-    return KafkaProducer(
+    class Producer(KafkaProducer):  # type: ignore[misc]
+        def __del__(self) -> None:
+            # a producer whose close gave up (records stuck past the outage bound) is closed
+            # again at exit by kafka-python, which then printed a traceback to the user
+            with contextlib.suppress(Exception):
+                super().__del__()
+
+    return Producer(
         **kafka_python_kwargs(settings.kafka),
         acks="all",
         linger_ms=1,
         batch_size=64 * 1024,
         delivery_timeout_ms=int(max_outage_s * 1000),
         max_block_ms=int(max_outage_s * 1000),
-        request_timeout_ms=min(30_000, int(max_outage_s * 1000)),
+        # Kafka's rule: delivery timeout >= linger + request timeout
+        request_timeout_ms=min(30_000, int(max_outage_s * 1000) // 2),
         bootstrap_timeout_ms=min(30_000, int(max_outage_s * 1000)),
         reconnect_backoff_max_ms=1000,
         max_in_flight_requests_per_connection=5,
@@ -93,12 +101,12 @@ def send_all(
     resume point of an earlier run). A broker away for longer than ``max_outage_s`` stops
     the replay: ``error`` and ``resume_at`` of the result say so; nothing is raised for it.
     """
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, KafkaTimeoutError, RetriableError
 
     stats = ReplayStats()
     try:
         producer = make_producer(settings, max_outage_s)
-    except KafkaError as error:  # no broker answered at all
+    except RetriableError as error:  # no broker answered at all (a bad setting is raised)
         stats.error = f"{type(error).__name__}: no broker at {settings.kafka.bootstrap_servers}"
         stats.resume_at = skip_events
         return stats
@@ -109,6 +117,12 @@ def send_all(
     acked = bytearray()  # per event handed over: 1 once the broker acknowledged it
     began = time.perf_counter()
     sent_tx = 0
+
+    expired: list[object] = []
+
+    def on_failure(error: object) -> None:
+        SEND_ERRORS.inc()
+        expired.append(error)
 
     def on_ack(index: int) -> object:
         def done(_metadata: object) -> None:
@@ -133,18 +147,22 @@ def send_all(
                 sent_tx += 1
                 if progress is not None:
                     progress.update(1)  # type: ignore[attr-defined]
+            if expired:  # the outage outlasted the bound: stop now, not at the end
+                raise KafkaTimeoutError(f"a record was not delivered within {max_outage_s} s")
             acked.append(0)
             future = producer.send(topics[event.topic], key=event.key, value=event.value)  # type: ignore[attr-defined]
             future.add_callback(on_ack(len(acked) - 1))
-            future.add_errback(lambda _error: SEND_ERRORS.inc())
+            future.add_errback(on_failure)
             SENT.labels(topic=event.topic).inc()
             stats.sent[event.topic] = stats.sent.get(event.topic, 0) + 1
         producer.flush(timeout=max_outage_s)  # type: ignore[attr-defined]
     except KafkaError as error:  # a send or the flush waited out the bound
         stats.error = f"{type(error).__name__}: no broker answered for {max_outage_s:.0f} s"
     finally:
+        # records still queued expire within the delivery timeout; a close that gives up
+        # earlier would leave the producer to close again at exit, with a traceback
         with contextlib.suppress(KafkaError):
-            producer.close(timeout=10)  # type: ignore[attr-defined]
+            producer.close(timeout=max_outage_s + 10)  # type: ignore[attr-defined]
     stats.seconds = time.perf_counter() - began
     stats.events = len(acked)
     stats.delivered = sum(acked)

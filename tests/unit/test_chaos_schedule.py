@@ -20,3 +20,10 @@ def test_kills_fall_inside_the_replay_and_apart(replay_s: float, gap: float) -> 
         assert len(times) == 3 and times == sorted(times)
         assert 0.1 * replay_s <= times[0] and times[-1] <= 0.85 * replay_s
         assert all(b - a >= gap - 1e-9 for a, b in itertools.pairwise(times))
+
+
+def test_the_command_offers_every_scenario() -> None:
+    from tools.chaos import NAMES
+    from tools.chaos.scenarios import SCENARIOS
+
+    assert list(SCENARIOS) == NAMES

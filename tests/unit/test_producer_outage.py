@@ -17,6 +17,7 @@ def test_no_broker_stops_the_replay_with_where_to_resume() -> None:
     events = simulated_events(customers=10, terminals=10, seed=1)
     stats = send_all(settings, events, limit=5, skip_events=3, max_outage_s=2.0)
     assert stats.error is not None and "no broker" in stats.error
+    assert stats.error.startswith("KafkaTimeoutError"), stats.error  # not a bad setting
     assert stats.resume_at == 3 and stats.delivered == 0
 
 

@@ -15,6 +15,18 @@ if TYPE_CHECKING:
     from services.common.settings import Settings
 
 
+NAMES = [
+    "scorer-kill",
+    "broker-restart",
+    "redis-outage",
+    "replica-kill",
+    "bad-model",
+    "producer-outage",
+]
+"""``scenarios.SCENARIOS``'s names, written out so that ``fraud --help`` does not import them
+(``tests/unit/test_chaos_schedule.py`` keeps the two equal)."""
+
+
 def register(add: AddCommand) -> None:
     """Add ``chaos`` to ``fraud``."""
     p = add(
@@ -26,8 +38,7 @@ def register(add: AddCommand) -> None:
     p.add_argument(
         "--scenario",
         action="append",
-        # scenarios.SCENARIOS, written out so that `fraud --help` does not import them
-        choices=["scorer-kill", "broker-restart", "redis-outage", "replica-kill", "bad-model"],
+        choices=NAMES,
         help="run this one (repeatable; default: all)",
     )
     p.add_argument("--transactions", type=int, default=50_000, help="per scenario")

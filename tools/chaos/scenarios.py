@@ -414,7 +414,15 @@ def producer_outage(ctx: Context) -> ScenarioResult:
         scorer.wait_owning(ns.settings.topics.transactions.partitions)
         began = time.monotonic()
         first = _produce(ns, count, ctx.rate_tps, "--max-outage-s", str(PRODUCER_WAITS_S))
-        _sleep_until(began, ctx.rng.uniform(0.2, 0.4) * ctx.replay_s)
+        # the outage must hit a producer at work: wait for its first decisions (reading the
+        # handbook file takes it seconds), then a random moment of the replay's first half
+        deadline = time.monotonic() + 180
+        while (scorer.metric("fraud_e2e_latency_seconds_count") or 0) < 100:
+            if time.monotonic() > deadline or first.poll() is not None:
+                raise RuntimeError("the producer sent nothing within 180 s")
+            time.sleep(0.2)
+        sending = time.monotonic()
+        _sleep_until(sending, ctx.rng.uniform(0.1, 0.4) * ctx.replay_s)
         if not broker.stop():
             raise RuntimeError("the Kafka broker is not one `fraud up` started; cannot stop it")
         stopped = time.monotonic() - began
