@@ -25,7 +25,7 @@ from services.stack.errors import StackError
 from services.stack.install import ensure_program
 from services.stack.kafka_broker import KafkaBroker, KafkaNode
 from services.stack.process import ManagedProcess, tail
-from services.stack.redis_server import PERSISTENCE
+from services.stack.redis_server import server_argv
 from services.stack.topics import ensure_topics
 
 NODES = 3
@@ -47,23 +47,23 @@ def redis_ports(settings: Settings) -> list[int]:
 
 
 def client_environment(settings: Settings) -> dict[str, str]:
-    """The settings that point the scorer, the API and the producers at the cluster."""
-    host = settings.kafka.broker_host
+    """:func:`client_settings` as the environment variables that point the scorer, the API
+    and the producers at the cluster."""
+    cluster = client_settings(settings)
     return {
-        "FRAUD_KAFKA__BOOTSTRAP_SERVERS": ",".join(
-            f"{host}:{p}" for p, _ in broker_ports(settings)
-        ),
+        "FRAUD_KAFKA__BOOTSTRAP_SERVERS": cluster.kafka.bootstrap_servers,
         "FRAUD_REDIS__CLUSTER": "true",
-        "FRAUD_REDIS__HOST": settings.redis.host,
-        "FRAUD_REDIS__PORT": str(redis_ports(settings)[0]),
-        "FRAUD_REDIS__DB": "0",
-        "FRAUD_TOPICS__REPLICATION_FACTOR": str(REPLICATION_FACTOR),
-        "FRAUD_TOPICS__MIN_INSYNC_REPLICAS": str(MIN_INSYNC_REPLICAS),
+        "FRAUD_REDIS__HOST": cluster.redis.host,
+        "FRAUD_REDIS__PORT": str(cluster.redis.port),
+        "FRAUD_REDIS__DB": str(cluster.redis.db),
+        "FRAUD_TOPICS__REPLICATION_FACTOR": str(cluster.topics.replication_factor),
+        "FRAUD_TOPICS__MIN_INSYNC_REPLICAS": str(cluster.topics.min_insync_replicas),
     }
 
 
 def client_settings(settings: Settings) -> Settings:
-    """``settings`` with :func:`client_environment` applied."""
+    """``settings`` pointed at the cluster: its brokers, its Redis Cluster (any node; the
+    others are discovered), topics replicated :data:`REPLICATION_FACTOR` times."""
     host = settings.kafka.broker_host
     return settings.model_copy(
         update={
@@ -168,28 +168,18 @@ class ClusterStack:
 
         return ManagedProcess(
             name=f"redis-{port}",
-            argv=[
+            argv=server_argv(
                 program,
-                "--bind",
                 cfg.host,
-                "--port",
-                str(port),
-                "--dir",
-                str(data),
+                port,
+                data,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "5000",
-                *PERSISTENCE,
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--logfile",
-                "",
-            ],
+            ),
             host=cfg.host,
             port=port,
             port_setting="FRAUD_CLUSTER__REDIS_BASE_PORT",

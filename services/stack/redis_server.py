@@ -48,6 +48,28 @@ def acl_rules(cfg: RedisSettings) -> str | None:
     return f"user default off\nuser {cfg.username} {grants}\n"
 
 
+def server_argv(program: str, host: str, port: int, data: Path, *extra: str) -> list[str]:
+    """The command line of one of the stack's Redis servers: in the foreground, logging to
+    standard output, state and :data:`PERSISTENCE` in ``data``, then ``extra``."""
+    return [
+        program,
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data),
+        *PERSISTENCE,
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        "",
+        *extra,
+    ]
+
+
 def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
     """Redis on ``FRAUD_REDIS__HOST:PORT``, ready once it answers PING.
 
@@ -73,23 +95,13 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
 
     return ManagedProcess(
         name="redis",
-        argv=[
+        argv=server_argv(
             program,
-            "--bind",
             cfg.host,
-            "--port",
-            str(cfg.port),
-            "--dir",
-            str(data),
-            *PERSISTENCE,
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--logfile",
-            "",
+            cfg.port,
+            data,
             *(["--aclfile", str(acl_file)] if acl_file else []),
-        ],
+        ),
         host=cfg.host,
         port=cfg.port,
         port_setting="FRAUD_REDIS__PORT",
