@@ -1,5 +1,6 @@
-"""Inference with a fraud model's booster: the one place that turns feature rows into scores
-and explanations, used by evaluation, training, the scorer and the admin API's explanation.
+"""XGBoost's own inference with a fraud model's booster: scores for training and evaluation,
+TreeSHAP explanations for the scorer and the admin API. The scorer scores its micro-batches
+with the same trees compiled by :mod:`models.trees` (equal to :func:`predict`, see there).
 
 Rows are float64 arrays in the booster's feature order (its metadata's ``feature_names``);
 NaN is a missing value. Knows XGBoost; knows nothing of Kafka, Redis or the registry's files.

@@ -1,6 +1,8 @@
 """The active model as the scorer sees it: loaded from the registry, swapped on promotion.
 
-Knows the registry; inference itself is ``models.inference``. Knows nothing of Kafka.
+Knows the registry; scores come from the booster's trees compiled by :mod:`models.trees`
+(XGBoost's own inference, :mod:`models.inference`, when a booster cannot be compiled),
+explanations from :mod:`models.inference`. Knows nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy.typing as npt
 
 from models import inference
 from models.registry import LoadedModel, ModelRegistry, RegistryError
+from models.trees import TreeEnsemble, UnsupportedModel
 
 log = logging.getLogger(__name__)
 MODEL_ERROR_KEY = "scorer:model_load_error"
@@ -25,11 +28,13 @@ class ActiveModel:
 
     Attributes:
         current: the loaded model, None before any model is active.
+        trees: ``current``'s trees compiled for micro-batches, None when it could not be.
         last_error: why the latest promoted version could not be loaded, if it could not.
     """
 
     registry: ModelRegistry
     current: LoadedModel | None = None
+    trees: TreeEnsemble | None = None
     last_error: str | None = None
     _seen: tuple[float, str | None] = field(default=(0.0, None))
 
@@ -60,7 +65,12 @@ class ActiveModel:
         # one thread: XGBoost's OpenMP workers spin between the scorer's small batches and
         # burned a second core (the worker showed 107 % CPU at 250 tx/s)
         loaded.booster.set_param({"nthread": 1})
-        self.current, self.last_error = loaded, None
+        try:
+            trees: TreeEnsemble | None = TreeEnsemble.from_booster(loaded.booster)
+        except UnsupportedModel as error:
+            log.warning("model_not_compiled version=%s reason=%s (XGBoost scores)", active, error)
+            trees = None
+        self.current, self.trees, self.last_error = loaded, trees, None
         log.info("model_active version=%s", active)
         return True
 
@@ -72,6 +82,8 @@ class ActiveModel:
         """
         if self.current is None:
             raise RuntimeError("no active model")
+        if self.trees is not None:
+            return self.trees.predict(rows)
         return inference.predict(self.current.booster, rows)
 
     def contributions(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
