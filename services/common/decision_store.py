@@ -85,8 +85,11 @@ class DecisionStore:
         return decode(raw) if raw else None
 
     async def get_many(self, transaction_ids: Sequence[str]) -> list[Decision | None]:
-        """Decisions of several transactions, None where absent, in order."""
+        """Decisions of several transactions, None where absent, in order (one GET each in a
+        pipeline: a Redis Cluster refuses an MGET whose keys lie in different slots)."""
         if not transaction_ids:
             return []
-        raws = await self._redis.mget([decision_key(t) for t in transaction_ids])
-        return [decode(r) if r else None for r in raws]
+        pipe = self._redis.pipeline(transaction=False)
+        for transaction_id in transaction_ids:
+            pipe.get(decision_key(transaction_id))
+        return [decode(r) if r else None for r in await pipe.execute()]

@@ -151,6 +151,10 @@ class ClusterStack:
         """Stop every node, Redis first. Returns (process, was running)."""
         return [(p.name, p.stop()) for p in reversed(self.processes())]
 
+    def redis_process(self, port: int) -> ManagedProcess:
+        """The Redis Cluster node on ``port`` (one of :func:`redis_ports`)."""
+        return self._redis_node(port, install=False)
+
     def _redis_node(self, port: int, install: bool) -> ManagedProcess:
         cfg = self._settings.redis
         data = self._settings.var_dir / "redis-cluster" / str(port)

@@ -11,6 +11,7 @@ decision, a second outcome or a changed history would let every scenario pass.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +31,6 @@ from services.scorer.feature_state import (
 )
 from tests.conftest import TrainedModel
 from tools.chaos.harness import (
-    REFERENCE_REDIS_DB,
     Namespace,
     Replay,
     audit,
@@ -58,12 +58,13 @@ def faithful(
     ns = Namespace(settings, tmp_path_factory.mktemp("audit"), "audit", trained.settings.models_dir)
     ns.prepare()
     events = chaos_events(settings, 300)
-    reference = reference_run(ns.settings, events)
-    source, target = ns.redis(REFERENCE_REDIS_DB), ns.redis()
+    reference = reference_run(ns.reference, events)
+    source, target = ns.reference_redis(), ns.redis()
     for join_key in (fl.CUSTOMER_JOIN_KEY, fl.TERMINAL_JOIN_KEY):
         for key in source.scan_iter(match=fl.entity_key_prefix(join_key) + b"*"):
             target.restore(key, 0, source.dump(key), replace=True)
     decisions = []
+    decided_ms = int(time.time() * 1000)
     for event in events:
         tx = orjson.loads(event.value)
         row = reference[tx["transaction_id"]]
@@ -79,7 +80,7 @@ def faithful(
                 "features": {name: float(row[j]) for j, name in enumerate(d.ALL_FEATURES)},
                 "degraded": False,
                 "decided_at": tx["event_time"],
-                "decided_at_ms": 0,
+                "decided_at_ms": decided_ms,  # now: the store keeps 35 days from the decision
             }
         )
     producer = KafkaProducer(bootstrap_servers=kafka)

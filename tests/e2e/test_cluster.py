@@ -2,6 +2,8 @@
 masters with a replica each, on this machine. Two scorers in one consumer group, pointed at it
 by settings alone, decide a replay of the chapter 3 test week's first transactions: each once,
 with the features a single node computes (the clean run of the chaos harness is the oracle).
+Then the cluster's fault scenarios (`fraud chaos --cluster`): a broker leading most partitions
+stopped, a Redis master killed, a scorer replica killed; each audited like the single node's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +38,13 @@ from tools.chaos.harness import (
     read_topic,
     reference_run,
 )
+from tools.chaos.scenarios import CLUSTER_SCENARIOS, run
 
 pytestmark = pytest.mark.e2e
 
 TRANSACTIONS = 2000
+SCENARIO_TRANSACTIONS = 3000
+SCENARIO_RATE_TPS = 300.0
 COLUMN = {name: j for j, name in enumerate(d.ALL_FEATURES)}
 RATE_TPS = 500.0
 
@@ -70,13 +76,22 @@ def _stored(client: object, ids: list[str]) -> list[bytes | None]:
     return list(pipe.execute())
 
 
-def test_two_scorers_on_the_cluster_decide_each_transaction_once_as_one_node_does(
-    trained: TrainedModel, settings: Settings, kafka: str, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def cluster_up(settings: Settings) -> Iterator[str]:
+    """`fraud up --cluster` (its output); stopped at the end unless FRAUD_KEEP_CLUSTER=1."""
     up = _fraud("up", "--cluster")
     assert up.returncode == 0, up.stdout + up.stderr
+    yield up.stdout
+    if os.environ.get("FRAUD_KEEP_CLUSTER") != "1":
+        stopped = ClusterStack(settings).down()
+        assert sum(1 for _, was_running in stopped if was_running) == 9
+
+
+def test_two_scorers_on_the_cluster_decide_each_transaction_once_as_one_node_does(
+    cluster_up: str, trained: TrainedModel, settings: Settings, kafka: str, tmp_path: Path
+) -> None:
     for key, value in client_environment(settings).items():
-        assert f"export {key}={value}" in up.stdout
+        assert f"export {key}={value}" in cluster_up
     status = _fraud("status", "--json")
     listed = {s["name"]: s["ready"] for s in json.loads(status.stdout)}
     assert all(listed[f"kafka-{i}"] for i in (1, 2, 3)), listed
@@ -90,10 +105,10 @@ def test_two_scorers_on_the_cluster_decide_each_transaction_once_as_one_node_doe
     ensure_topics(cluster)
     store = redis_client(cluster.redis, socket_timeout=10)
     store.flushall()  # every master: the card histories of an earlier run would change features
-    reference_db = redis_client(settings.redis.model_copy(update={"db": REFERENCE_REDIS_DB}))
-    reference_db.flushdb()
+    reference_settings = settings.redis.model_copy(update={"db": REFERENCE_REDIS_DB})
+    redis_client(reference_settings).flushdb()
     events = chaos_events(settings, TRANSACTIONS)
-    reference = reference_run(settings, events)
+    reference = reference_run(reference_settings, events)
 
     var_dir = tmp_path / "var"
     (var_dir / "log").mkdir(parents=True)
@@ -142,8 +157,26 @@ def test_two_scorers_on_the_cluster_decide_each_transaction_once_as_one_node_doe
             for name, value in decision.features.items()
         )
     assert mismatches == 0
-
     delete_namespace_topics(cluster)
-    if os.environ.get("FRAUD_KEEP_CLUSTER") != "1":
-        stopped = ClusterStack(settings).down()
-        assert sum(1 for _, was_running in stopped if was_running) == 9
+
+
+@pytest.mark.parametrize("scenario", list(CLUSTER_SCENARIOS))
+def test_cluster_fault_scenario_loses_nothing_and_decides_nothing_twice(
+    scenario: str, cluster_up: str, trained: TrainedModel, settings: Settings, kafka: str
+) -> None:
+    (result,) = run(
+        settings,
+        [scenario],
+        count=SCENARIO_TRANSACTIONS,
+        rate_tps=SCENARIO_RATE_TPS,
+        model_source=trained.settings.models_dir,
+        log=print,
+        cluster=True,
+    )
+    report = result.as_dict()
+    print(report)
+    assert result.audit.sent == result.audit.decided == SCENARIO_TRANSACTIONS, report
+    assert result.audit.lost == 0 and result.audit.duplicated == 0, report
+    assert result.audit.state_equal and result.audit.feature_mismatches == 0, report
+    assert all(result.checks.values()) and result.checks, report
+    assert result.passed

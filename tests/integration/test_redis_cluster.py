@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -95,3 +96,51 @@ def test_the_feature_path_and_feasts_reads_on_a_redis_cluster(cluster_settings: 
     online = store.get_online_features(features=service, entity_rows=rows).to_dict()
     np.testing.assert_array_equal(np.column_stack([online[n] for n in ALL_FEATURES]), got[-1])
     assert reset(sync) == len(cards) + len(sites)
+
+
+def test_the_decision_store_on_a_redis_cluster(cluster_settings: Settings) -> None:
+    """Decisions of 200 transactions spread over every slot range: each stored once, read back
+    in order (one key per command: an MGET across slots is refused by a cluster)."""
+    from services.common.decision import Decision
+    from services.common.decision_store import DecisionStore
+
+    decided_ms = int(time.time() * 1000)
+    decisions = [
+        Decision(
+            transaction_id=f"t-{i}",
+            event_time="2024-01-01T00:00:00Z",
+            event_time_ms=1_704_067_200_000 + i,
+            customer_id=f"c-{i % 7}",
+            terminal_id=f"s-{i % 5}",
+            amount=10.0 + i,
+            currency="EUR",
+            score=0.5,
+            outcome="review" if i % 3 == 0 else "approve",
+            reasons=[],
+            model_version="v1",
+            policy_version=1,
+            features={"TX_AMOUNT": 10.0 + i},
+            degraded=False,
+            decided_at="2024-01-01T00:00:01.000Z",
+            decided_at_ms=decided_ms + i,  # now: the store keeps 35 days from the decision
+        )
+        for i in range(200)
+    ]
+
+    async def run() -> tuple[int, int, list[Decision | None]]:
+        client = async_redis_client(cluster_settings.redis)
+        try:
+            await client.flushall()
+            store = DecisionStore(client)
+            first = await store.put_raw([d.encode() for d in decisions])
+            again = await store.put_raw([d.encode() for d in decisions[:50]])
+            wanted = [f"t-{i}" for i in range(199, -1, -2)] + ["t-missing"]
+            return first, again, await store.get_many(wanted)
+        finally:
+            await client.aclose()
+
+    first, again, got = asyncio.run(run())
+    assert (first, again) == (200, 0)
+    expected = [f"t-{i}" for i in range(199, -1, -2)]
+    assert [d.transaction_id if d else None for d in got] == [*expected, None]
+    assert all(d is not None and d.amount == 10.0 + int(d.transaction_id[2:]) for d in got[:-1])

@@ -23,7 +23,8 @@ def test_kills_fall_inside_the_replay_and_apart(replay_s: float, gap: float) -> 
 
 
 def test_the_command_offers_every_scenario() -> None:
-    from tools.chaos import NAMES
-    from tools.chaos.scenarios import SCENARIOS
+    from tools.chaos import CLUSTER_NAMES, NAMES
+    from tools.chaos.scenarios import CLUSTER_SCENARIOS, SCENARIOS
 
     assert list(SCENARIOS) == NAMES
+    assert list(CLUSTER_SCENARIOS) == CLUSTER_NAMES

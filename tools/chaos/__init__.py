@@ -25,6 +25,8 @@ NAMES = [
 ]
 """``scenarios.SCENARIOS``'s names, written out so that ``fraud --help`` does not import them
 (``tests/unit/test_chaos_schedule.py`` keeps the two equal)."""
+CLUSTER_NAMES = ["broker-leader-stop", "redis-master-kill", "replica-kill"]
+"""``scenarios.CLUSTER_SCENARIOS``'s names (``fraud chaos --cluster``), likewise."""
 
 
 def register(add: AddCommand) -> None:
@@ -38,8 +40,14 @@ def register(add: AddCommand) -> None:
     p.add_argument(
         "--scenario",
         action="append",
-        choices=NAMES,
-        help="run this one (repeatable; default: all)",
+        choices=sorted({*NAMES, *CLUSTER_NAMES}),
+        help="run this one (repeatable; default: all of the stack's)",
+    )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on the stack of `fraud up --cluster` (started if needed): "
+        + ", ".join(CLUSTER_NAMES),
     )
     p.add_argument("--transactions", type=int, default=50_000, help="per scenario")
     p.add_argument("--rate", type=float, default=1000.0, help="transactions per second")
@@ -50,15 +58,32 @@ def register(add: AddCommand) -> None:
 def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     from services.stack.stack import Stack
     from tools import ensure_model
-    from tools.chaos.scenarios import SCENARIOS, markdown, run
+    from tools.chaos.scenarios import CLUSTER_SCENARIOS, SCENARIOS, markdown, run
 
+    known = CLUSTER_SCENARIOS if args.cluster else SCENARIOS
+    wrong = [n for n in args.scenario or [] if n not in known]
+    if wrong:
+        where = "with" if not args.cluster else "without"
+        print(f"fraud chaos: {', '.join(wrong)} runs only {where} --cluster")
+        return 2
     log = (lambda *_: None) if args.json else print
-    for name, outcome, _ in Stack(settings).up():
+    for name, outcome, _ in Stack(settings).up():  # the single node holds the clean run
         log(f"{name:<28} {outcome}")
+    if args.cluster:
+        from services.stack.cluster import ClusterStack
+
+        for name, outcome, _ in ClusterStack(settings).up():
+            log(f"{name:<28} {outcome}")
     ensure_model(settings, log, progress=not args.json)
-    names = args.scenario or list(SCENARIOS)
+    names = args.scenario or list(known)
     results = run(
-        settings, names, count=args.transactions, rate_tps=args.rate, seed=args.seed, log=log
+        settings,
+        names,
+        count=args.transactions,
+        rate_tps=args.rate,
+        seed=args.seed,
+        log=log,
+        cluster=args.cluster,
     )
     report = [r.as_dict() for r in results]
     settings.reports_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,12 @@ into real ``fraud score`` processes while it breaks things, then audits what cam
 - the feature state equals that of a clean run: the same transactions written in order by the
   same state code (:class:`RedisFeatureState` for the cards, :class:`TerminalState` for the
   terminals) into another database, with no faults;
-- every decision not made in degraded mode carries the clean run's feature values.
+- every decision not made in degraded mode carries the clean run's feature values;
+- how long decisions stopped flowing: the longest a transaction waited for its decision.
+
+On the cluster stack (``fraud up --cluster``) the namespace's topics live on the three brokers
+and its store and state on the Redis Cluster (which has one database, flushed by each
+scenario); the clean run still goes to a database of the single-node Redis.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from models.registry import ModelRegistry, RegistryError
 from services.common.connections import async_redis_client, kafka_python_kwargs, redis_client
 from services.common.decision import decode
 from services.common.events import parse_transaction
-from services.common.settings import PROJECT_ROOT, Settings
+from services.common.settings import PROJECT_ROOT, RedisSettings, Settings
 from services.features import definitions as d
 from services.features.incremental import TERMINAL_HORIZON_MS
 from services.producer.sources import Event
@@ -43,9 +48,11 @@ from services.stack.process import free_port
 from tools.demo.job import fetch_decisions, wait_for_store
 
 CHAOS_REDIS_DB = 8
-"""Redis database of the scenario under test (flushed at each scenario's start)."""
+"""Redis database of the scenario under test (flushed at each scenario's start; on the
+single-node stack)."""
 REFERENCE_REDIS_DB = 9
-"""Redis database of the clean run (flushed at each scenario's start)."""
+"""Redis database of the clean run on the single-node stack (flushed at each scenario's
+start)."""
 REFERENCE_BATCH = 500
 
 
@@ -62,9 +69,14 @@ class Audit:
         redelivered: extra copies of a decision on the topic (at-least-once; the store keeps
             the first).
         degraded: decisions made in degraded mode.
+        degraded_s: from the first to the last decision made in degraded mode (their decision
+            times), in seconds: how long until decisions had their features again.
         feature_mismatches: non-degraded decisions whose features differ from the clean run.
         state_keys: card and terminal histories in the clean run's state.
         state_equal: the feature state in Redis equals the clean run's (and is not empty).
+        longest_wait_s: the longest a transaction waited for its decision, from its record's
+            Kafka timestamp on ``transactions`` to its first decision's on ``decisions``: how
+            long until decisions flowed again after a fault (for the partitions it hit).
     """
 
     sent: int = 0
@@ -73,10 +85,12 @@ class Audit:
     lost: int = 0
     redelivered: int = 0
     degraded: int = 0
+    degraded_s: float = 0.0
     feature_mismatches: int = 0
     state_keys: int = 0
     state_equal: bool = False
     state_differences: list[str] = field(default_factory=list)
+    longest_wait_s: float = 0.0
 
 
 class FraudProcess:
@@ -162,27 +176,41 @@ class Namespace:
         root: a folder for the namespace's model copy and logs.
         name: the scenario's name (in topic names, the group id and log names).
         model_source: a registry whose active version the scorers use.
+        cluster: run on the cluster stack (``fraud up --cluster``) instead of the single
+            node; the clean run stays on the single node's Redis.
+
+    Attributes:
+        settings: the namespace's settings (what its scorers get).
+        reference: where the clean run goes.
     """
 
-    def __init__(self, base: Settings, root: Path, name: str, model_source: Path) -> None:
+    def __init__(
+        self, base: Settings, root: Path, name: str, model_source: Path, cluster: bool = False
+    ) -> None:
+        from services.stack.cluster import client_environment, client_settings
+
         unique = uuid.uuid4().hex[:8]
         self.name = name
         self.var_dir = root / name
         (self.var_dir / "log").mkdir(parents=True, exist_ok=True)
         prefix = f"chaos-{name}-{unique}."
         app_id = f"chaos-{name}-{unique}"
-        self.settings = base.model_copy(
+        stack = client_settings(base) if cluster else base
+        store = stack.redis if cluster else base.redis.model_copy(update={"db": CHAOS_REDIS_DB})
+        self.settings = stack.model_copy(
             update={
                 "var_dir": self.var_dir,
-                "redis": base.redis.model_copy(update={"db": CHAOS_REDIS_DB}),
-                "topics": base.topics.model_copy(update={"prefix": prefix}),
+                "redis": store,
+                "topics": stack.topics.model_copy(update={"prefix": prefix}),
                 "scorer": base.scorer.model_copy(update={"app_id": app_id}),
             }
         )
+        self.reference: RedisSettings = base.redis.model_copy(update={"db": REFERENCE_REDIS_DB})
         self.env = {
+            **(client_environment(base) if cluster else {}),
             "FRAUD_VAR_DIR": str(self.var_dir),
             "FRAUD_TOPICS__PREFIX": prefix,
-            "FRAUD_REDIS__DB": str(CHAOS_REDIS_DB),
+            "FRAUD_REDIS__DB": str(store.db),
             "FRAUD_SCORER__APP_ID": app_id,
             "FRAUD_PROMETHEUS__TARGETS_DIR": str(self.var_dir / "targets"),
         }
@@ -190,16 +218,25 @@ class Namespace:
         self.scorers: list[FraudProcess] = []
 
     def prepare(self) -> None:
-        """Create the namespace's topics; flush the scenario's and the clean run's databases."""
+        """Create the namespace's topics; flush the scenario's and the clean run's databases
+        (on a Redis Cluster: every master)."""
         from services.stack.topics import ensure_topics
 
         ensure_topics(self.settings)
-        for db in (CHAOS_REDIS_DB, REFERENCE_REDIS_DB):
-            self.redis(db).flushdb()
+        self._flush()
 
-    def redis(self, db: int = CHAOS_REDIS_DB) -> Any:
-        cfg = self.settings.redis.model_copy(update={"db": db})
-        return redis_client(cfg, socket_timeout=10)
+    def _flush(self) -> None:
+        store = self.redis()
+        store.flushall() if self.settings.redis.cluster else store.flushdb()
+        self.reference_redis().flushdb()
+
+    def redis(self) -> Any:
+        """A client of the namespace's store and feature state."""
+        return redis_client(self.settings.redis, socket_timeout=10)
+
+    def reference_redis(self) -> Any:
+        """A client of the clean run's database."""
+        return redis_client(self.reference, socket_timeout=10)
 
     def scorer(self) -> FraudProcess:
         """A new (not yet started) scorer process of this namespace."""
@@ -213,9 +250,8 @@ class Namespace:
         (its logs stay)."""
         for process in self.scorers:
             process.stop()
-        for db in (CHAOS_REDIS_DB, REFERENCE_REDIS_DB):
-            with contextlib.suppress(Exception):
-                self.redis(db).flushdb()
+        with contextlib.suppress(Exception):
+            self._flush()
         from services.stack.topics import delete_namespace_topics
 
         with contextlib.suppress(Exception):
@@ -318,6 +354,13 @@ class Replay:
 
 def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
     """Every record value of ``topic`` from the beginning to its current end."""
+    for record in read_records(settings, topic):
+        yield record.value
+
+
+def read_records(settings: Settings, topic: str) -> Iterator[Any]:
+    """Every record of ``topic`` (kafka-python ``ConsumerRecord``: ``value``, ``timestamp``
+    in epoch ms, ...) from the beginning to its current end."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(**kafka_python_kwargs(settings.kafka), enable_auto_commit=False)
@@ -330,23 +373,22 @@ def read_topic(settings: Settings, topic: str) -> Iterator[bytes]:
         deadline = time.monotonic() + 120
         while remaining and time.monotonic() < deadline:
             for part, records in consumer.poll(timeout_ms=500).items():
-                for record in records:
-                    yield record.value
+                yield from records
                 if consumer.position(part) >= ends[part]:
                     remaining.discard(part)
     finally:
         consumer.close()
 
 
-def reference_run(settings: Settings, events: list[Event]) -> dict[str, np.ndarray]:
+def reference_run(redis_settings: RedisSettings, events: list[Event]) -> dict[str, np.ndarray]:
     """The clean run: the events in order through :class:`RedisFeatureState` and
-    :class:`TerminalState` into :data:`REFERENCE_REDIS_DB`. Returns each transaction's
-    features (ALL_FEATURES order)."""
+    :class:`TerminalState` into ``redis_settings``' database (a namespace's ``reference``).
+    Returns each transaction's features (ALL_FEATURES order)."""
     from services.scorer.feature_state import RedisFeatureState
     from services.scorer.terminal_state import Observed, TerminalState
 
     async def run() -> dict[str, np.ndarray]:
-        client = async_redis_client(settings.redis.model_copy(update={"db": REFERENCE_REDIS_DB}))
+        client = async_redis_client(redis_settings)
         state, terminals = RedisFeatureState(client), TerminalState(client)
         out: dict[str, np.ndarray] = {}
         try:
@@ -413,16 +455,24 @@ def audit(
 
     verdicts: dict[str, set[tuple[str, float | None]]] = {}
     copies = 0
-    for value in read_topic(ns.settings, ns.settings.topics.decisions.name):
-        record = decode(value)
+    waited_ms: dict[str, int] = {}
+    for message in read_records(ns.settings, ns.settings.topics.decisions.name):
+        record = decode(message.value)
         verdicts.setdefault(record.transaction_id, set()).add((record.outcome, record.score))
+        if record.kafka_timestamp_ms is not None:
+            wait = message.timestamp - record.kafka_timestamp_ms
+            waited_ms[record.transaction_id] = min(wait, waited_ms.get(record.transaction_id, wait))
         copies += 1
     result.redelivered = copies - len(verdicts)
     result.duplicated = sum(1 for v in verdicts.values() if len(v) > 1)
+    result.longest_wait_s = round(max(waited_ms.values(), default=0) / 1000, 3)
 
     decisions = [rec for rec in fetch_decisions(client, sent) if rec is not None]
 
     columns = {name: j for j, name in enumerate(d.ALL_FEATURES)}
+    degraded_at = [rec.decided_at_ms for rec in decisions if rec.degraded]
+    if degraded_at:
+        result.degraded_s = round((max(degraded_at) - min(degraded_at)) / 1000, 3)
     for rec in decisions:
         if rec.degraded:
             result.degraded += 1
@@ -435,7 +485,7 @@ def audit(
         ):
             result.feature_mismatches += 1
 
-    clean = feature_state(ns.redis(REFERENCE_REDIS_DB))
+    clean = feature_state(ns.reference_redis())
     deadline = time.monotonic() + min(STATE_SETTLE_S, timeout_s)
     while True:
         mine = feature_state(client)

@@ -10,8 +10,18 @@
   producer waits (``--max-outage-s``): it must stop without a traceback, exit 4 and print
   where to resume; rerun from there, nothing is lost or decided twice.
 
-Scenarios restart the local stack's broker and Redis: run them on a development stack, not
-beside a production one.
+On the cluster stack (``fraud chaos --cluster``, issue #16):
+
+- ``broker-leader-stop``: stop the broker that leads most of the namespace's partitions in the
+  middle of the replay, start it again :data:`CLUSTER_BROKER_DOWN_S` later (the topics keep
+  two in-sync replicas, so producers and scorers carry on with the other two);
+- ``redis-master-kill``: SIGKILL a Redis master; its replica takes over once the cluster's
+  node timeout (5 s) has passed, the scorers decide in degraded mode until their cluster
+  client follows the new slot map, then catch up; the killed node comes back as a replica;
+- ``replica-kill``: as on one node, on the cluster.
+
+Scenarios restart the local stack's broker and Redis (or the cluster's nodes): run them on a
+development stack, not beside a production one.
 """
 
 from __future__ import annotations
@@ -50,6 +60,10 @@ PRODUCER_WAITS_S = 10.0
 """``fraud produce --max-outage-s`` in the producer-outage scenario; the broker stays away
 :data:`PRODUCER_OUTAGE_S`, longer."""
 PRODUCER_OUTAGE_S = 25.0
+CLUSTER_BROKER_DOWN_S = 15.0
+REDIS_NODE_DOWN_S = 20.0
+"""How long a killed Redis Cluster master stays away (its replica is promoted meanwhile)."""
+FAILOVER_WITHIN_S = 30.0
 
 
 @dataclass
@@ -95,20 +109,21 @@ class Context:
     rate_tps: float
     rng: random.Random
     log: Callable[[str], None]
+    cluster: bool = False
 
     @property
     def replay_s(self) -> float:
         return len(self.events) / self.rate_tps
 
     def namespace(self, name: str) -> Namespace:
-        ns = Namespace(self.settings, self.root, name, self.model_source)
+        ns = Namespace(self.settings, self.root, name, self.model_source, cluster=self.cluster)
         ns.prepare()
         return ns
 
     def finish(self, ns: Namespace, replay: Replay) -> Audit:
         replay.wait(self.replay_s + 300)
         self.log(f"{ns.name}: replay done ({len(replay.sent)} acknowledged); auditing")
-        reference = reference_run(ns.settings, [e for e in self.events])
+        reference = reference_run(ns.reference, [e for e in self.events])
         return audit(ns, replay, reference, timeout_s=120 + len(self.events) / 500)
 
 
@@ -207,14 +222,7 @@ def redis_outage(ctx: Context, outage_s: float = REDIS_OUTAGE_S) -> ScenarioResu
             f"Redis stopped at {at:.1f} s for {time.monotonic() - began - at:.1f} s"
         )
         replay.wait(ctx.replay_s + 300)
-        deadline = time.monotonic() + 120
-        recovered = False
-        while not recovered and time.monotonic() < deadline:
-            time.sleep(0.5)  # the scorer writes its degraded-mode backlog to the state
-            recovered = scorer.metric("fraud_degraded_mode") == 0.0 and (
-                scorer.metric("fraud_feature_state_backlog") == 0.0
-            )
-        result.checks["recovered"] = recovered
+        result.checks["recovered"] = _recovered(scorer)
         result.faults.append(f"scorer recovered {time.monotonic() - began:.1f} s into the run")
         result.audit = ctx.finish(ns, replay)
         result.checks["degraded_mode_flagged"] = flagged == 1.0
@@ -455,6 +463,144 @@ def producer_outage(ctx: Context) -> ScenarioResult:
     return result
 
 
+def _partition_leaders(settings: Settings) -> dict[int, int]:
+    """Partitions led by each broker (node id) across the namespace's topics."""
+    from kafka import KafkaAdminClient
+
+    from services.common.connections import kafka_python_kwargs
+
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka))
+    try:
+        prefix = settings.topics.prefix
+        topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+        led: dict[int, int] = {}
+        for topic in admin.describe_topics(topics):
+            for partition in topic["partitions"]:
+                led[partition["leader_id"]] = led.get(partition["leader_id"], 0) + 1
+        return led
+    finally:
+        admin.close()
+
+
+def broker_leader_stop(ctx: Context) -> ScenarioResult:
+    from services.stack.cluster import ClusterStack
+
+    ns = ctx.namespace("broker-leader-stop")
+    result = ScenarioResult("broker-leader-stop", Audit())
+    brokers = [b.process() for b in ClusterStack(ctx.settings).brokers]
+    try:
+        scorer, began, replay = _scorer_and_replay(ctx, ns)
+        _sleep_until(began, ctx.rng.uniform(0.2, 0.4) * ctx.replay_s)
+        led = _partition_leaders(ns.settings)
+        node = max(sorted(led), key=lambda n: led[n])
+        broker = brokers[node - 1]
+        at = time.monotonic() - began
+        if not broker.stop():
+            raise RuntimeError(f"{broker.name} is not one `fraud up --cluster` started")
+        stopped = time.monotonic() - began
+        time.sleep(CLUSTER_BROKER_DOWN_S)
+        broker.start(ctx.settings.service_timeout_s)
+        result.faults.append(
+            f"{broker.name} (leader of {led[node]} of {sum(led.values())} partitions) told to "
+            f"stop at {at:.1f} s, gone at {stopped:.1f} s, serving again at "
+            f"{time.monotonic() - began:.1f} s"
+        )
+        result.audit = ctx.finish(ns, replay)
+        result.checks["producer_lost_nothing"] = replay.failed == 0
+        result.checks["scorer_survived"] = scorer.alive()
+    finally:
+        for broker in brokers:  # whatever happened, leave the cluster running
+            broker.start(ctx.settings.service_timeout_s)
+        ns.close()
+    return result
+
+
+def _cluster_nodes(settings: Settings, ports: list[int]) -> dict[int, tuple[str, int]]:
+    """Each node's role and slot count as the first node of ``ports`` that answers sees them:
+    ``{port: ("master" | "slave", slots)}``; a node it reports as failed is left out."""
+    import redis
+
+    for asked in ports:
+        client = redis.Redis(host=settings.redis.host, port=asked, socket_timeout=2)
+        try:
+            listing = client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            continue
+        finally:
+            client.close()
+        nodes = {}
+        for address, node in listing.items():  # redis-py parses CLUSTER NODES
+            flags = str(node["flags"]).split(",")
+            if "fail" in flags or "fail?" in flags:
+                continue
+            slots = sum(int(r[-1]) - int(r[0]) + 1 for r in node["slots"])
+            port = int(address.split("@")[0].rsplit(":", 1)[1])
+            nodes[port] = ("master" if "master" in flags else "slave", slots)
+        return nodes
+    raise RuntimeError(f"no Redis Cluster node answers on ports {ports}")
+
+
+def redis_master_kill(ctx: Context) -> ScenarioResult:
+    from services.stack.cluster import ClusterStack, redis_ports
+
+    ns = ctx.namespace("redis-master-kill")
+    result = ScenarioResult("redis-master-kill", Audit())
+    stack = ClusterStack(ctx.settings)
+    ports = redis_ports(ctx.settings)
+    try:
+        scorer, began, replay = _scorer_and_replay(ctx, ns)
+        _sleep_until(began, ctx.rng.uniform(0.2, 0.4) * ctx.replay_s)
+        nodes = _cluster_nodes(ctx.settings, ports)
+        masters = sorted(p for p, (role, slots) in nodes.items() if role == "master" and slots)
+        victim = ctx.rng.choice(masters)
+        process = stack.redis_process(victim)
+        pid = process.pid()
+        if pid is None:
+            raise RuntimeError(f"{process.name} is not one `fraud up --cluster` started")
+        os.kill(pid, 9)
+        killed = time.monotonic() - began
+        survivors = [p for p in ports if p != victim]
+        promoted = None
+        deadline = time.monotonic() + FAILOVER_WITHIN_S
+        while promoted is None and time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = _cluster_nodes(ctx.settings, survivors)
+            fresh = [p for p, (role, slots) in now.items() if role == "master" and slots]
+            if len(fresh) == len(masters) and victim not in fresh:
+                promoted = time.monotonic() - began
+        result.checks["replica_promoted"] = promoted is not None
+        _sleep_until(began, killed + REDIS_NODE_DOWN_S)
+        process.start(ctx.settings.service_timeout_s)
+        result.faults.append(
+            f"SIGKILL Redis master {victim} at {killed:.1f} s; "
+            + (f"its replica master at {promoted:.1f} s; " if promoted else "no failover; ")
+            + f"{victim} back (a replica now) at {time.monotonic() - began:.1f} s"
+        )
+        replay.wait(ctx.replay_s + 300)
+        result.checks["recovered"] = _recovered(scorer)
+        result.audit = ctx.finish(ns, replay)
+        result.checks["killed_node_rejoined"] = victim in _cluster_nodes(ctx.settings, ports)
+        result.checks["producer_lost_nothing"] = replay.failed == 0
+        result.checks["scorer_survived"] = scorer.alive()
+    finally:
+        for node in stack.processes():
+            node.start(ctx.settings.service_timeout_s)
+        ns.close()
+    return result
+
+
+def _recovered(scorer: FraudProcess, timeout_s: float = 120.0) -> bool:
+    """Wait until the scorer has left degraded mode and written its backlog to the state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if scorer.metric("fraud_degraded_mode") == 0.0 and (
+            scorer.metric("fraud_feature_state_backlog") == 0.0
+        ):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "scorer-kill": scorer_kill,
     "broker-restart": broker_restart,
@@ -463,6 +609,12 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "bad-model": bad_model,
     "producer-outage": producer_outage,
 }
+CLUSTER_SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
+    "broker-leader-stop": broker_leader_stop,
+    "redis-master-kill": redis_master_kill,
+    "replica-kill": replica_kill,
+}
+"""The scenarios of ``fraud chaos --cluster``, on the stack of ``fraud up --cluster``."""
 
 
 def run(
@@ -473,8 +625,10 @@ def run(
     seed: int | None = None,
     model_source: Path | None = None,
     log: Callable[[str], None] = print,
+    cluster: bool = False,
 ) -> list[ScenarioResult]:
-    """Run the named scenarios one after another on the local stack.
+    """Run the named scenarios one after another on the local stack (with ``cluster``: on the
+    cluster stack, :data:`CLUSTER_SCENARIOS`; the single node's Redis holds the clean run).
 
     Args:
         count: transactions replayed per scenario (the chapter 3 test week's first ones).
@@ -486,9 +640,10 @@ def run(
         KeyError: an unknown scenario name.
         RegistryError: no active model.
     """
-    unknown = [n for n in names if n not in SCENARIOS]
+    known = CLUSTER_SCENARIOS if cluster else SCENARIOS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise KeyError(f"unknown scenarios {unknown}; choose from {sorted(SCENARIOS)}")
+        raise KeyError(f"unknown scenarios {unknown}; choose from {sorted(known)}")
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     log(f"chaos seed {seed}: {len(names)} scenarios, {count} transactions each at {rate_tps}/s")
     ctx = Context(
@@ -499,11 +654,12 @@ def run(
         rate_tps=rate_tps,
         rng=random.Random(seed),
         log=log,
+        cluster=cluster,
     )
     results = []
     for name in names:
         began = time.monotonic()
-        result = SCENARIOS[name](ctx)
+        result = known[name](ctx)
         result.seconds, result.seed = time.monotonic() - began, seed
         log(f"{name}: {'passed' if result.passed else 'FAILED'} {result.as_dict()}")
         results.append(result)
@@ -514,15 +670,16 @@ def markdown(results: list[ScenarioResult]) -> str:
     """A table of the scenarios' counts and verdicts, then what was done in each."""
     lines = [
         "| scenario | sent | decided | duplicated | lost | redelivered | degraded "
-        "| feature state | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| longest wait | degraded for | feature state | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         a = r.audit
         state = "equal" if a.state_equal and not a.feature_mismatches else "DIFFERS"
         lines.append(
             f"| {r.scenario} | {a.sent} | {a.decided} | {a.duplicated} | {a.lost} "
-            f"| {a.redelivered} | {a.degraded} | {state} "
+            f"| {a.redelivered} | {a.degraded} | {a.longest_wait_s:.1f} s | {a.degraded_s:.1f} s"
+            f" | {state} "
             f"| {'passed' if r.passed else 'FAILED'} ({r.seconds:.0f} s) |"
         )
     lines.append("")

@@ -29,11 +29,14 @@ DEFAULT_START = dt.date(2018, 8, 8)
 
 
 def fetch_decisions(client: Any, transaction_ids: list[str]) -> list[Decision | None]:
-    """Stored decisions of ``transaction_ids`` (None where missing), in order."""
+    """Stored decisions of ``transaction_ids`` (None where missing), in order; on a single
+    Redis or a Redis Cluster (GETs in pipelines: MGET across slots is refused there)."""
     out: list[Decision | None] = []
     for i in range(0, len(transaction_ids), 5000):
-        keys = [decision_key(t) for t in transaction_ids[i : i + 5000]]
-        out += [decode(r) if r else None for r in client.mget(keys)]
+        pipe = client.pipeline(transaction=False)
+        for transaction_id in transaction_ids[i : i + 5000]:
+            pipe.get(decision_key(transaction_id))
+        out += [decode(r) if r else None for r in pipe.execute()]
     return out
 
 
