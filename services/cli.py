@@ -248,6 +248,25 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rebuild_store(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import dataclasses
+    import json
+
+    from services.scorer.rebuild_store import rebuild
+
+    done = asyncio.run(rebuild(settings))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(done)))
+    else:
+        print(
+            f"read {done.records} decisions from {settings.topics.decisions.name} in "
+            f"{done.seconds} s: {done.stored} stored, {done.expired} past the retention, "
+            f"{done.records - done.stored - done.expired} already in the store"
+        )
+    return 0
+
+
 def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
     from services.observability.dashboards import write
 
@@ -413,7 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1")
 
     add("score", _score, "run the scoring worker (Faust) until stopped")
-    add("topics", _topics, "create the contract topics (idempotent)")
+    add("topics", _topics, "create the contract topics and set their retention (idempotent)")
+    p = add(
+        "rebuild-store",
+        _rebuild_store,
+        "refill the decision store from the decisions topic (idempotent; first decision wins)",
+    )
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
 
     add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
 

@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis=client,
             redis_sync=sync,
             producer=producer,
-            decisions=DecisionStore(client),
+            decisions=DecisionStore(client, settings.store.retention_ms),
             policies=PolicyStore(sync),
             registry=ModelRegistry(settings.models_dir),
         )

@@ -1,12 +1,19 @@
-"""The decision store in Redis: one record per transaction, written once.
+"""The decision store in Redis: one record per transaction, written once, kept for a retention.
 
 Filled from the ``decisions`` topic by the scorer's store agent (so it can always be rebuilt
-from the topic) and read by the admin API. Keys:
+from the topic, which keeps at least as long: ``fraud rebuild-store``) and read by the admin
+API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by default):
 
-- ``dec:{transaction_id}``: the decision as JSON, written with ``SET NX``: a redelivered or
-  replayed transaction never replaces its first decision;
+- ``dec:{transaction_id}``: the decision as JSON, written with ``SET NX PXAT``: a redelivered
+  or replayed transaction never replaces its first decision; it expires ``retention_ms``
+  after it was decided (its ``decided_at``, the scorer's wall clock), and one already past
+  that is not stored (a rebuild from an older topic);
 - ``dec:customer:{customer_id}``: sorted set of the card's transaction ids by event time (ms);
-- ``dec:review``: sorted set of transaction ids in review, by decision time (ms).
+  at each write, members whose event time is more than ``retention_ms`` before the newest
+  one written with them are dropped, and the whole set expires ``retention_ms`` after its
+  last write;
+- ``dec:review``: sorted set of transaction ids in review, by decision time (ms); members
+  decided more than ``retention_ms`` ago are dropped at each write.
 
 No multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
 by the redelivery, since every index write is idempotent.
@@ -14,12 +21,15 @@ by the redelivery, since every index write is idempotent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from services.common.decision import Decision, decode
 
 REVIEW_QUEUE_KEY = "dec:review"
+RETENTION_MS = 35 * 24 * 3600 * 1000
+"""The default retention (``StoreSettings.retention_days``)."""
 
 
 def decision_key(transaction_id: str) -> str:
@@ -31,10 +41,12 @@ def customer_index_key(customer_id: str) -> str:
 
 
 class DecisionStore:
-    """Async access to the decision store (``redis.asyncio`` client)."""
+    """Async access to the decision store (``redis.asyncio`` client); what it writes is kept
+    ``retention_ms`` milliseconds (see the module docstring)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, retention_ms: int = RETENTION_MS) -> None:
         self._redis = client
+        self.retention_ms = retention_ms
 
     async def put(self, decisions: Sequence[Decision]) -> int:
         """Store each decision unless its transaction already has one; index the stored ones.
@@ -49,18 +61,24 @@ class DecisionStore:
 
     async def put_raw(self, values: Sequence[bytes]) -> int:
         """:meth:`put` for encoded decisions (records of the ``decisions`` topic), stored as
-        they are.
+        they are. Decisions older than the retention are skipped (not counted as new).
 
         Raises:
             ValueError: a value is not a decision (:func:`services.common.decision.decode`).
             redis.RedisError: as :meth:`put`.
         """
-        if not values:
+        keep = self.retention_ms
+        now_ms = int(time.time() * 1000)
+        current = [
+            (d, v) for d, v in ((decode(v), v) for v in values) if d.decided_at_ms + keep > now_ms
+        ]
+        if not current:
             return 0
-        decisions = [decode(v) for v in values]
+        decisions = [d for d, _ in current]
         pipe = self._redis.pipeline(transaction=False)
-        for decision, value in zip(decisions, values, strict=True):
-            pipe.set(decision_key(decision.transaction_id), value, nx=True)
+        for decision, value in current:
+            expires = decision.decided_at_ms + keep
+            pipe.set(decision_key(decision.transaction_id), value, nx=True, pxat=expires)
         created = await pipe.execute()
         pipe = self._redis.pipeline(transaction=False)
         kept = []
@@ -71,11 +89,20 @@ class DecisionStore:
         for decision, new in zip(decisions, created, strict=True):
             kept.append(decision if new else decode(next(stored)))
         pipe = self._redis.pipeline(transaction=False)
+        newest: dict[str, int] = {}
         for decision in kept:
             tx_id = decision.transaction_id
             pipe.zadd(customer_index_key(decision.customer_id), {tx_id: decision.event_time_ms})
+            newest[decision.customer_id] = max(
+                decision.event_time_ms, newest.get(decision.customer_id, decision.event_time_ms)
+            )
             if decision.outcome == "review":
                 pipe.zadd(REVIEW_QUEUE_KEY, {tx_id: decision.decided_at_ms}, nx=True)
+        for customer, latest in newest.items():  # the card's index keeps the retention's span
+            key = customer_index_key(customer)
+            pipe.zremrangebyscore(key, "-inf", f"({latest - keep}")
+            pipe.pexpire(key, keep)
+        pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
         await pipe.execute()
         return sum(1 for new in created if new)
 

@@ -123,7 +123,12 @@ class TopicsSettings(BaseModel):
     dlq_partitions: int = Field(1, ge=1, le=1024)
     dlq_retention_ms: int = Field(28 * _DAY_MS, ge=-1)
     decisions_partitions: int = Field(4, ge=1, le=1024)
-    decisions_retention_ms: int = Field(-1, ge=-1)
+    decisions_retention_ms: int = Field(
+        35 * _DAY_MS,
+        ge=-1,
+        description="the decisions topic's retention: at least the decision store's"
+        " (FRAUD_STORE__RETENTION_DAYS), so that the store can be rebuilt from it",
+    )
     labels_partitions: int = Field(4, ge=1, le=1024)
     labels_retention_ms: int = Field(-1, ge=-1)
     replication_factor: int = Field(
@@ -248,6 +253,23 @@ class PrometheusSettings(BaseModel):
         return f"http://{self.host}:{self.port}"
 
 
+class StoreSettings(BaseModel):
+    """The decision store in Redis (``services/common/decision_store.py``)."""
+
+    retention_days: float = Field(
+        35.0,
+        gt=0,
+        le=3650,
+        description="how long a decision, and its place in its card's index and in the review"
+        " queue, stays in Redis: wall-clock days after it was stored (the transaction-id claims"
+        " keep 35 days too); the decisions topic keeps at least as long",
+    )
+
+    @property
+    def retention_ms(self) -> int:
+        return max(int(self.retention_days * 24 * 3600 * 1000), 1)
+
+
 class ScorerSettings(BaseModel):
     """The Faust scoring worker."""
 
@@ -341,8 +363,20 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @model_validator(mode="after")
+    def _topic_outlives_store(self) -> Settings:
+        kept = self.topics.decisions_retention_ms
+        if kept != -1 and kept < self.store.retention_ms:
+            raise ValueError(
+                f"FRAUD_TOPICS__DECISIONS_RETENTION_MS ({kept / _DAY_MS:g} days) is shorter than"
+                f" FRAUD_STORE__RETENTION_DAYS ({self.store.retention_days:g}): the decision"
+                " store could not be rebuilt from the topic"
+            )
+        return self
 
     @field_validator("var_dir", "data_dir")
     @classmethod

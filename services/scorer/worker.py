@@ -176,7 +176,9 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     recorder = TerminalRecorder(
         TerminalState(runtime.redis()), decisions_topic, cfg.dependency_deadline_s
     )
-    store = DecisionRecorder(DecisionStore(runtime.redis()), cfg.dependency_deadline_s)
+    store = DecisionRecorder(
+        DecisionStore(runtime.redis(), settings.store.retention_ms), cfg.dependency_deadline_s
+    )
 
     @app.task
     async def transactions_consumer() -> None:

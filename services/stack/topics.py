@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.common.connections import kafka_python_kwargs
 from services.common.settings import Settings, TopicSpec, TopicsSettings
 
 
 def ensure_topics(settings: Settings) -> dict[str, str]:
-    """Create every missing topic of ``settings.topics``; leave existing ones alone.
+    """Create every missing topic of ``settings.topics``; give an existing one the retention
+    of the settings (``retention.ms``, altered incrementally) and leave the rest alone.
 
     Returns:
         topic name -> "created" or "exists" (with its partition count when it differs from
-        the setting, since Kafka can add partitions but never remove them).
+        the setting, since Kafka can add partitions but never remove them, and with
+        "retention set to ..." when it was changed).
     """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -35,6 +39,9 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
                 result[spec.name] = f"exists with {existing[spec.name]} partitions"
             else:
                 result[spec.name] = "exists"
+        present = [spec for spec in wanted if spec.name in existing]
+        for name, was in _align_retention(admin, present).items():
+            result[name] += f", retention set to {_days(was)} -> {_days(_retention(wanted, name))}"
         return result
     finally:
         admin.close()
@@ -63,6 +70,49 @@ def delete_namespace_topics(settings: Settings) -> list[str]:
         return names
     finally:
         admin.close()
+
+
+def _retention(specs: list[TopicSpec], name: str) -> int:
+    return next(spec.retention_ms for spec in specs if spec.name == name)
+
+
+def _days(retention_ms: int) -> str:
+    return "forever" if retention_ms < 0 else f"{retention_ms / 86_400_000:g} days"
+
+
+def _align_retention(admin: Any, specs: list[TopicSpec]) -> dict[str, int]:
+    """Set ``retention.ms`` of the topics in ``specs`` whose retention differs from theirs.
+
+    Returns:
+        topic name -> the retention it had, for each one changed.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    if not specs:
+        return {}
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, spec.name, ["retention.ms"]) for spec in specs]
+    )
+    topics = described.get("topic", {})
+    changed = {
+        spec.name: int(topics[spec.name]["retention.ms"]["value"])
+        for spec in specs
+        if spec.name in topics
+        and int(topics[spec.name]["retention.ms"]["value"]) != spec.retention_ms
+    }
+    if changed:
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    name,
+                    {"retention.ms": str(_retention(specs, name))},
+                )
+                for name in changed
+            ],
+            incremental=True,
+        )
+    return changed
 
 
 def _new_topic(new_topic: type, spec: TopicSpec, topics: TopicsSettings) -> object:

@@ -202,3 +202,38 @@ def test_a_namespace_s_topics_are_deleted_and_the_contract_topics_never(
         admin.close()
     with pytest.raises(ValueError, match="no topic prefix"):
         delete_namespace_topics(settings)
+
+
+def test_an_existing_topic_gets_the_retention_of_the_settings(
+    settings: Settings, kafka: str, unique: str
+) -> None:
+    """A stack created before the decisions topic had a retention (it kept records forever)
+    is brought to the settings' retention by `fraud topics` / `fraud up`, once."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from services.stack.topics import delete_namespace_topics, ensure_topics
+
+    forever = settings.model_copy(
+        update={
+            "topics": settings.topics.model_copy(
+                update={"prefix": f"rt{unique}.", "decisions_retention_ms": -1}
+            )
+        }
+    )
+    now = forever.model_copy(
+        update={"topics": forever.topics.model_copy(update={"decisions_retention_ms": 86_400_000})}
+    )
+    decisions = now.topics.decisions.name
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        assert ensure_topics(forever)[decisions] == "created"
+        assert ensure_topics(now)[decisions] == "exists, retention set to forever -> 1 days"
+        assert ensure_topics(now)[decisions] == "exists"
+        config = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, decisions, ["retention.ms"])]
+        )["topic"][decisions]["retention.ms"]["value"]
+        assert config == "86400000"
+    finally:
+        delete_namespace_topics(forever)
+        admin.close()

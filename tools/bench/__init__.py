@@ -48,6 +48,13 @@ def register(add: AddCommand) -> None:
     p.add_argument("--days", type=float, default=120.0, help="days of simulated stream")
     p.add_argument("--sample-cards", type=int, default=1000, help="cards measured per population")
     p.add_argument("--sample-terminals", type=int, default=2000, help="terminals measured")
+    p.add_argument(
+        "--levelling-retention-s",
+        type=float,
+        default=20.0,  # memory_report.LEVELLING_RETENTION_S
+        help="the retention check: decisions at 1,000/s kept this long, for three times as"
+        " long; the store must stop growing (0 skips it)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -93,6 +100,7 @@ def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
         cards=args.sample_cards,
         terminals=args.sample_terminals,
         log=(lambda *_: None) if args.json else print,
+        levelling_retention_s=args.levelling_retention_s,
     )
     print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
     return 0

@@ -320,3 +320,71 @@ async def measure_decisions(
             client, [REVIEW_QUEUE_KEY], await _zcards(client, [REVIEW_QUEUE_KEY])
         ),
     }
+
+
+def _levelling_record(index: int, now_ms: int, features: Sequence[str]) -> bytes:
+    """A decision record the size of the scorer's (19 features, two contributions), decided
+    now; one in a hundred in review."""
+    from services.common.decision import Contribution, Decision
+
+    rng = np.random.default_rng(index)
+    values = {name: float(v) for name, v in zip(features, rng.random(len(features)), strict=True)}
+    return Decision(
+        transaction_id=f"level-{index:012d}",
+        event_time=dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).isoformat(),
+        event_time_ms=now_ms,
+        customer_id=f"{index % 50_000}",
+        terminal_id=f"{index % 100_000}",
+        amount=round(float(rng.random() * 200), 2),
+        currency="EUR",
+        score=float(rng.random()),
+        outcome="review" if index % 100 == 0 else "approve",
+        reasons=[Contribution(features[0], 0.42), Contribution(features[1], -0.17)],
+        model_version="v1",
+        policy_version=1,
+        features=values,
+        degraded=False,
+        decided_at=dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).isoformat(),
+        decided_at_ms=now_ms,
+        kafka_timestamp_ms=now_ms,
+    ).encode()
+
+
+async def levelling(
+    client: Any, retention_s: float, rate_tps: float, seconds: float, every_s: float = 2.0
+) -> list[dict[str, float]]:
+    """Write decisions through :meth:`DecisionStore.put_raw` with a retention of
+    ``retention_s`` at ``rate_tps`` for ``seconds`` (wall clock: expiry is Redis's), into an
+    empty database; sample the keys and ``used_memory`` every ``every_s``.
+
+    Returns:
+        ``[{"t_s", "keys", "used_memory"}]``; once ``t_s`` passes ``retention_s`` the store
+        should hold about ``rate_tps * retention_s`` decisions and stop growing.
+    """
+    from services.features.definitions import ALL_FEATURES
+
+    store = DecisionStore(client, max(int(retention_s * 1000), 1))
+    await client.flushdb()
+    series = [{"t_s": 0.0, "keys": 0.0, "used_memory": float(await used_memory(client))}]
+    began = time.monotonic()
+    written, next_sample = 0, every_s
+    while (now := time.monotonic() - began) < seconds:
+        due = int(now * rate_tps)
+        if due > written:
+            now_ms = int(time.time() * 1000)
+            records = [_levelling_record(i, now_ms, ALL_FEATURES) for i in range(written, due)]
+            await store.put_raw(records)
+            written = due
+        if now >= next_sample:
+            keys = float(await client.dbsize())
+            series.append(
+                {
+                    "t_s": round(now, 1),
+                    "keys": keys,
+                    "used_memory": float(await used_memory(client)),
+                }
+            )
+            next_sample += every_s
+        await asyncio.sleep(0.05)
+    await client.flushdb()
+    return series

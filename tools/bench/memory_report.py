@@ -23,6 +23,10 @@ DEFAULT_POPULATIONS = (5_000, 50_000, 500_000)
 DEFAULT_DAYS = 120.0
 """Event time simulated: well past the cards' 45-day and the terminals' 52-day horizons."""
 SAMPLE_CARDS = 1_000
+LEVELLING_RETENTION_S = 20.0
+LEVELLING_RATE_TPS = 1_000.0
+"""The retention check: decisions stored at this rate with this retention, for three times as
+long; the store must stop growing after one retention."""
 SAMPLE_TERMINALS = 2_000
 ENTITY = {
     "card_history": "card",
@@ -117,8 +121,10 @@ def run(
     cards: int = SAMPLE_CARDS,
     terminals: int = SAMPLE_TERMINALS,
     log: Any = print,
+    levelling_retention_s: float = LEVELLING_RETENTION_S,
 ) -> dict[str, Any]:
-    """Every population in one private Redis; writes ``memory.json`` and ``memory.md``.
+    """Every population in one private Redis, then the retention check (``levelling``: skipped
+    when ``levelling_retention_s`` is 0); writes ``memory.json`` and ``memory.md``.
 
     Decision records come from the registry's active model; without one they are the
     degraded records the scorer then writes (no score, no reasons), which the report says.
@@ -139,8 +145,14 @@ def run(
     with private_redis() as port:
         server = asyncio.run(_server(port))
         results = asyncio.run(measure_all(port))
+        level = (
+            asyncio.run(check_levelling(port, levelling_retention_s, LEVELLING_RATE_TPS, log))
+            if levelling_retention_s > 0
+            else None
+        )
     report = {
         "populations": results,
+        "levelling": level,
         "days": days,
         "tx_per_card_per_day": m.TX_PER_CARD_PER_DAY,
         "store_days": m.STORE_DAYS,
@@ -154,6 +166,51 @@ def run(
     (folder / "memory.json").write_text(json.dumps(report, indent=2))
     (folder / "memory.md").write_text(markdown(report))
     return report
+
+
+async def check_levelling(
+    port: int, retention_s: float, rate_tps: float, log: Any = print
+) -> dict[str, Any]:
+    """The store under a retention of ``retention_s``, written at ``rate_tps`` for three
+    retentions: the series, and whether keys and memory stopped growing after the first.
+
+    ``levelled``: the most keys and the most ``used_memory`` over the last retention are no
+    more than 10 % above those over the second. ``expected_keys`` is what one retention holds
+    (``rate_tps * retention_s`` decisions, the indexes of the cards they belong to, each
+    record a card of 50,000 in turn, and the review queue); Redis reclaims expired keys a
+    little late (its active expiry samples keys ten times a second), so the store holds
+    somewhat more.
+    """
+    import redis.asyncio as aioredis
+
+    log(f"levelling: retention {retention_s:g} s at {rate_tps:g} decisions/s")
+    client = aioredis.Redis(port=port)
+    try:
+        series = await m.levelling(client, retention_s, rate_tps, 3 * retention_s)
+    finally:
+        await client.aclose()
+    second = [p for p in series if retention_s <= p["t_s"] < 2 * retention_s]
+    last = [p for p in series if p["t_s"] >= 2 * retention_s]
+    decisions = rate_tps * retention_s
+    cards = min(decisions, 50_000.0)
+    expected = decisions + cards + 1  # decisions, card indexes, the review queue
+    mean_keys = sum(p["keys"] for p in last) / max(len(last), 1)
+    keys_second = max((p["keys"] for p in second), default=0.0)
+    keys_last = max((p["keys"] for p in last), default=0.0)
+    memory_second = max((p["used_memory"] for p in second), default=0.0)
+    memory_last = max((p["used_memory"] for p in last), default=0.0)
+    return {
+        "retention_s": retention_s,
+        "rate_tps": rate_tps,
+        "series": series,
+        "expected_keys": expected,
+        "mean_keys_last_retention": round(mean_keys, 1),
+        "max_used_memory_second_retention": memory_second,
+        "max_used_memory_last_retention": memory_last,
+        "levelled": bool(last and second)
+        and keys_last <= 1.1 * keys_second
+        and memory_last <= 1.1 * memory_second,
+    }
 
 
 def _mib(n: float) -> str:
@@ -218,7 +275,29 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
     lines += ["", _method(report)]
+    if report.get("levelling"):
+        lines += ["", _levelling(report["levelling"])]
     return "\n".join(lines) + "\n"
+
+
+def _levelling(level: dict[str, Any]) -> str:
+    retention = level["retention_s"]
+    rows = [
+        f"Retention check: decisions stored at {level['rate_tps']:,.0f} per second with a "
+        f"retention of {retention:g} s, for {3 * retention:g} s "
+        f"({'levelled' if level['levelled'] else 'NOT levelled'}: "
+        f"{level['mean_keys_last_retention']:,.0f} keys on average over the last {retention:g} s"
+        f" against {level['expected_keys']:,.0f} expected; used_memory at most "
+        f"{_mib(level['max_used_memory_last_retention'])} MiB then, "
+        f"{_mib(level['max_used_memory_second_retention'])} MiB over the second {retention:g} s).",
+        "",
+        "| seconds | keys | used_memory (MiB) |",
+        "|---|---|---|",
+    ]
+    rows += [
+        f"| {p['t_s']:g} | {p['keys']:,.0f} | {_mib(p['used_memory'])} |" for p in level["series"]
+    ]
+    return "\n".join(rows)
 
 
 def _entries(family: dict[str, Any]) -> str:
@@ -237,9 +316,9 @@ def _method(report: dict[str, Any]) -> str:
         f"cards and {last['sampled_terminals']:,} sampled terminals per population, after "
         f"{report['days']:g} days of simulated stream at {report['tx_per_card_per_day']:g} "
         f"transactions per card per day; ids and decisions of the last "
-        f"{report['store_days']:g} days (ids expire then; decisions never do, so `dec` and "
-        f"`dec:customer` grow by about {per_tx:,.0f} bytes per transaction for as long as the "
-        f"store runs); totals scaled to the population. Decisions by model "
+        f"{report['store_days']:g} days (ids and decisions expire then: `dec` and "
+        f"`dec:customer` hold about {per_tx:,.0f} bytes per transaction of the last "
+        f"{report['store_days']:g} days); totals scaled to the population. Decisions by model "
         f"{report['model_version'] or 'none (degraded records)'}. Redis "
         f"{server['redis_version']}, zset listpack limits "
         f"{server.get('zset-max-listpack-entries')} entries, "
