@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +112,17 @@ def tree_hash(*roots: Path) -> str:
     return digest.hexdigest()
 
 
+def feature_store_class() -> type[FeatureStore]:
+    """Feast's ``FeatureStore``, imported so that Feast's import-time warning filters do not
+    outlive the import: ``feast/feature_view.py`` and ``feast/on_demand_feature_view.py`` call
+    ``warnings.simplefilter("once", DeprecationWarning)``, which goes ahead of the caller's
+    filters and made ``fraud demo`` print ibis's and duckdb's DeprecationWarnings to the user.
+    """
+    with warnings.catch_warnings():  # restores the filters as they were before the import
+        from feast import FeatureStore
+    return FeatureStore
+
+
 def open_store(settings: Settings) -> FeatureStore:
     """The project's FeatureStore; runs ``feast apply`` first when the registry is missing or
     was applied from other definitions.
@@ -118,8 +130,7 @@ def open_store(settings: Settings) -> FeatureStore:
     Feast's async Redis client binds to the first event loop that uses it: open one store
     per event loop.
     """
-    from feast import FeatureStore
-
+    feature_store = feature_store_class()
     os.environ.update(feast_environment(settings))
     marker = settings.var_dir / "feast" / "APPLIED"
     definitions = tree_hash(FEATURE_REPO)
@@ -127,4 +138,4 @@ def open_store(settings: Settings) -> FeatureStore:
     if not registry.exists() or not marker.exists() or marker.read_text().strip() != definitions:
         apply(settings)
         marker.write_text(definitions + "\n")
-    return FeatureStore(repo_path=str(FEATURE_REPO))
+    return feature_store(repo_path=str(FEATURE_REPO))
