@@ -129,6 +129,21 @@ class FraudProcess:
                 return float(line.split()[1])
         return None
 
+    def metric_sum(self, name: str) -> float | None:
+        """The sum of every series of a metric (all label values), or None when the process
+        does not answer."""
+        import requests
+
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=1).text
+        except requests.RequestException:
+            return None
+        return sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith((name + "{", name + " "))
+        )
+
     def owned(self) -> int:
         return int(self.metric("fraud_scorer_assigned_partitions") or 0)
 
