@@ -29,6 +29,13 @@ def register(add: AddCommand) -> None:
     p.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     p.add_argument("--fixed", action="store_true", help="fixed arrivals instead of Poisson")
     p.add_argument(
+        "--workload",
+        choices=("simulated", "handbook"),  # runner.WORKLOADS
+        default="simulated",
+        help="simulated cards with empty histories, or the handbook's test week on after a"
+        " backfill (the main job's cards, with their history)",
+    )
+    p.add_argument(
         "--targets",
         default=None,
         help="comma-separated, default all: passthrough (Faust), aiokafka-passthrough (no"
@@ -85,6 +92,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         poisson=not args.fixed,
         targets=targets,
         log=log,
+        workload=args.workload,
     )
     print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
     return 0
