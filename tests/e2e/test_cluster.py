@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from services.common.connections import redis_client
 from services.common.decision import decode
@@ -57,15 +56,6 @@ def _fraud(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=600,
         check=False,
-    )
-
-
-def _decisions_made(process: FraudProcess) -> float:
-    text = requests.get(f"http://127.0.0.1:{process.port}/metrics", timeout=2).text
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("fraud_decisions_total{")
     )
 
 
@@ -133,7 +123,7 @@ def test_two_scorers_on_the_cluster_decide_each_transaction_once_as_one_node_doe
         deadline = time.monotonic() + 120
         while None in (stored := _stored(store, ids)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        made = [_decisions_made(s) for s in scorers]
+        made = [s.metric_sum("fraud_decisions_total") or 0.0 for s in scorers]
     finally:
         for scorer in scorers:
             scorer.stop()

@@ -116,15 +116,19 @@ class FraudProcess:
                 start_new_session=True,
             )
 
-    def metric(self, name: str) -> float | None:
-        """The value of an unlabelled metric, or None when the process does not answer."""
+    def _scrape(self) -> str | None:
+        """The process's /metrics page, or None when it does not answer."""
         import requests
 
         try:
-            text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=1).text
+            return requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=1).text
         except requests.RequestException:
             return None
-        for line in text.splitlines():
+
+    def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric, or None when the process does not answer."""
+        text = self._scrape()
+        for line in (text or "").splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return None
@@ -132,11 +136,8 @@ class FraudProcess:
     def metric_sum(self, name: str) -> float | None:
         """The sum of every series of a metric (all label values), or None when the process
         does not answer."""
-        import requests
-
-        try:
-            text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=1).text
-        except requests.RequestException:
+        text = self._scrape()
+        if text is None:
             return None
         return sum(
             float(line.split()[-1])

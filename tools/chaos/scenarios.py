@@ -183,23 +183,40 @@ def broker_restart(ctx: Context) -> ScenarioResult:
     try:
         scorer, began, replay = _scorer_and_replay(ctx, ns)
         _sleep_until(began, ctx.rng.uniform(0.3, 0.5) * ctx.replay_s)
-        at = time.monotonic() - began
-        if not broker.stop():
-            raise RuntimeError("the Kafka broker is not one `fraud up` started; cannot restart it")
-        stopped = time.monotonic() - began
-        time.sleep(BROKER_DOWN_S)
-        broker.start(ctx.settings.service_timeout_s)
-        result.faults.append(
-            f"broker told to stop at {at:.1f} s, gone at {stopped:.1f} s, down {BROKER_DOWN_S:.0f}"
-            f" s, serving again at {time.monotonic() - began:.1f} s"
-        )
-        result.audit = ctx.finish(ns, replay)
-        result.checks["producer_lost_nothing"] = replay.failed == 0
-        result.checks["scorer_survived"] = scorer.alive()
+        result.faults.append(f"broker {_broker_away(ctx, broker, began, BROKER_DOWN_S)}")
+        _finish_survived(ctx, ns, replay, scorer, result)
     finally:
         broker.start(ctx.settings.service_timeout_s)  # whatever happened, leave it running
         ns.close()
     return result
+
+
+def _broker_away(ctx: Context, broker: Any, began: float, down_s: float) -> str:
+    """Stop ``broker`` (a controlled shutdown), keep it away ``down_s``, start it again;
+    returns when each happened (seconds since ``began``), for the report.
+
+    Raises:
+        RuntimeError: the broker is not one `fraud up` started (it cannot be stopped here).
+    """
+    at = time.monotonic() - began
+    if not broker.stop():
+        raise RuntimeError(f"{broker.name} is not one `fraud up` started; cannot restart it")
+    stopped = time.monotonic() - began
+    time.sleep(down_s)
+    broker.start(ctx.settings.service_timeout_s)
+    return (
+        f"told to stop at {at:.1f} s, gone at {stopped:.1f} s, down {down_s:.0f} s, serving"
+        f" again at {time.monotonic() - began:.1f} s"
+    )
+
+
+def _finish_survived(
+    ctx: Context, ns: Namespace, replay: Replay, scorer: FraudProcess, result: ScenarioResult
+) -> None:
+    """Audit the replay, and check that the producer lost nothing and the scorer lived."""
+    result.audit = ctx.finish(ns, replay)
+    result.checks["producer_lost_nothing"] = replay.failed == 0
+    result.checks["scorer_survived"] = scorer.alive()
 
 
 def redis_outage(ctx: Context, outage_s: float = REDIS_OUTAGE_S) -> ScenarioResult:
@@ -494,20 +511,11 @@ def broker_leader_stop(ctx: Context) -> ScenarioResult:
         led = _partition_leaders(ns.settings)
         node = max(sorted(led), key=lambda n: led[n])
         broker = brokers[node - 1]
-        at = time.monotonic() - began
-        if not broker.stop():
-            raise RuntimeError(f"{broker.name} is not one `fraud up --cluster` started")
-        stopped = time.monotonic() - began
-        time.sleep(CLUSTER_BROKER_DOWN_S)
-        broker.start(ctx.settings.service_timeout_s)
+        away = _broker_away(ctx, broker, began, CLUSTER_BROKER_DOWN_S)
         result.faults.append(
-            f"{broker.name} (leader of {led[node]} of {sum(led.values())} partitions) told to "
-            f"stop at {at:.1f} s, gone at {stopped:.1f} s, serving again at "
-            f"{time.monotonic() - began:.1f} s"
+            f"{broker.name} (leader of {led[node]} of {sum(led.values())} partitions) {away}"
         )
-        result.audit = ctx.finish(ns, replay)
-        result.checks["producer_lost_nothing"] = replay.failed == 0
-        result.checks["scorer_survived"] = scorer.alive()
+        _finish_survived(ctx, ns, replay, scorer, result)
     finally:
         for broker in brokers:  # whatever happened, leave the cluster running
             broker.start(ctx.settings.service_timeout_s)
