@@ -46,6 +46,7 @@ class DecisionTap:
         self.received_at: dict[str, float] = {}
         self.produced_at: dict[str, float] = {}
         self.duplicates = 0
+        self._arrivals: list[str] = []  # first records' ids, in arrival order
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decision-tap", daemon=True)
@@ -100,28 +101,36 @@ class DecisionTap:
                     self.duplicates += 1
                     continue
                 self.received_at[tx_id] = now
+                self._arrivals.append(tx_id)
                 self.produced_at[tx_id] = record.timestamp / 1000
                 if decision is not None:
                     self.records[tx_id] = decision
 
     def count(self, ids: set[str] | None = None) -> int:
+        """How many of ``ids`` (default: of all ids) have a record. O(len(ids))."""
         with self._lock:
             seen = self.received_at
             return len(seen) if ids is None else sum(1 for i in ids if i in seen)
 
     def wait_for(self, ids: list[str], timeout_s: float, progress: Any = None) -> int:
-        """Wait until every id has a decision or the deadline passes; return how many do."""
+        """Wait until every id has a decision or the deadline passes; return how many do.
+
+        Each poll looks only at the ids that arrived since the last one: scanning all 67,080
+        wanted ids five times a second was 16 % of the main job's process's profile.
+        """
         wanted = set(ids)
         deadline = time.monotonic() + timeout_s
-        seen = 0
-        while time.monotonic() < deadline:
-            seen = self.count(wanted)
+        seen, looked = 0, 0
+        while True:
+            with self._lock:
+                arrived = self._arrivals[looked:]
+            looked += len(arrived)
+            seen += sum(1 for i in arrived if i in wanted)
             if progress is not None:
                 progress.update(seen - progress.n)
-            if seen == len(wanted):
-                break
+            if seen == len(wanted) or time.monotonic() >= deadline:
+                return seen
             time.sleep(0.2)
-        return seen
 
     def stop(self) -> None:
         self._stop.set()

@@ -95,8 +95,11 @@ def send_all(
     """Produce ``events`` in order; transactions paced at ``rate_tps`` (0: as fast as possible).
 
     Pacing is open loop: the i-th transaction is due at ``start + i / rate`` whatever the
-    consumer does; labels go out as soon as their turn comes. ``limit`` caps the stream's
-    transactions (those skipped count: a resumed run ends where the first would have).
+    consumer does, ``start`` being when the first one is handed over (after the topics'
+    metadata is known: neither the first event's preparation nor the first metadata fetch
+    turns into a burst of catching up); labels go out as soon as their turn comes. ``limit``
+    caps the stream's transactions (those skipped count: a resumed run ends where the first
+    would have).
     ``progress`` is a tqdm bar (or None). The first ``skip_events`` events are skipped (a
     resume point of an earlier run). A broker away for longer than ``max_outage_s`` stops
     the replay: ``error`` and ``resume_at`` of the result say so; nothing is raised for it.
@@ -116,6 +119,7 @@ def send_all(
     }
     acked = bytearray()  # per event handed over: 1 once the broker acknowledged it
     began = time.perf_counter()
+    paced_from = 0.0  # when the first transaction was handed over
     sent_tx = 0
 
     expired: list[object] = []
@@ -131,6 +135,8 @@ def send_all(
         return done
 
     try:
+        for topic in topics.values():  # metadata now: a send blocks on it the first time
+            producer.partitions_for(topic)  # type: ignore[attr-defined]
         seen_tx = 0  # transactions of the stream so far, skipped ones included
         for position, event in enumerate(events):
             if event.topic == "transactions":
@@ -140,8 +146,10 @@ def send_all(
             if position < skip_events:
                 continue
             if event.topic == "transactions":
-                if rate_tps > 0:
-                    delay = began + sent_tx / rate_tps - time.perf_counter()
+                if sent_tx == 0:
+                    paced_from = time.perf_counter()
+                elif rate_tps > 0:
+                    delay = paced_from + sent_tx / rate_tps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
                 sent_tx += 1
@@ -170,4 +178,6 @@ def send_all(
     if missing >= 0:
         stats.resume_at = skip_events + missing
         stats.error = stats.error or f"{len(acked) - stats.delivered} records not acknowledged"
+    elif stats.error is not None:  # stopped before handing the next event over
+        stats.resume_at = skip_events + len(acked)
     return stats

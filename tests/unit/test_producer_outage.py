@@ -57,6 +57,9 @@ def test_a_resumed_replay_ends_where_the_first_would_have(monkeypatch: object) -
             sent.append(value)
             return Future()
 
+        def partitions_for(self, topic: str) -> set[int]:
+            return {0}
+
         def flush(self, timeout: float) -> None:
             pass
 
@@ -72,3 +75,45 @@ def test_a_resumed_replay_ends_where_the_first_would_have(monkeypatch: object) -
     assert whole.error is None and rest.error is None and rest.resume_at is None
     ids = [json.loads(v)["transaction_id"] for v in everything]  # event times follow the clock
     assert len(ids) == 8 and [json.loads(v)["transaction_id"] for v in sent] == ids[5:]
+
+
+def test_pacing_starts_at_the_first_transaction(monkeypatch: object) -> None:
+    """An event that is slow to prepare does not turn into a burst of catching up: the
+    transactions keep their spacing from the first one on (the main job's first second sent
+    twice the rate when the clock started before the stream's first event was ready)."""
+    import time
+
+    import services.producer.replay as replay
+
+    handed: list[float] = []
+
+    class Future:
+        def add_callback(self, callback: object) -> None:
+            callback(None)  # type: ignore[operator]
+
+        def add_errback(self, errback: object) -> None:
+            pass
+
+    class Recorder:
+        def partitions_for(self, topic: str) -> set[int]:
+            return {0}
+
+        def send(self, topic: str, key: bytes, value: bytes) -> Future:
+            handed.append(time.perf_counter())
+            return Future()
+
+        def flush(self, timeout: float) -> None:
+            pass
+
+        def close(self, timeout: float) -> None:
+            pass
+
+    def slow_start() -> object:
+        time.sleep(0.5)  # 25 transactions' worth at 50 tx/s
+        yield from simulated_events(10, 10, seed=3)
+
+    monkeypatch.setattr(replay, "make_producer", lambda *_: Recorder())  # type: ignore[attr-defined]
+    stats = send_all(Settings(), slow_start(), rate_tps=50, limit=11)  # type: ignore[arg-type]
+    assert stats.error is None and len(handed) == 11
+    # 10 gaps of 20 ms: at least 200 ms from the first to the last (sleeps only lengthen it)
+    assert handed[-1] - handed[0] >= 0.2 - 1e-3, handed[-1] - handed[0]
