@@ -5,8 +5,6 @@ Private namespace: Redis database 3 (flushed), a topic prefix, the session's tra
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import math
 import uuid
 from collections.abc import Iterator
@@ -18,11 +16,9 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.api.keys import create_key
-from services.common.decision_store import DecisionStore
-from services.common.handbook import load_transactions
 from services.common.settings import Settings
-from services.producer.sources import read_file
 from tests.conftest import TrainedModel
+from tests.decided import decide_day
 
 pytestmark = pytest.mark.integration
 API_REDIS_DB = 3
@@ -45,42 +41,7 @@ def api_settings(trained: TrainedModel, kafka: str, redis_url: str) -> Settings:
 @pytest.fixture(scope="module")
 def decided(api_settings: Settings) -> list[dict[str, Any]]:
     """600 transactions of 2018-08-08 decided by the scorer core on backfilled state."""
-    import redis.asyncio as aioredis
-
-    from models.registry import ModelRegistry
-    from services.common.events import parse_transaction
-    from services.producer.sources import replay_events
-    from services.scorer.backfill import backfill
-    from services.scorer.bootstrap import build_scorer
-    from services.scorer.model import ActiveModel
-
-    sync = redis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
-    sync.flushdb()
-    backfill(
-        sync,
-        load_transactions(api_settings.data_dir, None, dt.date(2018, 8, 8)),
-        dt.date(2018, 8, 8),
-    )
-    frame = read_file(api_settings.data_dir / "transactions.parquet")
-    events = [
-        e
-        for e in replay_events(frame, dt.date(2018, 8, 8), dt.date(2018, 8, 9))
-        if e.topic == "transactions"
-    ][:600]
-
-    async def decide() -> list[dict[str, Any]]:
-        client = aioredis.Redis(port=api_settings.redis.port, db=API_REDIS_DB)
-        model = ActiveModel(ModelRegistry(api_settings.models_dir))
-        model.refresh()
-        scorer = build_scorer(client, model)
-        decided = await scorer.decide([parse_transaction(e.value) for e in events])
-        await scorer.flush()
-        decisions = [d.to_dict() for d in decided if d is not None]
-        await DecisionStore(client).put([d for d in decided if d is not None])
-        await client.aclose()
-        return decisions
-
-    return asyncio.run(decide())
+    return decide_day(api_settings, 600)
 
 
 @pytest.fixture(scope="module")

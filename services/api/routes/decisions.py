@@ -12,10 +12,11 @@ from pydantic import AwareDatetime
 
 from models import inference
 from models.registry import RegistryError
-from services.api.deps import State, Viewer
+from services.api.deps import ApiState, State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import Decision, DecisionPage, Explanation
+from services.common.decision import Decision as StoredDecision
 from services.common.decision import RuleHit, decode
 from services.common.decision_store import REVIEW_QUEUE_KEY, customer_index_key, decision_key
 
@@ -173,7 +174,16 @@ def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanati
     raw = state.redis_sync.get(decision_key(transaction_id))
     if raw is None:
         raise decision_not_found(transaction_id)
-    decision = decode(raw)
+    return explanation_of(state, decode(raw))
+
+
+def explanation_of(state: ApiState, decision: StoredDecision) -> Explanation:
+    """The TreeSHAP explanation of a stored decision (blocking: XGBoost), largest first.
+
+    Raises:
+        Problem: 409 when the decision has no model score (degraded mode) or its model
+            cannot be loaded.
+    """
     version, features = decision.model_version, decision.features
     if version is None or features is None or decision.score is None:
         raise Problem(
@@ -194,7 +204,7 @@ def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanati
     margin = float(inference.margin(model.booster, row)[0])
     order = np.argsort(-np.abs(contribs[:-1]))
     return Explanation(
-        transaction_id=transaction_id,
+        transaction_id=decision.transaction_id,
         model_version=version,
         score=1.0 / (1.0 + math.exp(-margin)),
         margin=margin,

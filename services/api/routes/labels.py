@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from services.api.deps import Analyst, State
+from services.api.deps import Analyst, ApiState, State
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import LabelIn, LabelOut
@@ -38,7 +38,35 @@ async def post_label(body: LabelIn, state: State, principal: Analyst) -> Any:
     one; a different verdict from the same source is a conflict. The label reaches terminal
     risk through the ``labels`` topic; an analyst's label also takes the transaction off the
     review queue."""
-    decision = await state.decisions.get(body.transaction_id)
+    label, created = await take_label(
+        state, body.transaction_id, body.is_fraud, body.source, body.reported_at, principal.name
+    )
+    if not created:
+        return JSONResponse(LabelOut(**label, created=False).model_dump(), status_code=200)
+    return LabelOut(**label, created=True)
+
+
+async def take_label(
+    state: ApiState,
+    transaction_id: str,
+    is_fraud: bool,
+    source: str,
+    reported_at: dt.datetime | None,
+    by: str,
+    comment: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Take a label (the API's ``POST /v1/labels`` and the console's verdict buttons).
+
+    Returns:
+        The label as published on ``labels``, and True when it was taken now (False: the
+        same label from this source was taken before). ``by`` (the key's name) and
+        ``comment`` are kept with the label in Redis, not published.
+
+    Raises:
+        Problem: 404 no decision for the transaction, 409 a different verdict from this
+            source exists, 503 the ``labels`` topic did not accept it (nothing is kept).
+    """
+    decision = await state.decisions.get(transaction_id)
     if decision is None:
         raise Problem(
             404,
@@ -46,33 +74,32 @@ async def post_label(body: LabelIn, state: State, principal: Analyst) -> Any:
             "No decision for this transaction",
             "labels are taken for transactions the system decided",
         )
-    reported = body.reported_at or dt.datetime.now(dt.UTC)
+    reported = reported_at or dt.datetime.now(dt.UTC)
     label = {
-        "transaction_id": body.transaction_id,
+        "transaction_id": transaction_id,
         "customer_id": decision.customer_id,
         "terminal_id": decision.terminal_id,
         "transaction_time": decision.event_time,
-        "is_fraud": body.is_fraud,
+        "is_fraud": is_fraud,
         "reported_at": format_time(reported),
-        "source": body.source,
+        "source": source,
     }
-    key = label_key(body.transaction_id, body.source)
-    value = orjson.dumps({**label, "by": principal.name})
-    if not await state.redis.set(key, value, nx=True):
+    key = label_key(transaction_id, source)
+    kept = {**label, "by": by} if comment is None else {**label, "by": by, "comment": comment}
+    if not await state.redis.set(key, orjson.dumps(kept), nx=True):
         existing = orjson.loads(await state.redis.get(key))
-        if existing["is_fraud"] != body.is_fraud:
+        if existing["is_fraud"] != is_fraud:
             raise Problem(
                 409,
                 "label-conflict",
                 "A different label from this source exists",
-                f"{body.source} already said is_fraud={existing['is_fraud']}",
+                f"{source} already said is_fraud={existing['is_fraud']}",
             )
-        existing.pop("by", None)
-        return JSONResponse(LabelOut(**existing, created=False).model_dump(), status_code=200)
+        return {k: v for k, v in existing.items() if k in label}, False
     try:
         await state.producer.send_and_wait(
             state.settings.topics.labels.name,
-            key=body.transaction_id.encode(),
+            key=transaction_id.encode(),
             value=orjson.dumps(label),
         )
     except Exception as error:
@@ -83,6 +110,6 @@ async def post_label(body: LabelIn, state: State, principal: Analyst) -> Any:
             "A dependency is unavailable",
             "the labels topic (Kafka) did not accept the label; retry",
         ) from error
-    if body.source == "analyst":
-        await state.redis.zrem(REVIEW_QUEUE_KEY, body.transaction_id)
-    return LabelOut(**label, created=True)
+    if source == "analyst":
+        await state.redis.zrem(REVIEW_QUEUE_KEY, transaction_id)
+    return label, True

@@ -1,0 +1,56 @@
+"""Decisions the real scorer core made on backfilled state, stored in a private Redis database:
+what the admin API's and the console's tests read."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import redis
+
+from services.common.decision_store import DecisionStore
+from services.common.handbook import load_transactions
+from services.common.settings import Settings
+from services.producer.sources import read_file
+
+DAY = dt.date(2018, 8, 8)
+
+
+def decide_day(settings: Settings, count: int, policy: Any = None) -> list[dict[str, Any]]:
+    """Flush ``settings.redis``'s database, backfill the feature state to 2018-08-08, decide
+    the first ``count`` transactions of that day under ``policy`` (default: the model's
+    thresholds) and store the decisions; returns them as dicts, in the order decided."""
+    import redis.asyncio as aioredis
+
+    from models.registry import ModelRegistry
+    from services.common.events import parse_transaction
+    from services.producer.sources import replay_events
+    from services.scorer.backfill import backfill
+    from services.scorer.bootstrap import build_scorer
+    from services.scorer.model import ActiveModel
+
+    port, db = settings.redis.port, settings.redis.db
+    sync = redis.Redis(port=port, db=db)
+    sync.flushdb()
+    backfill(sync, load_transactions(settings.data_dir, None, DAY), DAY)
+    frame = read_file(settings.data_dir / "transactions.parquet")
+    events = [
+        e
+        for e in replay_events(frame, DAY, DAY + dt.timedelta(days=1))
+        if e.topic == "transactions"
+    ][:count]
+
+    async def decide() -> list[dict[str, Any]]:
+        client = aioredis.Redis(port=port, db=db)
+        model = ActiveModel(ModelRegistry(settings.models_dir))
+        model.refresh()
+        scorer = build_scorer(client, model, policy)
+        decided = await scorer.decide([parse_transaction(e.value) for e in events])
+        await scorer.flush()
+        decisions = [d.to_dict() for d in decided if d is not None]
+        await DecisionStore(client).put([d for d in decided if d is not None])
+        await client.aclose()
+        return decisions
+
+    return asyncio.run(decide())
