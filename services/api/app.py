@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import ModelRegistry
 from services.api import problems
+from services.api.console import routes as console
 from services.api.deps import ApiState, refuse_duplicate_keys
 from services.api.routes import (
     decisions,
@@ -107,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, problems.handle_http)
     app.add_exception_handler(RequestValidationError, problems.handle_validation)
     app.add_exception_handler(Exception, problems.handle_unexpected)
-    for module in (decisions, features, labels, models_routes, policy_routes, health):
+    for module in (decisions, features, labels, models_routes, policy_routes, health, console):
         app.include_router(module.router)
     app.middleware("http")(_request_context)
     return app

@@ -1,0 +1,1 @@
+"""The analyst console (``/console``), served by the admin API's process."""

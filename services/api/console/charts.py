@@ -1,0 +1,141 @@
+"""Geometry of the console's charts, drawn as inline SVG by the templates (no script).
+
+Pure functions of the data: each returns the shapes in pixels, so a test can check them
+against the numbers they stand for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+WATERFALL_ROWS = 12
+"""Contributions drawn one by one; the rest are summed in one row."""
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One row of the waterfall: a step of the margin from ``start`` to ``end`` (log-odds)."""
+
+    label: str
+    value: float | None  # the feature's value, None for the bias and the rest
+    start: float
+    end: float
+    x: float  # pixels
+    width: float
+    kind: str  # "bias", "up", "down", "total"
+
+
+@dataclass(frozen=True)
+class Waterfall:
+    bars: list[Bar]
+    width: float
+    row_height: float
+    zero_x: float
+    ticks: list[tuple[float, float]]  # (log-odds, x)
+
+    @property
+    def height(self) -> float:
+        return self.row_height * len(self.bars) + 24
+
+
+def waterfall(
+    bias: float,
+    contributions: list[dict[str, Any]],
+    rows: int = WATERFALL_ROWS,
+    width: float = 560.0,
+    row_height: float = 22.0,
+) -> Waterfall:
+    """The margin built up from the bias, the largest contributions first, then the rest.
+
+    Args:
+        bias: the model's base margin (log-odds).
+        contributions: ``{"feature", "value", "contribution"}`` rows, largest magnitude first
+            (``GET /v1/decisions/{id}/explanation``).
+        rows: contributions drawn one by one; the others are summed in one bar.
+
+    Returns:
+        Bars from the bias to the final margin (the last bar, ``total``, spans 0 to it):
+        each bar's ``end`` is the running sum (TreeSHAP's local accuracy: bias plus every
+        contribution equals the margin).
+    """
+    steps: list[tuple[str, float | None, float, str]] = [("bias", None, bias, "bias")]
+    shown, rest = contributions[:rows], contributions[rows:]
+    for row in shown:
+        steps.append((row["feature"], row["value"], row["contribution"], ""))
+    if rest:
+        steps.append(
+            (f"{len(rest)} other features", None, sum(r["contribution"] for r in rest), "")
+        )
+    running, spans = 0.0, []
+    for label, value, delta, kind in steps:
+        start = 0.0 if kind == "bias" else running
+        running = start + delta
+        spans.append((label, value, start, running, kind or ("up" if delta >= 0 else "down")))
+    spans.append(("margin", None, 0.0, running, "total"))
+    lo = min(0.0, *(min(s, e) for _, _, s, e, _ in spans))
+    hi = max(0.0, *(max(s, e) for _, _, s, e, _ in spans))
+    span = (hi - lo) or 1.0
+
+    def x(v: float) -> float:
+        return (v - lo) / span * width
+
+    bars = [
+        Bar(label, value, s, e, min(x(s), x(e)), max(abs(x(e) - x(s)), 1.0), kind)
+        for label, value, s, e, kind in spans
+    ]
+    ticks = [(t, x(t)) for t in _ticks(lo, hi)]
+    return Waterfall(bars, width, row_height, x(0.0), ticks)
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """Whole log-odds steps across the range (at most about 8)."""
+    step = 1
+    while (hi - lo) / step > 8:
+        step *= 2
+    first = int(lo // step) * step
+    return [float(t) for t in range(first, int(hi) + step, step) if lo <= t <= hi]
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    outcome: str
+    transaction_id: str
+    amount: float
+    event_time: str
+
+
+@dataclass(frozen=True)
+class Scatter:
+    points: list[Point]
+    width: float
+    height: float
+    max_amount: float
+
+
+def amounts_over_time(decisions: list[Any], width: float = 640.0, height: float = 200.0) -> Scatter:
+    """Each decision as a point: event time across, amount up (both linear, amount from 0).
+
+    Args:
+        decisions: :class:`services.common.decision.Decision` records, any order.
+    """
+    if not decisions:
+        return Scatter([], width, height, 0.0)
+    t0 = min(d.event_time_ms for d in decisions)
+    t1 = max(d.event_time_ms for d in decisions)
+    top = max(d.amount for d in decisions) or 1.0
+    spread = (t1 - t0) or 1
+    points = [
+        Point(
+            (d.event_time_ms - t0) / spread * width,
+            height - d.amount / top * height,
+            d.outcome,
+            d.transaction_id,
+            d.amount,
+            d.event_time,
+        )
+        for d in decisions
+    ]
+    return Scatter(points, width, height, top)

@@ -1,0 +1,149 @@
+"""The analyst console in a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, installed here when missing), against the admin API served by uvicorn
+on real Redis and Kafka.
+
+Signs in, works the review queue from the keyboard, labels a decision, checks that it left the
+queue and that the label is stored, and signs out. Screenshots go to ``var/console/`` for a
+person to look at.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from services.api.app import create_app
+from services.api.keys import create_key
+from services.common.decision_store import REVIEW_QUEUE_KEY
+from services.common.policy import Policy
+from services.common.settings import PROJECT_ROOT, Settings
+from services.stack.install import ensure_program
+from services.stack.process import free_port
+from tests.conftest import TrainedModel, wait_for
+from tests.decided import decide_day
+
+pytestmark = pytest.mark.e2e
+BROWSER_REDIS_DB = 10
+SHOTS = PROJECT_ROOT / "var" / "console"
+
+
+@pytest.fixture(scope="module")
+def served(trained: TrainedModel, kafka: str, redis_url: str) -> Iterator[tuple[str, Settings]]:
+    """The admin API on a free port, over 600 decisions (scores of 0.01 and up in review)."""
+    import uvicorn
+
+    from services.stack.topics import ensure_topics
+
+    settings = Settings(
+        var_dir=trained.settings.var_dir,
+        redis={"db": BROWSER_REDIS_DB},
+        topics={"prefix": f"browser{uuid.uuid4().hex[:8]}."},
+    )
+    ensure_topics(settings)
+    decide_day(settings, 600, Policy(review_threshold=0.01, decline_threshold=0.9))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or None, 60, "the admin API to start")
+    yield f"http://127.0.0.1:{port}", settings
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from selenium import webdriver
+
+    chromium = ensure_program("chromium", "chromium")
+    driver_path = ensure_program("chromedriver", "chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1800",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+def _tab_to(driver: Any, text: str, limit: int = 40) -> Any:
+    """Press Tab until the focused element's text is ``text``; fail after ``limit`` presses."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for _ in range(limit):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        focused = driver.switch_to.active_element
+        if focused.text.strip() == text:
+            return focused
+    pytest.fail(f"{text!r} is not reachable with the Tab key")
+
+
+def test_an_analyst_works_the_queue_in_a_browser(
+    served: tuple[str, Settings], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    base, settings = served
+    sync = redis.Redis(port=settings.redis.port, db=BROWSER_REDIS_DB)
+    key = create_key(sync, "ana", "analyst")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    browser.get(f"{base}/console/queue")
+    assert browser.title.startswith("Sign in")
+    field = browser.find_element(By.CSS_SELECTOR, "label[for=api_key] + input")
+    field.send_keys(key, Keys.ENTER)
+    assert browser.title.startswith("Review queue")
+    oldest = [m.decode() for m in sync.zrange(REVIEW_QUEUE_KEY, 0, 49)]
+    links = browser.find_elements(By.CSS_SELECTOR, "tbody td:first-child a")
+    assert [a.text for a in links] == oldest and len(oldest) >= 5
+    browser.save_screenshot(str(SHOTS / "queue.png"))
+
+    _tab_to(browser, "Next unclaimed").send_keys(Keys.ENTER)
+    first = oldest[0]
+    assert browser.title == f"Decision {first} · fraud-detection console"
+    assert browser.find_element(By.ID, "claim").text == "ana"
+    bars = browser.find_elements(By.CSS_SELECTOR, "svg.waterfall rect")
+    assert len(bars) >= 3 and all(b.size["width"] >= 1 for b in bars)
+    browser.save_screenshot(str(SHOTS / "decision.png"))
+
+    comment = browser.find_element(By.CSS_SELECTOR, "label[for=comment] + textarea")
+    comment.send_keys("card testing pattern")
+    browser.find_element(By.CSS_SELECTOR, "button[value=fraud]").click()
+    assert browser.title.startswith("Review queue")
+    assert f"{first}: fraud." in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+    remaining = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tbody td:first-child a")]
+    assert first not in remaining and remaining[0] == oldest[1]
+    stored = sync.get(f"label:{first}:analyst")
+    assert stored is not None and b'"is_fraud":true' in stored and b"card testing" in stored
+
+    browser.find_element(By.LINK_TEXT, remaining[0]).click()
+    browser.find_element(By.CSS_SELECTOR, "dd a").click()  # the card
+    assert browser.title.startswith("Card ")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.scatter circle")
+    browser.save_screenshot(str(SHOTS / "card.png"))
+
+    refused = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not refused, refused  # the stylesheet loads under the CSP; nothing is refused
+
+    browser.find_element(By.XPATH, "//button[text()='Sign out']").click()
+    assert browser.title.startswith("Sign in")
+    browser.get(f"{base}/console/queue")
+    time.sleep(0.2)
+    assert browser.title.startswith("Sign in")

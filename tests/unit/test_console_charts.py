@@ -1,0 +1,53 @@
+"""The console's chart geometry against hand-computed cases."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from services.api.console.charts import amounts_over_time, waterfall
+
+
+def test_waterfall_steps_from_the_bias_to_the_margin() -> None:
+    contributions = [
+        {"feature": "a", "value": 1.0, "contribution": 3.0},
+        {"feature": "b", "value": 2.0, "contribution": -0.5},
+    ]
+    chart = waterfall(-2.0, contributions, width=300.0)
+    # running sums: bias -2, then -2+3 = 1, then 1-0.5 = 0.5; the total spans 0..0.5
+    assert [(b.label, b.start, b.end, b.kind) for b in chart.bars] == [
+        ("bias", 0.0, -2.0, "bias"),
+        ("a", -2.0, 1.0, "up"),
+        ("b", 1.0, 0.5, "down"),
+        ("margin", 0.0, 0.5, "total"),
+    ]
+    # the axis runs from -2 to 1: 3 log-odds over 300 px, zero at 200 px
+    assert chart.zero_x == pytest.approx(200.0)
+    spans = [v for b in chart.bars for v in (b.x, b.width)]
+    assert spans == pytest.approx([0.0, 200.0, 0.0, 300.0, 250.0, 50.0, 200.0, 50.0])
+    assert [t for t, _ in chart.ticks] == [-2.0, -1.0, 0.0, 1.0]
+
+
+def test_waterfall_sums_what_it_does_not_draw() -> None:
+    contributions = [
+        {"feature": f"f{i}", "value": 0.0, "contribution": c}
+        for i, c in enumerate([0.8, -0.4, 0.2, 0.1, -0.05])
+    ]
+    chart = waterfall(0.5, contributions, rows=2)
+    labels = [b.label for b in chart.bars]
+    assert labels == ["bias", "f0", "f1", "3 other features", "margin"]
+    rest = chart.bars[3]
+    assert rest.end - rest.start == pytest.approx(0.2 + 0.1 - 0.05)
+    assert chart.bars[-1].end == pytest.approx(0.5 + 0.8 - 0.4 + 0.2 + 0.1 - 0.05)
+
+
+def test_amounts_over_time_places_each_decision() -> None:
+    def d(t: int, amount: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            event_time_ms=t, amount=amount, outcome="review", transaction_id=str(t), event_time=""
+        )
+
+    chart = amounts_over_time([d(1000, 50.0), d(3000, 100.0), d(2000, 0.0)], width=200, height=100)
+    assert [(p.x, p.y) for p in chart.points] == [(0.0, 50.0), (200.0, 0.0), (100.0, 100.0)]
+    assert amounts_over_time([]).points == []
