@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def register(add: AddCommand) -> None:
-    """Add ``bench`` and ``bench-memory`` to ``fraud``."""
+    """Add ``bench``, ``bench-memory`` and ``bench-console`` to ``fraud``."""
     p = add("bench", _bench, "open-loop rate ladder: passthrough worker against the scorer")
     p.add_argument(
         "--rates",
@@ -63,6 +63,25 @@ def register(add: AddCommand) -> None:
         " long; the store must stop growing (0 skips it)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = add(
+        "bench-console",
+        _bench_console,
+        "the analyst console's server time per page with a million decisions stored",
+    )
+    p.add_argument("--decisions", type=int, default=1_000_000, help="decisions stored")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _bench_console(args: argparse.Namespace, settings: Settings) -> int:
+    from tools import ensure_model
+    from tools.bench.console_pages import run
+
+    log = (lambda *_: None) if args.json else print
+    ensure_model(settings, log, progress=not args.json)
+    report = run(settings, decisions=args.decisions, log=log)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -48,7 +48,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 CLAIM_TTL_S = 30 * 60
 """A claim lapses after this long without a verdict (seconds)."""
 QUEUE_PAGE = 50
-QUEUE_SCAN = 2000
+QUEUE_SCAN = 1000
 """Queue entries read at most to fill one filtered page."""
 CARD_DAYS = 30
 VERDICTS = {"fraud": True, "genuine": False, "inconclusive": None}
