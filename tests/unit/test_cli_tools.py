@@ -16,7 +16,7 @@ RUNTIME = {
     "backfill", "score", "produce", "api", "api-key", "topics", "rebuild-store", "dashboards",
     "report",
 }  # fmt: skip
-TOOLS = {"demo", "bench", "bench-memory", "chaos"}
+TOOLS = {"demo", "bench", "bench-memory", "bench-console", "chaos"}
 
 # Runs where ``tools`` cannot be imported, as in the image: the entry in sys.modules makes
 # ``import tools`` raise ModuleNotFoundError before services.cli is first imported.
@@ -47,7 +47,13 @@ def test_with_the_tools_fraud_lists_every_command() -> None:
 
 
 def test_each_tool_command_runs_a_handler_of_the_tools() -> None:
-    for argv in (["demo"], ["bench"], ["bench-memory"], ["chaos", "--scenario", "scorer-kill"]):
+    for argv in (
+        ["demo"],
+        ["bench"],
+        ["bench-memory"],
+        ["bench-console"],
+        ["chaos", "--scenario", "scorer-kill"],
+    ):
         args = build_parser().parse_args(argv)
         assert args.handler.__module__.split(".")[0] == "tools", argv
 
