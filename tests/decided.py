@@ -17,6 +17,22 @@ from services.producer.sources import read_file
 DAY = dt.date(2018, 8, 8)
 
 
+def private_settings(var_dir: Any, redis_db: int, name: str) -> Settings:
+    """Settings of a test module's own namespace: the trained model's var folder, a Redis
+    database, and contract topics under a fresh prefix (created)."""
+    import uuid
+
+    from services.stack.topics import ensure_topics
+
+    settings = Settings(
+        var_dir=var_dir,
+        redis={"db": redis_db},
+        topics={"prefix": f"{name}{uuid.uuid4().hex[:8]}."},
+    )
+    ensure_topics(settings)
+    return settings
+
+
 def decide_day(settings: Settings, count: int, policy: Any = None) -> list[dict[str, Any]]:
     """Flush ``settings.redis``'s database, backfill the feature state to 2018-08-08, decide
     the first ``count`` transactions of that day under ``policy`` (default: the model's

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +25,7 @@ from services.common.settings import PROJECT_ROOT, Settings
 from services.stack.install import ensure_program
 from services.stack.process import free_port
 from tests.conftest import TrainedModel, wait_for
-from tests.decided import decide_day
+from tests.decided import decide_day, private_settings
 
 pytestmark = pytest.mark.e2e
 BROWSER_REDIS_DB = 10
@@ -38,14 +37,7 @@ def served(trained: TrainedModel, kafka: str, redis_url: str) -> Iterator[tuple[
     """The admin API on a free port, over 600 decisions (scores of 0.01 and up in review)."""
     import uvicorn
 
-    from services.stack.topics import ensure_topics
-
-    settings = Settings(
-        var_dir=trained.settings.var_dir,
-        redis={"db": BROWSER_REDIS_DB},
-        topics={"prefix": f"browser{uuid.uuid4().hex[:8]}."},
-    )
-    ensure_topics(settings)
+    settings = private_settings(trained.settings.var_dir, BROWSER_REDIS_DB, "browser")
     decide_day(settings, 600, Policy(review_threshold=0.01, decline_threshold=0.9))
     port = free_port()
     server = uvicorn.Server(

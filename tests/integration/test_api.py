@@ -6,7 +6,6 @@ Private namespace: Redis database 3 (flushed), a topic prefix, the session's tra
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from services.api.app import create_app
 from services.api.keys import create_key
 from services.common.settings import Settings
 from tests.conftest import TrainedModel
-from tests.decided import decide_day
+from tests.decided import decide_day, private_settings
 
 pytestmark = pytest.mark.integration
 API_REDIS_DB = 3
@@ -27,15 +26,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture(scope="module")
 def api_settings(trained: TrainedModel, kafka: str, redis_url: str) -> Settings:
-    settings = Settings(
-        var_dir=trained.settings.var_dir,
-        redis={"db": API_REDIS_DB},
-        topics={"prefix": f"api{uuid.uuid4().hex[:8]}."},
-    )
-    from services.stack.topics import ensure_topics
-
-    ensure_topics(settings)
-    return settings
+    return private_settings(trained.settings.var_dir, API_REDIS_DB, "api")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import statistics
-import uuid
 from collections.abc import Iterator
 from html import unescape
 from typing import Any
@@ -27,7 +26,7 @@ from services.common.decision_store import REVIEW_QUEUE_KEY
 from services.common.policy import Policy
 from services.common.settings import Settings
 from tests.conftest import TrainedModel
-from tests.decided import decide_day
+from tests.decided import decide_day, private_settings
 
 pytestmark = pytest.mark.integration
 CONSOLE_REDIS_DB = 6
@@ -36,15 +35,7 @@ DAY_MS = 86_400_000
 
 @pytest.fixture(scope="module")
 def console_settings(trained: TrainedModel, kafka: str, redis_url: str) -> Settings:
-    from services.stack.topics import ensure_topics
-
-    settings = Settings(
-        var_dir=trained.settings.var_dir,
-        redis={"db": CONSOLE_REDIS_DB},
-        topics={"prefix": f"console{uuid.uuid4().hex[:8]}."},
-    )
-    ensure_topics(settings)
-    return settings
+    return private_settings(trained.settings.var_dir, CONSOLE_REDIS_DB, "console")
 
 
 @pytest.fixture(scope="module")

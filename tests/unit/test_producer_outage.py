@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 from services.common.settings import PROJECT_ROOT, Settings
 from services.producer.replay import send_all
@@ -38,35 +39,45 @@ def test_the_command_exits_4_and_says_how_to_resume() -> None:
     assert "--skip-events 0" in result.stderr
 
 
+class _Acked:
+    """A send's future that the broker acknowledged at once."""
+
+    def add_callback(self, callback: object) -> None:
+        callback(None)  # type: ignore[operator]
+
+    def add_errback(self, errback: object) -> None:
+        pass
+
+
+class Recorder:
+    """A producer that stands in for Kafka: hands each value to ``on_send``, acknowledges."""
+
+    def __init__(self, on_send: Callable[[bytes], object]) -> None:
+        self._on_send = on_send
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def send(self, topic: str, key: bytes, value: bytes) -> _Acked:
+        self._on_send(value)
+        return _Acked()
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        pass
+
+
 def test_a_resumed_replay_ends_where_the_first_would_have(monkeypatch: object) -> None:
     """``--count`` counts the stream's transactions, skipped ones included: a rerun with
     ``--skip-events`` sends exactly the rest (a recording producer stands in for Kafka)."""
     import services.producer.replay as replay
 
     sent: list[bytes] = []
+    recorder = Recorder(lambda value: sent.append(value))
 
-    class Future:
-        def add_callback(self, callback: object) -> None:
-            callback(None)  # type: ignore[operator]
-
-        def add_errback(self, errback: object) -> None:
-            pass
-
-    class Recorder:
-        def send(self, topic: str, key: bytes, value: bytes) -> Future:
-            sent.append(value)
-            return Future()
-
-        def partitions_for(self, topic: str) -> set[int]:
-            return {0}
-
-        def flush(self, timeout: float) -> None:
-            pass
-
-        def close(self, timeout: float) -> None:
-            pass
-
-    monkeypatch.setattr(replay, "make_producer", lambda *_: Recorder())  # type: ignore[attr-defined]
+    monkeypatch.setattr(replay, "make_producer", lambda *_: recorder)  # type: ignore[attr-defined]
     settings = Settings()
     whole = send_all(settings, simulated_events(10, 10, seed=2), limit=8)
     everything = list(sent)
@@ -86,33 +97,13 @@ def test_pacing_starts_at_the_first_transaction(monkeypatch: object) -> None:
     import services.producer.replay as replay
 
     handed: list[float] = []
-
-    class Future:
-        def add_callback(self, callback: object) -> None:
-            callback(None)  # type: ignore[operator]
-
-        def add_errback(self, errback: object) -> None:
-            pass
-
-    class Recorder:
-        def partitions_for(self, topic: str) -> set[int]:
-            return {0}
-
-        def send(self, topic: str, key: bytes, value: bytes) -> Future:
-            handed.append(time.perf_counter())
-            return Future()
-
-        def flush(self, timeout: float) -> None:
-            pass
-
-        def close(self, timeout: float) -> None:
-            pass
+    recorder = Recorder(lambda _value: handed.append(time.perf_counter()))
 
     def slow_start() -> object:
         time.sleep(0.5)  # 25 transactions' worth at 50 tx/s
         yield from simulated_events(10, 10, seed=3)
 
-    monkeypatch.setattr(replay, "make_producer", lambda *_: Recorder())  # type: ignore[attr-defined]
+    monkeypatch.setattr(replay, "make_producer", lambda *_: recorder)  # type: ignore[attr-defined]
     stats = send_all(Settings(), slow_start(), rate_tps=50, limit=11)  # type: ignore[arg-type]
     assert stats.error is None and len(handed) == 11
     # 10 gaps of 20 ms: at least 200 ms from the first to the last (sleeps only lengthen it)

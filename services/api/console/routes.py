@@ -139,16 +139,21 @@ async def login_form(request: Request, next: str = "/console/queue") -> Response
     request.state.console = None
     token = new_login_token()
     response = _page(request, "login.html", {"csrf": token, "next": _local(next)})
+    _set_cookie(request, response, LOGIN_COOKIE, token, 600)
+    return response
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    """A console cookie: HttpOnly, SameSite=Strict, scoped to ``/console``, Secure over https."""
     response.set_cookie(
-        LOGIN_COOKIE,
-        token,
-        max_age=600,
+        name,
+        value,
+        max_age=max_age,
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-    return response
 
 
 def _local(target: str) -> str:
@@ -172,27 +177,11 @@ async def login(request: Request) -> Response:
             {"csrf": token, "next": _local(form.get("next", "")), "failed": True},
             401,
         )
-        response.set_cookie(
-            LOGIN_COOKIE,
-            token,
-            max_age=600,
-            path=COOKIE_PATH,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        _set_cookie(request, response, LOGIN_COOKIE, token, 600)
         return response
     token, _ = opened
     response = _redirect(_local(form.get("next", "")))
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=SESSION_TTL_S,
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    _set_cookie(request, response, SESSION_COOKIE, token, SESSION_TTL_S)
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
     return response
 
