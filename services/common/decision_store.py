@@ -12,8 +12,13 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
   at each write, members whose event time is more than ``retention_ms`` before the newest
   one written with them are dropped, and the whole set expires ``retention_ms`` after its
   last write;
-- ``dec:review``: sorted set of transaction ids in review, by decision time (ms); members
-  decided more than ``retention_ms`` ago are dropped at each write.
+- ``dec:terminal:{terminal_id}``: the same for the terminal;
+- ``dec:outcome:{outcome}``: sorted set of transaction ids by decision time (ms), one per
+  outcome (approve, review, decline): the console's browsing by outcome and the policy
+  preview's latest decisions; members decided more than ``retention_ms`` ago are dropped at
+  each write, and the set expires ``retention_ms`` after its last write;
+- ``dec:review``: the review queue, the same for the decisions in review that no analyst has
+  given a verdict yet (the console removes them).
 
 No multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
 by the redelivery, since every index write is idempotent.
@@ -25,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.decision import Decision, decode
+from services.common.decision import OUTCOMES, Decision, decode
 
 REVIEW_QUEUE_KEY = "dec:review"
 RETENTION_MS = 35 * 24 * 3600 * 1000
@@ -38,6 +43,14 @@ def decision_key(transaction_id: str) -> str:
 
 def customer_index_key(customer_id: str) -> str:
     return f"dec:customer:{customer_id}"
+
+
+def terminal_index_key(terminal_id: str) -> str:
+    return f"dec:terminal:{terminal_id}"
+
+
+def outcome_index_key(outcome: str) -> str:
+    return f"dec:outcome:{outcome}"
 
 
 class DecisionStore:
@@ -89,22 +102,37 @@ class DecisionStore:
         for decision, new in zip(decisions, created, strict=True):
             kept.append(decision if new else decode(next(stored)))
         pipe = self._redis.pipeline(transaction=False)
-        newest: dict[str, int] = {}
+        newest: dict[str, int] = {}  # per entity index key: its newest event time written
         for decision in kept:
             tx_id = decision.transaction_id
-            pipe.zadd(customer_index_key(decision.customer_id), {tx_id: decision.event_time_ms})
-            newest[decision.customer_id] = max(
-                decision.event_time_ms, newest.get(decision.customer_id, decision.event_time_ms)
-            )
+            for key in (
+                customer_index_key(decision.customer_id),
+                terminal_index_key(decision.terminal_id),
+            ):
+                pipe.zadd(key, {tx_id: decision.event_time_ms})
+                newest[key] = max(decision.event_time_ms, newest.get(key, decision.event_time_ms))
+            pipe.zadd(outcome_index_key(decision.outcome), {tx_id: decision.decided_at_ms})
             if decision.outcome == "review":
                 pipe.zadd(REVIEW_QUEUE_KEY, {tx_id: decision.decided_at_ms}, nx=True)
-        for customer, latest in newest.items():  # the card's index keeps the retention's span
-            key = customer_index_key(customer)
+        for key, latest in newest.items():  # an entity's index keeps the retention's span
             pipe.zremrangebyscore(key, "-inf", f"({latest - keep}")
+            pipe.pexpire(key, keep)
+        for key in {outcome_index_key(d.outcome) for d in kept}:
+            pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep}")
             pipe.pexpire(key, keep)
         pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
         await pipe.execute()
         return sum(1 for new in created if new)
+
+    async def latest(self, count: int) -> list[str]:
+        """The ids of the ``count`` most recently decided transactions (by decision time,
+        newest first), merged from the three outcome indexes."""
+        pipe = self._redis.pipeline(transaction=False)
+        for outcome in OUTCOMES:
+            pipe.zrevrange(outcome_index_key(outcome), 0, count - 1, withscores=True)
+        merged = [entry for entries in await pipe.execute() for entry in entries]
+        merged.sort(key=lambda entry: entry[1], reverse=True)
+        return [member.decode() for member, _ in merged[:count]]
 
     async def get(self, transaction_id: str) -> Decision | None:
         """The decision of a transaction, or None."""

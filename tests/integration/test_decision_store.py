@@ -1,6 +1,7 @@
 """The decision store's retention on a real Redis (a private redis-server): decisions expire,
-a card's index keeps the retention's span of event time, the review queue that of decision
-time; and the settings refuse a decisions topic that would not outlive the store."""
+a card's and a terminal's index keep the retention's span of event time, the outcome indexes
+and the review queue that of decision time; and the settings refuse a decisions topic that
+would not outlive the store."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from services.common.decision_store import (
     DecisionStore,
     customer_index_key,
     decision_key,
+    outcome_index_key,
+    terminal_index_key,
 )
 from services.common.settings import Settings
 from tools.bench.private_redis import private_redis
@@ -80,23 +83,51 @@ def test_decisions_and_their_indexes_keep_the_retention(port: int) -> None:
     # a decision 9 days of event time later keeps the first in the card's index
     assert _put(port, retention, [_decision(1, EVENT_MS + 9 * DAY_MS, now_ms)]) == 1
     assert sync.zrange(customer_index_key("c-1"), 0, -1) == [b"t-0", b"t-1"]
+    assert sync.zrange(terminal_index_key("s-1"), 0, -1) == [b"t-0", b"t-1"]
+    assert sync.zrange(outcome_index_key("review"), 0, -1) == [b"t-0", b"t-1"]
     assert sync.zrange(REVIEW_QUEUE_KEY, 0, -1) == [b"t-0", b"t-1"]
+    assert 0 < sync.pttl(outcome_index_key("review")) <= retention
     # 10 days and 1 ms of event time after the first: the first leaves the card's index
     later = _decision(2, EVENT_MS + retention + 1, now_ms, outcome="approve")
     assert _put(port, retention, [later]) == 1
     assert sync.zrange(customer_index_key("c-1"), 0, -1) == [b"t-1", b"t-2"]
+    assert sync.zrange(terminal_index_key("s-1"), 0, -1) == [b"t-1", b"t-2"]
+    assert sync.zrange(outcome_index_key("approve"), 0, -1) == [b"t-2"]
+    # the outcome indexes go by decision time: t-0, decided 9 days ago, stays
+    assert sync.zrange(outcome_index_key("review"), 0, -1) == [b"t-0", b"t-1"]
     # a redelivery stores nothing and keeps the first decision's expiry
     assert _put(port, retention, [later]) == 0
 
 
+def test_latest_merges_the_outcome_indexes_newest_first(port: int) -> None:
+    now_ms = int(time.time() * 1000)
+    outcomes = ("approve", "review", "decline")
+    decisions = [  # decision times shuffled across the outcomes
+        _decision(i, EVENT_MS + i, now_ms - (i * 7919) % 1000, outcomes[i % 3]) for i in range(60)
+    ]
+    assert _put(port, 10 * DAY_MS, decisions) == 60
+    by_time = sorted(decisions, key=lambda d: d.decided_at_ms, reverse=True)
+
+    async def latest(count: int) -> list[str]:
+        client = aioredis.Redis(port=port)
+        try:
+            return await DecisionStore(client).latest(count)
+        finally:
+            await client.aclose()
+
+    for count in (1, 7, 60, 100):
+        assert asyncio.run(latest(count)) == [d.transaction_id for d in by_time[:count]]
+
+
 def test_a_short_retention_empties_the_store() -> None:
-    """Half a second of retention: the decisions and the card's index expire by themselves,
-    the review queue is trimmed by the next write."""
+    """Half a second of retention: the decisions and the card's, terminal's and outcome's
+    indexes expire by themselves, the review queue is trimmed by the next write."""
     with private_redis() as port:
         sync = redis.Redis(port=port)
         now_ms = int(time.time() * 1000)
         assert _put(port, 500, [_decision(i, EVENT_MS + i, now_ms) for i in range(50)]) == 50
-        assert sync.dbsize() == 52  # 50 decisions, the card's index, the review queue
+        # 50 decisions, the card's, terminal's and outcome's indexes, the review queue
+        assert sync.dbsize() == 54
         deadline = time.monotonic() + 5
         while sync.dbsize() > 1 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -87,3 +87,6 @@ def test_families_scale_by_their_own_entity() -> None:
     review = summarise("dec:review", _family(1, 500, 520, 10), sample)
     assert review["per_entity_memory_usage"] == 50.0  # per entry of the one queue key
     assert (review["entities_at_population"], review["keys_at_population"]) == (50, 1)
+    outcomes = summarise("dec:outcome", _family(2, 900, 900, 30), sample)
+    assert outcomes["per_entity_memory_usage"] == 30.0  # per entry of its two keys
+    assert (outcomes["entities_at_population"], outcomes["keys_at_population"]) == (150, 2)

@@ -29,11 +29,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.common.decision import OUTCOMES, decode
 from services.common.decision_store import (
     REVIEW_QUEUE_KEY,
     DecisionStore,
     customer_index_key,
     decision_key,
+    outcome_index_key,
+    terminal_index_key,
 )
 from services.common.events import Transaction, parse_transaction
 from services.common.policy import Policy
@@ -303,7 +306,9 @@ async def measure_ids(client: Any, filled: Filled) -> dict[str, dict[str, Any]]:
 async def measure_decisions(
     client: Any, filled: Filled, sample: Sample
 ) -> dict[str, dict[str, Any]]:
-    """``dec``, ``dec:customer`` and ``dec:review`` of the sampled cards' decisions."""
+    """``dec``, ``dec:customer``, ``dec:terminal``, ``dec:outcome`` and ``dec:review`` of the
+    sampled cards' decisions. A terminal's index holds only the sampled cards' decisions at
+    it: its bytes are meant per entry, not per terminal."""
     store = DecisionStore(client)
 
     async def put() -> None:
@@ -313,9 +318,13 @@ async def measure_decisions(
     grown = await _grown(client, put)
     indexes = [customer_index_key(c) for c in sample.card_ids()]
     records = [decision_key(tx.transaction_id) for tx in filled.transactions]
+    sites = sorted({terminal_index_key(decode(raw).terminal_id) for raw in filled.decisions})
+    outcomes = [outcome_index_key(o) for o in OUTCOMES]
     return {
         "dec": {**await measure(client, records, [1] * len(records)), "used_memory_grown": grown},
         "dec:customer": await measure(client, indexes, await _zcards(client, indexes)),
+        "dec:terminal": await measure(client, sites, await _zcards(client, sites)),
+        "dec:outcome": await measure(client, outcomes, await _zcards(client, outcomes)),
         "dec:review": await measure(
             client, [REVIEW_QUEUE_KEY], await _zcards(client, [REVIEW_QUEUE_KEY])
         ),

@@ -34,6 +34,8 @@ ENTITY = {
     "txid": "transaction id",
     "dec": "decision",
     "dec:customer": "card",
+    "dec:terminal": "index entry",
+    "dec:outcome": "index entry",
     "dec:review": "review entry",
 }
 """What each key family's bytes are counted per."""
@@ -47,7 +49,12 @@ def summarise(name: str, family: dict[str, Any], sample: m.Sample) -> dict[str, 
         if name == "terminal_history"
         else len(sample.cards) / cards
     )
-    counted = {"card": cards, "terminal": terminals, "review entry": family["entries"]}
+    counted = {
+        "card": cards,
+        "terminal": terminals,
+        "review entry": family["entries"],
+        "index entry": family["entries"],
+    }
     entities = counted.get(ENTITY[name], family["keys"])
     per = (lambda b: round(b / entities, 1)) if entities else (lambda b: None)
     return {
@@ -56,9 +63,10 @@ def summarise(name: str, family: dict[str, Any], sample: m.Sample) -> dict[str, 
         "per_entity_memory_usage": per(family["memory_usage"]),
         "per_entity_used_memory": per(family["used_memory_released"]),
         "entities_at_population": round(entities * scale),
-        # one review queue whatever the population; every other family has keys per entity
+        # one review queue and three outcome indexes whatever the population; every other
+        # family has keys per entity (a terminal's index: the sample's count, scaled)
         "keys_at_population": family["keys"]
-        if name == "dec:review"
+        if name in ("dec:review", "dec:outcome")
         else round(family["keys"] * scale),
         "bytes_at_population": round(family["memory_usage"] * scale),
         "used_memory_at_population": round(family["used_memory_released"] * scale),
@@ -177,7 +185,8 @@ async def check_levelling(
     ``levelled``: the most keys and the most ``used_memory`` over the last retention are no
     more than 10 % above those over the second. ``expected_keys`` is what one retention holds
     (``rate_tps * retention_s`` decisions, the indexes of the cards they belong to, each
-    record a card of 50,000 in turn, and the review queue); Redis reclaims expired keys a
+    record a card of 50,000 and a terminal of 100,000 in turn, the outcome indexes of approve
+    and review, and the review queue); Redis reclaims expired keys a
     little late (its active expiry samples keys ten times a second), so the store holds
     somewhat more.
     """
@@ -192,8 +201,8 @@ async def check_levelling(
     second = [p for p in series if retention_s <= p["t_s"] < 2 * retention_s]
     last = [p for p in series if p["t_s"] >= 2 * retention_s]
     decisions = rate_tps * retention_s
-    cards = min(decisions, 50_000.0)
-    expected = decisions + cards + 1  # decisions, card indexes, the review queue
+    cards, terminals = min(decisions, 50_000.0), min(decisions, 100_000.0)
+    expected = decisions + cards + terminals + 2 + 1
     mean_keys = sum(p["keys"] for p in last) / max(len(last), 1)
     keys_second = max((p["keys"] for p in second), default=0.0)
     keys_last = max((p["keys"] for p in last), default=0.0)
