@@ -70,3 +70,32 @@ def decide_day(settings: Settings, count: int, policy: Any = None) -> list[dict[
         return decisions
 
     return asyncio.run(decide())
+
+
+async def published_labels(settings: Settings, at_least: int) -> list[dict[str, Any]]:
+    """Every record of the private ``labels`` topic (waits for ``at_least``, then 2 s more)."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from services.common.connections import aiokafka_kwargs
+
+    consumer = AIOKafkaConsumer(
+        settings.topics.labels.name,
+        **aiokafka_kwargs(settings.kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        quiet_until = None
+        while loop.time() < deadline and (quiet_until is None or loop.time() < quiet_until):
+            batches = await consumer.getmany(timeout_ms=500)
+            found += [orjson.loads(r.value) for rs in batches.values() for r in rs]
+            if len(found) >= at_least and quiet_until is None:
+                quiet_until = loop.time() + 2
+    finally:
+        await consumer.stop()
+    return found

@@ -20,8 +20,7 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import ModelRegistry
-from services.api import problems
-from services.api.console import routes as console
+from services.api import console, problems
 from services.api.deps import ApiState, refuse_duplicate_keys
 from services.api.routes import (
     decisions,

@@ -10,7 +10,7 @@ was away answers again) or not (bad input, a bug, a missing file: retrying only 
     ├── FeatureStoreError     (services.common.feast_store)
     ├── RegistryError         (models.registry)
     ├── StackError            (services.stack.errors)
-    ├── ReportError           (services.observability.report)  retryable: Prometheus away
+    ├── ReportError           (services.observability.prometheus) retryable: Prometheus away
     ├── Problem               (services.api.problems)  retryable when the status is 503
     └── Unavailable           a dependency did not answer within its deadline: retryable
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.common.decision import Outcome
+from services.common.decision import Decision, Outcome
 
 
 class Policy(BaseModel):
@@ -85,6 +87,27 @@ def decide(
     if score >= review:
         return "review", ["score>=review"]
     return "approve", []
+
+
+def outcome_changes(
+    policy: Policy,
+    decisions: Iterable[Decision],
+    thresholds: Callable[[str | None], dict[str, float] | None],
+) -> Counter[tuple[Outcome, Outcome]]:
+    """How ``policy`` would have decided stored decisions: ``(outcome given, outcome under
+    policy)`` counts, the same pair when nothing would change.
+
+    Each decision is decided again by :func:`decide` from what it recorded (card, terminal,
+    score), with the thresholds of the model version that scored it (``thresholds(version)``,
+    None for a decision made without a model).
+    """
+    changes: Counter[tuple[Outcome, Outcome]] = Counter()
+    for d in decisions:
+        outcome, _ = decide(
+            policy, thresholds(d.model_version), d.customer_id, d.terminal_id, d.score
+        )
+        changes[(d.outcome, outcome)] += 1
+    return changes
 
 
 POLICY_KEY = "policy:current"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import requests
-
-from services.common.errors import FraudError
 from services.common.settings import Settings
+from services.observability.prometheus import ReportError, query_range
+
+__all__ = ["QUERIES", "ReportError", "write_report"]
 
 QUERIES = {
     "p50": "histogram_quantile(0.5, sum by (le) (rate(fraud_e2e_latency_seconds_bucket[30s])))",
@@ -21,36 +21,6 @@ QUERIES = {
     "p99": "histogram_quantile(0.99, sum by (le) (rate(fraud_e2e_latency_seconds_bucket[30s])))",
     "throughput": "sum(rate(fraud_decisions_total[30s]))",
 }
-
-
-class ReportError(FraudError, RuntimeError):
-    """Prometheus is unreachable or holds no scoring data for the period."""
-
-    retryable = True
-
-
-def query_range(
-    settings: Settings, expr: str, start: float, end: float, step: float
-) -> list[tuple[float, float]]:
-    """(unix time, value) points of a PromQL expression (first series only).
-
-    Raises:
-        ReportError: Prometheus did not answer or rejected the query.
-    """
-    try:
-        reply = requests.get(
-            f"{settings.prometheus.url}/api/v1/query_range",
-            params={"query": expr, "start": str(start), "end": str(end), "step": str(step)},
-            timeout=10,
-        ).json()
-    except (requests.RequestException, ValueError) as error:
-        raise ReportError(f"Prometheus at {settings.prometheus.url}: {error}") from error
-    if reply.get("status") != "success":
-        raise ReportError(f"query failed: {reply.get('error')}")
-    result = reply["data"]["result"]
-    if not result:
-        return []
-    return [(float(t), float(v)) for t, v in result[0]["values"] if v not in ("NaN", "+Inf")]
 
 
 def write_report(settings: Settings, minutes: float = 30.0) -> list[Path]:

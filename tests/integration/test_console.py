@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Iterator
 from html import unescape
 from typing import Any
+from urllib.parse import unquote
 
 import httpx2 as httpx
 import pytest
@@ -26,7 +27,7 @@ from services.common.decision_store import REVIEW_QUEUE_KEY
 from services.common.policy import Policy
 from services.common.settings import Settings
 from tests.conftest import TrainedModel
-from tests.decided import decide_day, private_settings
+from tests.decided import decide_day, private_settings, published_labels
 
 pytestmark = pytest.mark.integration
 CONSOLE_REDIS_DB = 6
@@ -113,12 +114,15 @@ def test_pages_need_a_session(
     app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
 ) -> None:
     client = _client(app)
-    for path in ("/console/queue", f"/console/decisions/{decided[0]['transaction_id']}"):
+    pages = ["queue", "overview", "policy", "models", f"decisions/{decided[0]['transaction_id']}"]
+    pages += [f"cards/{decided[0]['customer_id']}", f"terminals/{decided[0]['terminal_id']}"]
+    for path in (f"/console/{page}" for page in pages):
         reply = client.get(path)
         assert reply.status_code == 303
         assert reply.headers["location"].startswith("/console/login?next=")
-    refused = client.post("/console/queue/next", data={"csrf": "x"})
-    assert refused.status_code == 401 and "sign in again" in refused.text
+    for path in ("/console/queue/next", "/console/policy", "/console/models/rollback"):
+        refused = client.post(path, data={"csrf": "x"})
+        assert refused.status_code == 401 and "sign in again" in refused.text
 
 
 def test_sign_in_sets_a_strict_httponly_session_cookie(
@@ -264,42 +268,13 @@ def test_a_verdict_publishes_the_label_once_and_leaves_the_queue(
         f"/console/decisions/{fraud}/verdict", data={"csrf": csrf, "verdict": "fraud"}
     )
     assert again.status_code == 303
-    labels = asyncio.run(_labels(console_settings, 2))
+    labels = asyncio.run(published_labels(console_settings, 2))
     # one record each (the topic's partitions interleave them in any order)
     assert sorted((v["transaction_id"], v["is_fraud"], v["source"]) for v in labels) == sorted(
         [(fraud, True, "analyst"), (genuine, False, "analyst")]
     )
     page = client.get(f"/console/decisions/{unsure}").text
     assert "inconclusive by test-analyst" in page and "checked inconclusive" in page
-
-
-async def _labels(settings: Settings, at_least: int) -> list[dict[str, Any]]:
-    """Every record of the private ``labels`` topic (waits for ``at_least``, then 2 s more)."""
-    import orjson
-    from aiokafka import AIOKafkaConsumer
-
-    from services.common.connections import aiokafka_kwargs
-
-    consumer = AIOKafkaConsumer(
-        settings.topics.labels.name,
-        **aiokafka_kwargs(settings.kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        quiet_until = None
-        while loop.time() < deadline and (quiet_until is None or loop.time() < quiet_until):
-            batches = await consumer.getmany(timeout_ms=500)
-            found += [orjson.loads(r.value) for rs in batches.values() for r in rs]
-            if len(found) >= at_least and quiet_until is None:
-                quiet_until = loop.time() + 2
-    finally:
-        await consumer.stop()
-    return found
 
 
 def test_decision_page_shows_the_waterfall_and_the_cards_usual_values(
@@ -355,3 +330,187 @@ def test_card_page_lists_the_last_30_days(
     ]
     assert listed == [d["transaction_id"] for d in mine]
     assert html.count("<circle ") == len(mine)
+
+
+def test_queue_lists_each_outcome_newest_first(
+    app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    client, _ = _sign_in(app, keys["viewer"])
+    for outcome in ("approve", "decline", "review-all"):
+        given = "review" if outcome == "review-all" else outcome
+        mine = [d for d in decided if d["outcome"] == given]
+        newest = sorted(mine, key=lambda d: -d["decided_at_ms"])
+        html = client.get("/console/queue", params={"outcome": outcome}).text
+        listed = _queue_ids(html)
+        assert len(listed) == min(len(mine), 50), outcome
+        # equal decision times may come in any order: compare the times, then the set
+        by_id = {d["transaction_id"]: d for d in mine}
+        assert [by_id[t]["decided_at_ms"] for t in listed] == [
+            d["decided_at_ms"] for d in newest[:50]
+        ]
+        assert "Next unclaimed" not in html
+    assert client.get("/console/queue", params={"outcome": "maybe"}).status_code == 400
+
+
+def test_terminal_page_lists_its_decisions_and_fraud_share(
+    app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
+) -> None:
+    client, _ = _sign_in(app, keys["viewer"])
+    site = max(
+        {d["terminal_id"] for d in decided},
+        key=lambda t: sum(d["terminal_id"] == t for d in decided),
+    )
+    mine = sorted(
+        (d for d in decided if d["terminal_id"] == site), key=lambda d: -d["event_time_ms"]
+    )
+    assert len(mine) >= 2
+    html = client.get(f"/console/terminals/{site}").text
+    listed = [
+        unescape(m)
+        for m in re.findall(r'<tr><td><a href="/console/decisions/[^"]+">([^<]+)</a>', html)
+    ]
+    assert listed == [d["transaction_id"] for d in mine]
+    assert html.count("<circle ") == len(mine)
+    shares = re.findall(r"<dt>Fraud share, (\d+) days?</dt>\s*<dd>([^<]+)</dd>", html)
+    latest = mine[0]["features"]
+    assert [(int(n), text) for n, text in shares] == [
+        (n, f"{latest[f'TERMINAL_ID_RISK_{n}DAY_WINDOW'] * 100:.1f} %") for n in (1, 7, 30)
+    ]
+
+
+def test_policy_preview_and_save_as_an_admin(
+    app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]], sync: redis.Redis
+) -> None:
+    viewer, viewer_csrf = _sign_in(app, keys["viewer"])
+    page = viewer.get("/console/policy").text
+    assert 'id="policy-form"' not in page and "review_threshold" not in page
+    before = sync.get("policy:current")
+    form = {"review_threshold": "0.05", "decline_threshold": "0.5", "action": "save"}
+    refused = viewer.post("/console/policy", data={"csrf": viewer_csrf, **form})
+    assert refused.status_code == 403 and sync.get("policy:current") == before
+
+    admin, csrf = _sign_in(app, keys["admin"])
+    assert 'id="policy-form"' in admin.get("/console/policy").text
+    assert admin.post("/console/policy", data={"csrf": "", **form}).status_code == 403
+    bad = admin.post(
+        "/console/policy",
+        data={"csrf": csrf, "review_threshold": "0.6", "decline_threshold": "0.5"},
+    )
+    assert bad.status_code == 422 and "review_threshold must not exceed" in unescape(bad.text)
+    assert sync.get("policy:current") == before
+
+    # the preview of review 0.05, decline 0.5 and a blocked card, worked out from the scores
+    blocked = decided[0]["customer_id"]
+
+    def edited(d: dict[str, Any]) -> str:
+        if d["customer_id"] == blocked or d["score"] >= 0.5:
+            return "decline"
+        return "review" if d["score"] >= 0.05 else "approve"
+
+    changed = sum(edited(d) != d["outcome"] for d in decided)
+    assert 0 < changed < len(decided)
+    preview = admin.post(
+        "/console/policy",
+        data={
+            "csrf": csrf,
+            **form,
+            "block_customers": f"{blocked}\n",
+            "action": "preview",
+            "preview_count": "1000",
+        },
+    ).text
+    summary = re.search(
+        r'<p id="preview-summary"><strong>(\d+)</strong> of the latest (\d+)', preview
+    )
+    assert summary and (int(summary[1]), int(summary[2])) == (changed, len(decided))
+    cells = [int(c) for c in re.findall(r'<td class="num(?: changed)?">(\d+)</td>', preview)]
+    outcomes = ("approve", "review", "decline")
+    assert cells == [
+        sum(d["outcome"] == given and edited(d) == now for d in decided)
+        for given in outcomes
+        for now in outcomes
+    ]
+    assert sync.get("policy:current") == before, "a preview stores nothing"
+
+    saved = admin.post("/console/policy", data={"csrf": csrf, **form, "block_customers": blocked})
+    assert saved.status_code == 303 and "Saved policy v" in unquote(saved.headers["location"])
+    policy = admin.get("/v1/policy", headers={"X-API-Key": keys["admin"]}).json()
+    assert (policy["review_threshold"], policy["decline_threshold"]) == (0.05, 0.5)
+    assert policy["block_customers"] == [blocked]
+    history = admin.get("/console/policy").text
+    assert f"v{policy['version']}</td><td>test-admin</td>" in history
+
+
+def test_overview_reads_prometheus(
+    app: TestClient, keys: dict[str, str], sync: redis.Redis, console_settings: Settings
+) -> None:
+    import requests
+
+    client, _ = _sign_in(app, keys["viewer"])
+    html = client.get("/console/overview").text
+    assert f'<strong id="queue-now">{sync.zcard(REVIEW_QUEUE_KEY)}</strong>' in html
+    assert "did not answer" not in html, html
+    assert html.count('<svg class="lines"') == 4
+    # the page's totals are Prometheus's, read at about the same time
+    reply = requests.get(
+        f"{console_settings.prometheus.url}/api/v1/query",
+        params={"query": "sum by (outcome) (increase(fraud_decisions_total[1h]))"},
+        timeout=10,
+    ).json()["data"]["result"]
+    direct = {r["metric"]["outcome"]: float(r["value"][1]) for r in reply}
+    for outcome in ("approve", "review", "decline"):
+        shown = int(re.search(rf'id="total-{outcome}">(\d+)<', html)[1])  # type: ignore[index]
+        assert shown == pytest.approx(direct.get(outcome, 0.0), abs=2 + 0.01 * shown)
+
+
+def test_overview_says_when_prometheus_is_away(
+    console_settings: Settings, keys: dict[str, str], sync: redis.Redis
+) -> None:
+    away = console_settings.model_copy(
+        update={"prometheus": console_settings.prometheus.model_copy(update={"port": 1})}
+    )
+    with TestClient(create_app(away)) as other:
+        client, _ = _sign_in(other, keys["viewer"])
+        reply = client.get("/console/overview")
+    assert reply.status_code == 200
+    assert 'id="prometheus-unavailable"' in reply.text
+    assert f'<strong id="queue-now">{sync.zcard(REVIEW_QUEUE_KEY)}</strong>' in reply.text
+
+
+def test_models_page_promotes_and_rolls_back(
+    console_settings: Settings, keys: dict[str, str], tmp_path: Any
+) -> None:
+    """On a copy of the session's registry with a second version, so that no other test
+    sees the active model change."""
+    import shutil
+
+    from models.registry import ModelRegistry
+
+    shutil.copytree(console_settings.models_dir, tmp_path / "models")
+    registry = ModelRegistry(tmp_path / "models")
+    first = registry.active()
+    assert first is not None
+    loaded = registry.load(first)
+    copied = {
+        k: v for k, v in registry.metadata(first).items() if k not in ("version", "created_at")
+    }
+    second = registry.register(loaded.booster, copied)
+    own = console_settings.model_copy(update={"var_dir": tmp_path})
+    with TestClient(create_app(own)) as other:
+        analyst, analyst_csrf = _sign_in(other, keys["analyst"])
+        page = analyst.get("/console/models").text
+        listed = re.findall(r'<th scope="row">(v\d+)</th>', page)
+        assert listed == [second, first]
+        ap = registry.metadata(first)["metrics"]["validation"]["average_precision"]
+        assert f"{ap:.3f}" in page and "Promote" not in page
+        refused = analyst.post(f"/console/models/{second}/promote", data={"csrf": analyst_csrf})
+        assert refused.status_code == 403 and registry.active() == first
+
+        admin, csrf = _sign_in(other, keys["admin"])
+        assert f'aria-label="Promote {second}"' in admin.get("/console/models").text
+        moved = admin.post(f"/console/models/{second}/promote", data={"csrf": csrf})
+        assert moved.status_code == 303 and registry.active() == second
+        assert "test-admin" in admin.get("/console/models").text
+        assert admin.post("/console/models/v999/promote", data={"csrf": csrf}).status_code == 404
+        back = admin.post("/console/models/rollback", data={"csrf": csrf})
+        assert back.status_code == 303 and registry.active() == first

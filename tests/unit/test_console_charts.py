@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.api.console.charts import amounts_over_time, waterfall
+from services.api.console.charts import amounts_over_time, lines_over_time, waterfall
 
 
 def test_waterfall_steps_from_the_bias_to_the_margin() -> None:
@@ -51,3 +51,23 @@ def test_amounts_over_time_places_each_decision() -> None:
     chart = amounts_over_time([d(1000, 50.0), d(3000, 100.0), d(2000, 0.0)], width=200, height=100)
     assert [(p.x, p.y) for p in chart.points] == [(0.0, 50.0), (200.0, 0.0), (100.0, 100.0)]
     assert amounts_over_time([]).points == []
+
+
+def test_lines_over_time_scale_to_the_largest_value_or_the_limit() -> None:
+    chart = lines_over_time(
+        {"a": [(100.0, 0.0), (150.0, 20.0), (200.0, 10.0)], "empty": []},
+        start=100.0,
+        end=200.0,
+        width=200.0,
+        height=100.0,
+    )
+    # time 100..200 over 200 px; values 0..20 over 100 px, drawn downwards
+    assert [(line.name, line.points) for line in chart.lines] == [
+        ("a", "0.0,100.0 100.0,0.0 200.0,50.0")
+    ]
+    assert (chart.top, chart.limit_y) == (20.0, None)
+    above = lines_over_time(
+        {"p99": [(0.0, 10.0)]}, start=0.0, end=10.0, limit=50.0, width=10.0, height=100.0
+    )
+    # the SLO (50) is above every value: it sets the top; the point sits at a fifth
+    assert (above.top, above.limit_y, above.lines[0].points) == (50.0, 0.0, "0.0,80.0")

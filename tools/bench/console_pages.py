@@ -2,8 +2,10 @@
 
 Fills a private ``redis-server`` with N decisions (default 1,000,000: one in ten in the review
 queue, 20,000 cards, 19 features each, scored by the active model) through the decision
-store, signs in to the console in-process (the admin API's app, Starlette's test client) and
-requests each page 30 times. Server time is what the page reports in its footer (from the
+store, signs in to the console in-process as an admin (the admin API's app, Starlette's test
+client) and requests each page 30 times; the policy preview is a POST that decides the latest
+1,000 or 10,000 decisions again. The overview reads the stack's Prometheus (what it holds,
+not the private Redis's decisions). Server time is what the page reports in its footer (from the
 request's arrival at the console's handler to the template's start; the template renders
 after); request time adds rendering and the test client. Writes
 ``var/reports/console.json``.
@@ -23,12 +25,26 @@ from services.common.decision import Decision, RuleHit
 from services.common.settings import Settings
 from tools.bench.private_redis import private_redis
 
-PAGES = {
-    "queue": "/console/queue",
-    "queue, score filter matching nothing": "/console/queue?min_score=0.99",
-    "decision": "/console/decisions/{middle}",
-    "card": "/console/cards/c777",
+PAGES: dict[str, tuple[str, dict[str, str] | None]] = {
+    "queue": ("/console/queue", None),
+    "queue, score filter matching nothing": ("/console/queue?min_score=0.99", None),
+    "approved, newest first": ("/console/queue?outcome=approve", None),
+    "decision": ("/console/decisions/{middle}", None),
+    "card": ("/console/cards/c777", None),
+    "terminal": ("/console/terminals/t777", None),
+    "policy": ("/console/policy", None),
+    "policy preview, 1,000 decisions": (
+        "/console/policy",
+        {"review_threshold": "0.3", "action": "preview", "preview_count": "1000"},
+    ),
+    "policy preview, 10,000 decisions": (
+        "/console/policy",
+        {"review_threshold": "0.3", "action": "preview", "preview_count": "10000"},
+    ),
+    "models": ("/console/models", None),
+    "overview": ("/console/overview", None),
 }
+"""Name: (path, form to POST or None for a GET)."""
 REQUESTS = 30
 CARDS = 20_000
 
@@ -108,7 +124,7 @@ def run(settings: Settings, decisions: int = 1_000_000, log: Any = print) -> dic
             f"stored {decisions:,} decisions in {stored['seconds']} s "
             f"({stored['used_memory_mib']} MiB)"
         )
-        key = create_key(sync, "bench-console", "analyst")
+        key = create_key(sync, "bench-console", "admin")
         pages: dict[str, Any] = {}
         with TestClient(create_app(private), follow_redirects=False) as client:
             form = client.get("/console/login").text
@@ -117,12 +133,18 @@ def run(settings: Settings, decisions: int = 1_000_000, log: Any = print) -> dic
             signed = client.post("/console/login", data={"csrf": csrf.group(1), "api_key": key})
             if signed.status_code != 303:
                 raise RuntimeError(f"sign-in failed: {signed.status_code}")
-            for name, path in PAGES.items():
+            token = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/queue").text)
+            assert token is not None
+            for name, (path, fields) in PAGES.items():
                 url = path.format(middle=f"m{decisions // 2 // 10 * 10}")
                 server, request = [], []
                 for _ in range(REQUESTS):
                     t = time.perf_counter()
-                    reply = client.get(url)
+                    reply = (
+                        client.get(url)
+                        if fields is None
+                        else client.post(url, data={"csrf": token.group(1), **fields})
+                    )
                     request.append((time.perf_counter() - t) * 1000)
                     if reply.status_code != 200:
                         raise RuntimeError(f"{url} answered {reply.status_code}")
@@ -131,13 +153,14 @@ def run(settings: Settings, decisions: int = 1_000_000, log: Any = print) -> dic
                     server.append(float(found.group(1)))
                 pages[name] = {
                     "url": url,
+                    "method": "GET" if fields is None else "POST",
                     "server_ms_median": round(statistics.median(server), 1),
                     "server_ms_max": round(max(server), 1),
                     "request_ms_median": round(statistics.median(request), 1),
                     "request_ms_max": round(max(request), 1),
                 }
                 log(
-                    f"{name:<40} server median {pages[name]['server_ms_median']:6.1f} ms, "
+                    f"{name:<36} server median {pages[name]['server_ms_median']:6.1f} ms, "
                     f"max {pages[name]['server_ms_max']:6.1f} ms"
                 )
     report = {

@@ -1,1 +1,6 @@
-"""The analyst console (``/console``), served by the admin API's process."""
+"""The analyst console under ``/console``: :data:`router` serves every page."""
+
+from services.api.console import admin, overview, routes
+from services.api.console.web import router
+
+__all__ = ["admin", "overview", "router", "routes"]

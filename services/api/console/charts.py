@@ -139,3 +139,50 @@ def amounts_over_time(decisions: list[Any], width: float = 640.0, height: float 
         for d in decisions
     ]
     return Scatter(points, width, height, top)
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    points: str  # SVG polyline points, "x,y x,y ..."
+
+
+@dataclass(frozen=True)
+class LineChart:
+    lines: list[Line]
+    width: float
+    height: float
+    top: float  # the value at the top edge
+    limit_y: float | None  # where a reference line (an SLO) is drawn, if in range
+
+
+def lines_over_time(
+    series: dict[str, list[tuple[float, float]]],
+    start: float,
+    end: float,
+    limit: float | None = None,
+    width: float = 460.0,
+    height: float = 150.0,
+) -> LineChart:
+    """Time series as polylines: time across from ``start`` to ``end`` (unix seconds), value
+    up from 0 to the largest value (or ``limit``, if larger).
+
+    Args:
+        series: name to ``(unix time, value)`` points, in time order (Prometheus
+            ``query_range``).
+        limit: a reference value drawn as a horizontal line (the latency SLO).
+    """
+    values = [v for points in series.values() for _, v in points]
+    top = max([*values, limit or 0.0]) or 1.0
+    spread = (end - start) or 1.0
+
+    def xy(t: float, v: float) -> str:
+        return f"{(t - start) / spread * width:.1f},{height - v / top * height:.1f}"
+
+    drawn = [
+        Line(name, " ".join(xy(t, v) for t, v in points))
+        for name, points in series.items()
+        if points
+    ]
+    limit_y = height - limit / top * height if limit is not None else None
+    return LineChart(drawn, width, height, top, limit_y)

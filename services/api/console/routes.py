@@ -15,11 +15,10 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi import Request
+from fastapi.responses import Response
 
 from services.api.console import charts
 from services.api.console.session import (
@@ -27,23 +26,33 @@ from services.api.console.session import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL_S,
-    Session,
     close_session,
     new_login_token,
     open_session,
-    read_session,
     same_token,
 )
+from services.api.console.web import (
+    current_session,
+    posted,
+    read_form,
+    redirect,
+    refuse,
+    render,
+    router,
+    sign_in_first,
+    state_of,
+)
 from services.api.deps import ApiState
-from services.api.keys import Role
 from services.api.problems import Problem
 from services.api.routes.decisions import explanation_of
-from services.api.routes.labels import take_label
-from services.common.decision import Decision, RuleHit
-from services.common.decision_store import REVIEW_QUEUE_KEY, customer_index_key
-
-router = APIRouter(prefix="/console", include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+from services.api.routes.labels import label_key, take_label
+from services.common.decision import OUTCOMES, Decision, RuleHit
+from services.common.decision_store import (
+    REVIEW_QUEUE_KEY,
+    customer_index_key,
+    outcome_index_key,
+    terminal_index_key,
+)
 
 CLAIM_TTL_S = 30 * 60
 """A claim lapses after this long without a verdict (seconds)."""
@@ -52,13 +61,12 @@ QUEUE_SCAN = 1000
 """Queue entries read at most to fill one filtered page."""
 CARD_DAYS = 30
 VERDICTS = {"fraud": True, "genuine": False, "inconclusive": None}
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
+LISTS: dict[str, tuple[str, bool]] = {
+    "review": (REVIEW_QUEUE_KEY, True),
+    **{o: (outcome_index_key(o), False) for o in OUTCOMES if o != "review"},
+    "review-all": (outcome_index_key("review"), False),
 }
+"""The queue page's outcome filter: the index it reads and whether oldest first."""
 
 
 def claim_key(transaction_id: str) -> str:
@@ -69,68 +77,9 @@ def verdict_key(transaction_id: str) -> str:
     return f"console:verdict:{transaction_id}"
 
 
-def _state(request: Request) -> ApiState:
-    state: ApiState = request.app.state.fraud
-    return state
-
-
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    context.setdefault("session", getattr(request.state, "console", None))
-    context["render_ms"] = (time.perf_counter() - request.state.console_began) * 1000
-    response = templates.TemplateResponse(request, name, context, status_code=status)
-    response.headers.update(HEADERS)
-    return response
-
-
-def _error(request: Request, status: int, title: str, detail: str) -> Response:
-    return _page(request, "error.html", {"title": title, "detail": detail}, status)
-
-
-def _redirect(url: str) -> Response:
-    response = RedirectResponse(url, status_code=303)
-    response.headers.update(HEADERS)
-    return response
-
-
-async def _session(request: Request) -> Session | None:
-    request.state.console_began = time.perf_counter()
-    session = await read_session(_state(request).redis, request.cookies.get(SESSION_COOKIE))
-    request.state.console = session
-    return session
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body, one value per field (the last)."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
-async def _posted(request: Request, role: Role) -> tuple[Session, dict[str, str]] | Response:
-    """The session and form of a state-changing request, or the page that refuses it."""
-    session = await _session(request)
-    if session is None:
-        return _error(request, 401, "Signed out", "Your session ended; sign in again.")
-    form = await _form(request)
-    if not same_token(session.csrf, form.get("csrf")):
-        return _error(request, 403, "Refused", "The form's token did not match your session.")
-    if not session.principal.can(role):
-        return _error(
-            request,
-            403,
-            "Not allowed",
-            f"This needs the {role} role; you are a {session.principal.role}.",
-        )
-    return session, form
-
-
-def _sign_in_first(request: Request) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return _redirect(f"/console/login?next={quote(target)}")
-
-
 @router.get("")
 async def home(request: Request) -> Response:
-    return _redirect("/console/queue")
+    return redirect("/console/queue")
 
 
 @router.get("/login")
@@ -138,7 +87,7 @@ async def login_form(request: Request, next: str = "/console/queue") -> Response
     request.state.console_began = time.perf_counter()
     request.state.console = None
     token = new_login_token()
-    response = _page(request, "login.html", {"csrf": token, "next": _local(next)})
+    response = render(request, "login.html", {"csrf": token, "next": _local(next)})
     _set_cookie(request, response, LOGIN_COOKIE, token, 600)
     return response
 
@@ -165,13 +114,13 @@ def _local(target: str) -> str:
 async def login(request: Request) -> Response:
     request.state.console_began = time.perf_counter()
     request.state.console = None
-    form = await _form(request)
+    form = await read_form(request)
     if not same_token(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
-        return _error(request, 403, "Refused", "The sign-in form expired; load it again.")
-    opened = await open_session(_state(request).redis, form.get("api_key", "").strip())
+        return refuse(request, 403, "Refused", "The sign-in form expired; load it again.")
+    opened = await open_session(state_of(request).redis, form.get("api_key", "").strip())
     if opened is None:
         token = new_login_token()
-        response = _page(
+        response = render(
             request,
             "login.html",
             {"csrf": token, "next": _local(form.get("next", "")), "failed": True},
@@ -180,7 +129,7 @@ async def login(request: Request) -> Response:
         _set_cookie(request, response, LOGIN_COOKIE, token, 600)
         return response
     token, _ = opened
-    response = _redirect(_local(form.get("next", "")))
+    response = redirect(_local(form.get("next", "")))
     _set_cookie(request, response, SESSION_COOKIE, token, SESSION_TTL_S)
     response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
     return response
@@ -188,11 +137,11 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    checked = await _posted(request, "viewer")
+    checked = await posted(request, "viewer")
     if isinstance(checked, Response):
         return checked
-    await close_session(_state(request).redis, request.cookies.get(SESSION_COOKIE))
-    response = _redirect("/console/login")
+    await close_session(state_of(request).redis, request.cookies.get(SESSION_COOKIE))
+    response = redirect("/console/login")
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
 
@@ -210,32 +159,42 @@ def _float(text: str | None) -> float | None:
 
 @router.get("/queue")
 async def queue(request: Request) -> Response:
-    """The review queue, oldest decision first (by decision time), filtered by score and by
-    the transaction's event date (UTC days, inclusive); a page reads at most
-    :data:`QUEUE_SCAN` queue entries to fill itself."""
-    session = await _session(request)
+    """Decisions by outcome, filtered by score and by the transaction's event date (UTC days,
+    inclusive). ``review`` (the default) is the review queue, oldest decision first (by
+    decision time); ``approve``, ``decline`` and ``review-all`` (reviews with a verdict
+    included) list the outcome's index, newest first. A page reads at most
+    :data:`QUEUE_SCAN` index entries to fill itself."""
+    session = await current_session(request)
     if session is None:
-        return _sign_in_first(request)
-    state, query = _state(request), request.query_params
+        return sign_in_first(request)
+    state, query = state_of(request), request.query_params
+    outcome = query.get("outcome") or "review"
+    if outcome not in LISTS:
+        return refuse(request, 400, "Bad filter", f"Outcome is one of {', '.join(LISTS)}.")
+    key, oldest_first = LISTS[outcome]
     try:
         lo_score, hi_score = _float(query.get("min_score")), _float(query.get("max_score"))
         since, until = _day_ms(query.get("since")), _day_ms(query.get("until"), end=True)
         offset = max(0, int(query.get("offset") or 0))
     except ValueError:
-        return _error(request, 400, "Bad filter", "Scores are numbers, dates YYYY-MM-DD.")
-    total = await state.redis.zcard(REVIEW_QUEUE_KEY)
+        return refuse(request, 400, "Bad filter", "Scores are numbers, dates YYYY-MM-DD.")
+    read = state.redis.zrange if oldest_first else state.redis.zrevrange
+    total = await state.redis.zcard(key)
     rows: list[Decision] = []
     position, scan_end = offset, offset + QUEUE_SCAN
     while len(rows) < QUEUE_PAGE and position < scan_end:
-        ids = await state.redis.zrange(REVIEW_QUEUE_KEY, position, position + 199)
+        ids = await read(key, position, position + 199)
         if not ids:
             break
         for decision in await state.decisions.get_many([i.decode() for i in ids]):
             position += 1  # the next page starts after this entry
-            if decision is None or decision.score is None:
+            if decision is None:
                 continue
-            if (lo_score is not None and decision.score < lo_score) or (
-                hi_score is not None and decision.score > hi_score
+            if decision.score is None and (lo_score is not None or hi_score is not None):
+                continue  # degraded: no score to compare
+            if decision.score is not None and (
+                (lo_score is not None and decision.score < lo_score)
+                or (hi_score is not None and decision.score > hi_score)
             ):
                 continue
             if (since is not None and decision.event_time_ms < since) or (
@@ -247,10 +206,11 @@ async def queue(request: Request) -> Response:
                 break
     claims = await _claims(state, [d.transaction_id for d in rows])
     filters = {k: query.get(k, "") for k in ("min_score", "max_score", "since", "until")}
+    filters["outcome"] = outcome
     more = len(rows) == QUEUE_PAGE or (position == scan_end and position < total)
     next_query = urlencode({**filters, "offset": position}) if more else None
     now_ms = int(time.time() * 1000)
-    return _page(
+    return render(
         request,
         "queue.html",
         {
@@ -259,6 +219,8 @@ async def queue(request: Request) -> Response:
             ],
             "total": total,
             "filters": filters,
+            "outcomes": list(LISTS),
+            "oldest_first": oldest_first,
             "next_query": next_query,
             "notice": query.get("notice"),
         },
@@ -286,11 +248,11 @@ async def _claims(state: ApiState, ids: list[str]) -> dict[str, str]:
 @router.post("/queue/next")
 async def next_unclaimed(request: Request) -> Response:
     """Claim the oldest decision in the queue that nobody else holds, and open it."""
-    checked = await _posted(request, "analyst")
+    checked = await posted(request, "analyst")
     if isinstance(checked, Response):
         return checked
     session, _ = checked
-    redis, me = _state(request).redis, session.principal.name
+    redis, me = state_of(request).redis, session.principal.name
     position = 0
     while position < QUEUE_SCAN:
         ids = [i.decode() for i in await redis.zrange(REVIEW_QUEUE_KEY, position, position + 99)]
@@ -299,24 +261,24 @@ async def next_unclaimed(request: Request) -> Response:
         position += len(ids)
         for tx in ids:
             if await redis.set(claim_key(tx), me, nx=True, ex=CLAIM_TTL_S):
-                return _redirect(f"/console/decisions/{quote(tx, safe='')}")
+                return redirect(f"/console/decisions/{quote(tx, safe='')}")
             holder = await redis.get(claim_key(tx))
             if holder is not None and holder.decode() == me:
-                return _redirect(f"/console/decisions/{quote(tx, safe='')}")
-    return _redirect("/console/queue?notice=" + quote("Every decision in the queue is claimed."))
+                return redirect(f"/console/decisions/{quote(tx, safe='')}")
+    return redirect("/console/queue?notice=" + quote("Every decision in the queue is claimed."))
 
 
 @router.get("/decisions/{transaction_id}")
 async def decision_page(request: Request, transaction_id: str) -> Response:
     """A decision: the transaction, outcome and versions, the rules hit, the TreeSHAP
     waterfall, and the features beside the card's median over its previous 30 days."""
-    session = await _session(request)
+    session = await current_session(request)
     if session is None:
-        return _sign_in_first(request)
-    state = _state(request)
+        return sign_in_first(request)
+    state = state_of(request)
     decision = await state.decisions.get(transaction_id)
     if decision is None:
-        return _error(request, 404, "Not found", f"No decision for transaction {transaction_id}.")
+        return refuse(request, 404, "Not found", f"No decision for transaction {transaction_id}.")
     explanation, why_not = None, None
     try:
         explanation = await asyncio.to_thread(explanation_of, state, decision)
@@ -334,7 +296,7 @@ async def decision_page(request: Request, transaction_id: str) -> Response:
             else sorted(decision.features)
         )
         features = [(n, decision.features[n], usual.get(n)) for n in order]
-    return _page(
+    return render(
         request,
         "decision.html",
         {
@@ -386,22 +348,22 @@ async def _usual_values(state: ApiState, decision: Decision) -> dict[str, Any]:
 
 @router.post("/decisions/{transaction_id}/claim")
 async def claim(request: Request, transaction_id: str) -> Response:
-    checked = await _posted(request, "analyst")
+    checked = await posted(request, "analyst")
     if isinstance(checked, Response):
         return checked
     session, form = checked
-    redis, me = _state(request).redis, session.principal.name
+    redis, me = state_of(request).redis, session.principal.name
     here = f"/console/decisions/{quote(transaction_id, safe='')}"
     if form.get("release"):
         holder = await redis.get(claim_key(transaction_id))
         if holder is not None and holder.decode() == me:
             await redis.delete(claim_key(transaction_id))
-        return _redirect(here)
+        return redirect(here)
     if not await redis.set(claim_key(transaction_id), me, nx=True, ex=CLAIM_TTL_S):
         holder = (await redis.get(claim_key(transaction_id)) or b"").decode()
         if holder != me:
-            return _redirect(here + "?notice=" + quote(f"Already claimed by {holder}."))
-    return _redirect(here)
+            return redirect(here + "?notice=" + quote(f"Already claimed by {holder}."))
+    return redirect(here)
 
 
 @router.post("/decisions/{transaction_id}/verdict")
@@ -409,29 +371,29 @@ async def verdict(request: Request, transaction_id: str) -> Response:
     """Fraud or genuine: an analyst label (``POST /v1/labels`` semantics: published on
     ``labels``, idempotent, the decision leaves the queue). Inconclusive: no label (there
     is no truth to report); the decision leaves the queue with the verdict kept."""
-    checked = await _posted(request, "analyst")
+    checked = await posted(request, "analyst")
     if isinstance(checked, Response):
         return checked
     session, form = checked
-    state, me = _state(request), session.principal.name
+    state, me = state_of(request), session.principal.name
     here = f"/console/decisions/{quote(transaction_id, safe='')}"
     choice, comment = form.get("verdict", ""), form.get("comment", "").strip()[:2000]
     if choice not in VERDICTS:
-        return _error(request, 400, "Bad verdict", "Choose fraud, genuine or inconclusive.")
+        return refuse(request, 400, "Bad verdict", "Choose fraud, genuine or inconclusive.")
     holder = await state.redis.get(claim_key(transaction_id))
     if holder is not None and holder.decode() != me:
-        return _redirect(here + "?notice=" + quote(f"Claimed by {holder.decode()}; not labelled."))
+        return redirect(here + "?notice=" + quote(f"Claimed by {holder.decode()}; not labelled."))
     is_fraud = VERDICTS[choice]
     now = dt.datetime.now(dt.UTC)
     try:
         if is_fraud is not None:
             await take_label(state, transaction_id, is_fraud, "analyst", now, me, comment or None)
         elif await state.decisions.get(transaction_id) is None:
-            return _error(
+            return refuse(
                 request, 404, "Not found", f"No decision for transaction {transaction_id}."
             )
     except Problem as problem:
-        return _redirect(here + "?notice=" + quote(problem.detail or problem.title))
+        return redirect(here + "?notice=" + quote(problem.detail or problem.title))
     record = {
         "verdict": choice,
         "comment": comment,
@@ -445,17 +407,36 @@ async def verdict(request: Request, transaction_id: str) -> Response:
     )
     await state.redis.zrem(REVIEW_QUEUE_KEY, transaction_id)
     await state.redis.delete(claim_key(transaction_id))
-    return _redirect("/console/queue?notice=" + quote(f"{transaction_id}: {choice}."))
+    return redirect("/console/queue?notice=" + quote(f"{transaction_id}: {choice}."))
 
 
 @router.get("/cards/{customer_id}")
 async def card_page(request: Request, customer_id: str) -> Response:
     """A card's decisions of the 30 days up to its latest one: a chart and a table."""
-    session = await _session(request)
+    return await _entity_page(request, "card", customer_id)
+
+
+@router.get("/terminals/{terminal_id}")
+async def terminal_page(request: Request, terminal_id: str) -> Response:
+    """A terminal's decisions of the 30 days up to its latest one, and its fraud share."""
+    return await _entity_page(request, "terminal", terminal_id)
+
+
+RISK_WINDOWS = (1, 7, 30)
+"""The terminal risk windows of the handbook's features (days)."""
+
+
+async def _entity_page(request: Request, kind: str, entity_id: str) -> Response:
+    """The card or terminal page: its decisions of the :data:`CARD_DAYS` days up to its latest
+    one (at most 1,000), newest first, as an SVG of amount over time and a table; the frauds
+    known among them (labels taken through the API or the console); for a terminal, the
+    fraud share its latest decision's features gave (``TERMINAL_ID_RISK_<n>DAY_WINDOW``, the
+    handbook's definition: over the window that ends at the label delay)."""
+    session = await current_session(request)
     if session is None:
-        return _sign_in_first(request)
-    state = _state(request)
-    index = customer_index_key(customer_id)
+        return sign_in_first(request)
+    state = state_of(request)
+    index = customer_index_key(entity_id) if kind == "card" else terminal_index_key(entity_id)
     newest = await state.redis.zrevrange(index, 0, 0, withscores=True)
     decisions: list[Decision] = []
     if newest:
@@ -464,19 +445,43 @@ async def card_page(request: Request, customer_id: str) -> Response:
             index, last, last - CARD_DAYS * 86_400_000, start=0, num=1000
         )
         decisions = [d for d in await state.decisions.get_many([i.decode() for i in ids]) if d]
-    counts = {
-        o: sum(1 for d in decisions if d.outcome == o) for o in ("approve", "review", "decline")
-    }
-    return _page(
+    counts = {o: sum(1 for d in decisions if d.outcome == o) for o in OUTCOMES}
+    frauds = await _known_frauds(state, [d.transaction_id for d in decisions])
+    risk = None
+    if kind == "terminal":
+        latest = next((d for d in decisions if d.features), None)
+        if latest is not None and latest.features is not None:
+            risk = {n: latest.features.get(f"TERMINAL_ID_RISK_{n}DAY_WINDOW") for n in RISK_WINDOWS}
+    return render(
         request,
-        "card.html",
+        "entity.html",
         {
-            "customer_id": customer_id,
+            "kind": kind,
+            "entity_id": entity_id,
             "decisions": decisions,
             "chart": charts.amounts_over_time(decisions),
             "counts": counts,
+            "frauds": frauds,
+            "risk": risk,
         },
     )
+
+
+async def _known_frauds(state: ApiState, ids: list[str]) -> set[str]:
+    """The transactions among ``ids`` that a chargeback or an analyst labelled fraud."""
+    if not ids:
+        return set()
+    pipe = state.redis.pipeline(transaction=False)
+    for i in ids:
+        pipe.get(label_key(i, "chargeback"))
+        pipe.get(label_key(i, "analyst"))
+    found = await pipe.execute()
+    frauds = set()
+    for n, i in enumerate(ids):
+        for raw in found[2 * n : 2 * n + 2]:
+            if raw and json.loads(raw).get("is_fraud"):
+                frauds.add(i)
+    return frauds
 
 
 STATIC = {

@@ -1,0 +1,233 @@
+"""The console's policy and models pages: everyone signed in reads them, an admin changes them.
+
+The policy page previews a change before it is stored: how the latest decisions would have
+been decided under the edited policy (:func:`services.common.policy.outcome_changes`), from
+the decision store's outcome indexes. Saving, promoting and rolling back go through the same
+stores as ``PUT /v1/policy`` and ``POST /v1/models/...`` (audited, applied by the scorers
+within about a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from models.registry import RegistryError
+from services.api.console.web import (
+    current_session,
+    posted,
+    redirect,
+    refuse,
+    render,
+    router,
+    sign_in_first,
+    state_of,
+)
+from services.api.deps import ApiState
+from services.common.decision import OUTCOMES
+from services.common.policy import Policy, outcome_changes
+
+PREVIEW_DEFAULT = 1000
+PREVIEW_MAX = 10_000
+"""The preview decides again at most this many of the latest decisions."""
+LISTS = ("allow_customers", "block_customers", "allow_terminals", "block_terminals")
+_SPLIT = re.compile(r"[\s,]+")
+
+
+def _thresholds_of(state: ApiState) -> Any:
+    """``version -> thresholds`` from the registry's metadata, read once per version."""
+    cache: dict[str | None, dict[str, float] | None] = {None: None}
+
+    def thresholds(version: str | None) -> dict[str, float] | None:
+        if version not in cache:
+            try:
+                cache[version] = state.registry.metadata(version).get("thresholds")  # type: ignore[arg-type]
+            except RegistryError:
+                cache[version] = None
+        return cache[version]
+
+    return thresholds
+
+
+def _form_policy(form: dict[str, str]) -> Policy:
+    """The policy an admin typed: blank thresholds mean the model's own; list ids are
+    separated by spaces, commas or new lines.
+
+    Raises:
+        ValueError: a threshold is not a number, or the policy is not consistent
+            (:class:`services.common.policy.Policy`'s checks).
+    """
+    data: dict[str, Any] = {}
+    for name in ("review_threshold", "decline_threshold"):
+        text = form.get(name, "").strip()
+        try:
+            data[name] = float(text) if text else None
+        except ValueError:
+            raise ValueError(f"{name.replace('_', ' ')} is not a number: {text!r}") from None
+    for name in LISTS:
+        data[name] = frozenset(i for i in _SPLIT.split(form.get(name, "")) if i)
+    data["degraded_outcome"] = form.get("degraded_outcome", "review")
+    try:
+        return Policy(**data)
+    except ValidationError as error:
+        raise ValueError("; ".join(e["msg"] for e in error.errors())) from None
+
+
+def _form_values(policy: Policy) -> dict[str, str]:
+    values = {
+        name: "" if getattr(policy, name) is None else f"{getattr(policy, name):g}"
+        for name in ("review_threshold", "decline_threshold")
+    }
+    values.update({name: "\n".join(sorted(getattr(policy, name))) for name in LISTS})
+    values["degraded_outcome"] = policy.degraded_outcome
+    return values
+
+
+async def _policy_page(
+    request: Request,
+    state: ApiState,
+    values: dict[str, str] | None = None,
+    preview: dict[str, Any] | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> Response:
+    current = await asyncio.to_thread(state.policies.current)
+    history = await asyncio.to_thread(state.policies.history)
+    active = await asyncio.to_thread(state.registry.active)
+    model_thresholds = _thresholds_of(state)(active) if active else None
+    return render(
+        request,
+        "policy.html",
+        {
+            "policy": current,
+            "lists": {name: sorted(getattr(current, name)) for name in LISTS},
+            "active_model": active,
+            "model_thresholds": model_thresholds or {},
+            "history": list(reversed(history)),
+            "values": values or _form_values(current),
+            "outcomes": OUTCOMES,
+            "preview": preview,
+            "preview_count": (preview or {}).get("asked", PREVIEW_DEFAULT),
+            "problem": problem,
+            "notice": request.query_params.get("notice"),
+        },
+        status,
+    )
+
+
+@router.get("/policy")
+async def policy_page(request: Request) -> Response:
+    """The current policy, the active model's thresholds, the version history (newest first)
+    and, for an admin, the form that previews and saves a new version."""
+    session = await current_session(request)
+    if session is None:
+        return sign_in_first(request)
+    return await _policy_page(request, state_of(request))
+
+
+@router.post("/policy")
+async def policy_change(request: Request) -> Response:
+    """``action=preview``: the edited policy decides the latest N decisions again, nothing is
+    stored. ``action=save``: stored as the next version (audited under the admin's key)."""
+    checked = await posted(request, "admin")
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    state = state_of(request)
+    try:
+        policy = _form_policy(form)
+    except ValueError as error:
+        return await _policy_page(request, state, form, problem=str(error), status=422)
+    if form.get("action") == "save":
+        stored = await asyncio.to_thread(
+            state.policies.replace, policy, actor=session.principal.name
+        )
+        return redirect("/console/policy?notice=" + quote(f"Saved policy v{stored.version}."))
+    try:
+        asked = min(max(int(form.get("preview_count") or PREVIEW_DEFAULT), 1), PREVIEW_MAX)
+    except ValueError:
+        asked = PREVIEW_DEFAULT
+    ids = await state.decisions.latest(asked)
+    decisions = [d for d in await state.decisions.get_many(ids) if d is not None]
+    changes = await asyncio.to_thread(outcome_changes, policy, decisions, _thresholds_of(state))
+    preview = {
+        "asked": asked,
+        "decided": len(decisions),
+        "changed": sum(n for (given, now), n in changes.items() if given != now),
+        "matrix": {
+            given: {now: changes.get((given, now), 0) for now in OUTCOMES} for given in OUTCOMES
+        },
+    }
+    return await _policy_page(request, state, form, preview)
+
+
+@router.get("/models")
+async def models_page(request: Request) -> Response:
+    """Registered versions with their validation metrics, the active one, the promotion
+    history (newest first); promote and roll back for an admin."""
+    session = await current_session(request)
+    if session is None:
+        return sign_in_first(request)
+    state = state_of(request)
+
+    def read() -> tuple[list[dict[str, Any]], str | None, list[dict[str, Any]]]:
+        rows = []
+        for version in state.registry.versions():
+            try:
+                rows.append({"version": version, **state.registry.metadata(version)})
+            except RegistryError:
+                continue  # half-written or damaged: not listed (as GET /v1/models)
+        return rows, state.registry.active(), state.registry.history()
+
+    rows, active, history = await asyncio.to_thread(read)
+    return render(
+        request,
+        "models.html",
+        {
+            "rows": list(reversed(rows)),
+            "active": active,
+            "history": list(reversed(history)),
+            "notice": request.query_params.get("notice"),
+        },
+    )
+
+
+@router.post("/models/rollback")
+async def rollback(request: Request) -> Response:
+    """Re-activate the version active before the current one (``POST /v1/models/rollback``)."""
+    checked = await posted(request, "admin")
+    if isinstance(checked, Response):
+        return checked
+    session, _ = checked
+    state = state_of(request)
+    try:
+        await asyncio.to_thread(state.registry.rollback, by=session.principal.name)
+    except RegistryError as error:
+        return redirect("/console/models?notice=" + quote(f"Cannot roll back: {error}"))
+    active = await asyncio.to_thread(state.registry.active)
+    return redirect("/console/models?notice=" + quote(f"Rolled back; {active} is active."))
+
+
+@router.post("/models/{version}/promote")
+async def promote(request: Request, version: str) -> Response:
+    """Make ``version`` active once it loads (``POST /v1/models/{version}/promote``)."""
+    checked = await posted(request, "admin")
+    if isinstance(checked, Response):
+        return checked
+    session, _ = checked
+    state = state_of(request)
+    if version not in await asyncio.to_thread(state.registry.versions):
+        return refuse(request, 404, "Not found", f"No model version {version}.")
+    try:
+        await asyncio.to_thread(state.registry.promote, version, by=session.principal.name)
+    except RegistryError as error:
+        return redirect(
+            "/console/models?notice=" + quote(f"{version} does not load; nothing changed: {error}")
+        )
+    return redirect("/console/models?notice=" + quote(f"{version} is active."))

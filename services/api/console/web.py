@@ -1,0 +1,87 @@
+"""What every console page shares: the router, the templates, the security headers, the
+session of a request and the checks of a state-changing form."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from services.api.console.session import SESSION_COOKIE, Session, read_session, same_token
+from services.api.deps import ApiState
+from services.api.keys import Role
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def state_of(request: Request) -> ApiState:
+    state: ApiState = request.app.state.fraud
+    return state
+
+
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    context.setdefault("session", getattr(request.state, "console", None))
+    context["render_ms"] = (time.perf_counter() - request.state.console_began) * 1000
+    response = templates.TemplateResponse(request, name, context, status_code=status)
+    response.headers.update(HEADERS)
+    return response
+
+
+def refuse(request: Request, status: int, title: str, detail: str) -> Response:
+    return render(request, "error.html", {"title": title, "detail": detail}, status)
+
+
+def redirect(url: str) -> Response:
+    response = RedirectResponse(url, status_code=303)
+    response.headers.update(HEADERS)
+    return response
+
+
+async def current_session(request: Request) -> Session | None:
+    request.state.console_began = time.perf_counter()
+    session = await read_session(state_of(request).redis, request.cookies.get(SESSION_COOKIE))
+    request.state.console = session
+    return session
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body, one value per field (the last)."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+async def posted(request: Request, role: Role) -> tuple[Session, dict[str, str]] | Response:
+    """The session and form of a state-changing request, or the page that refuses it."""
+    session = await current_session(request)
+    if session is None:
+        return refuse(request, 401, "Signed out", "Your session ended; sign in again.")
+    form = await read_form(request)
+    if not same_token(session.csrf, form.get("csrf")):
+        return refuse(request, 403, "Refused", "The form's token did not match your session.")
+    if not session.principal.can(role):
+        return refuse(
+            request,
+            403,
+            "Not allowed",
+            f"This needs the {role} role; you are a {session.principal.role}.",
+        )
+    return session, form
+
+
+def sign_in_first(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return redirect(f"/console/login?next={quote(target)}")
