@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -297,18 +298,23 @@ def copy_active_model(source: Path, target: Path) -> str:
 
 def chaos_events(settings: Settings, count: int) -> list[Event]:
     """The first ``count`` transactions of the chapter 3 test week (from 2018-08-08), as
-    transaction events v1, no labels (label timing would make features depend on races)."""
+    transaction events v1, no labels (label timing would make features depend on races).
+    Read once per process for each file and count (reading the handbook takes seconds)."""
+    return list(_first_transactions(settings.data_dir / "transactions.parquet", count))
+
+
+@functools.lru_cache(maxsize=4)
+def _first_transactions(path: Path, count: int) -> tuple[Event, ...]:
     from services.producer.sources import read_file, replay_events
     from tools.demo.job import DEFAULT_START
 
-    frame = read_file(settings.data_dir / "transactions.parquet")
     events = []
-    for event in replay_events(frame, DEFAULT_START, None):
+    for event in replay_events(read_file(path), DEFAULT_START, None):
         if event.topic == "transactions":
             events.append(event)
             if len(events) == count:
                 break
-    return events
+    return tuple(events)
 
 
 class Replay:
