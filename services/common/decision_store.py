@@ -14,9 +14,12 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
   last write;
 - ``dec:terminal:{terminal_id}``: the same for the terminal;
 - ``dec:outcome:{outcome}``: sorted set of transaction ids by decision time (ms), one per
-  outcome (approve, review, decline): the console's browsing by outcome and the policy
-  preview's latest decisions; members decided more than ``retention_ms`` ago are dropped at
-  each write, and the set expires ``retention_ms`` after its last write;
+  outcome (approve, review, decline), for the console's browsing by outcome; members decided
+  more than ``retention_ms`` ago are dropped at each write, and the set expires
+  ``retention_ms`` after its last write;
+- ``dec:recent``: list of the :data:`RECENT_MAX` decisions stored last, newest first, each
+  the few fields that decide an outcome (:class:`Brief`, about 80 bytes): what the policy
+  preview decides again (one command reads 10,000); it expires like the outcome indexes;
 - ``dec:review``: the review queue, the same for the decisions in review that no analyst has
   given a verdict yet (the console removes them).
 
@@ -28,11 +31,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import astuple, dataclass
 from typing import Any
 
-from services.common.decision import OUTCOMES, Decision, decode
+import orjson
+from redis.asyncio.cluster import RedisCluster
+
+from services.common.decision import Decision, Outcome, decode
 
 REVIEW_QUEUE_KEY = "dec:review"
+RECENT_KEY = "dec:recent"
+RECENT_MAX = 10_000
+"""Decisions kept in ``dec:recent``."""
 RETENTION_MS = 35 * 24 * 3600 * 1000
 """The default retention (``StoreSettings.retention_days``)."""
 
@@ -51,6 +61,22 @@ def terminal_index_key(terminal_id: str) -> str:
 
 def outcome_index_key(outcome: str) -> str:
     return f"dec:outcome:{outcome}"
+
+
+@dataclass(frozen=True)
+class Brief:
+    """What decides a stored decision's outcome (an entry of ``dec:recent``)."""
+
+    transaction_id: str
+    decided_at_ms: int
+    outcome: Outcome
+    score: float | None
+    customer_id: str
+    terminal_id: str
+    model_version: str | None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(astuple(self))
 
 
 class DecisionStore:
@@ -121,18 +147,19 @@ class DecisionStore:
             pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep}")
             pipe.pexpire(key, keep)
         pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
+        briefs = [_brief(d).encode() for d, new in zip(kept, created, strict=True) if new]
+        if briefs:  # LPUSH puts its last value at the head: the batch's last decision
+            pipe.lpush(RECENT_KEY, *briefs[-RECENT_MAX:])
+            pipe.ltrim(RECENT_KEY, 0, RECENT_MAX - 1)
+            pipe.pexpire(RECENT_KEY, keep)
         await pipe.execute()
         return sum(1 for new in created if new)
 
-    async def latest(self, count: int) -> list[str]:
-        """The ids of the ``count`` most recently decided transactions (by decision time,
-        newest first), merged from the three outcome indexes."""
-        pipe = self._redis.pipeline(transaction=False)
-        for outcome in OUTCOMES:
-            pipe.zrevrange(outcome_index_key(outcome), 0, count - 1, withscores=True)
-        merged = [entry for entries in await pipe.execute() for entry in entries]
-        merged.sort(key=lambda entry: entry[1], reverse=True)
-        return [member.decode() for member, _ in merged[:count]]
+    async def recent(self, count: int) -> list[Brief]:
+        """The ``count`` (at most :data:`RECENT_MAX`) decisions stored last, newest first
+        (in the order the store received them: by decision time within a writer)."""
+        raws = await self._redis.lrange(RECENT_KEY, 0, min(count, RECENT_MAX) - 1)
+        return [Brief(*orjson.loads(raw)) for raw in raws]
 
     async def get(self, transaction_id: str) -> Decision | None:
         """The decision of a transaction, or None."""
@@ -140,11 +167,31 @@ class DecisionStore:
         return decode(raw) if raw else None
 
     async def get_many(self, transaction_ids: Sequence[str]) -> list[Decision | None]:
-        """Decisions of several transactions, None where absent, in order (one GET each in a
-        pipeline: a Redis Cluster refuses an MGET whose keys lie in different slots)."""
+        """Decisions of several transactions, None where absent, in order: MGETs of 1,000
+        keys, or on a Redis Cluster (which refuses an MGET across slots) one GET each in a
+        pipeline."""
         if not transaction_ids:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for transaction_id in transaction_ids:
-            pipe.get(decision_key(transaction_id))
-        return [decode(r) if r else None for r in await pipe.execute()]
+        keys = [decision_key(t) for t in transaction_ids]
+        if isinstance(self._redis, RedisCluster):
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            raws = await pipe.execute()
+        else:
+            raws = []
+            for at in range(0, len(keys), 1000):
+                raws += await self._redis.mget(keys[at : at + 1000])
+        return [decode(r) if r else None for r in raws]
+
+
+def _brief(d: Decision) -> Brief:
+    return Brief(
+        d.transaction_id,
+        d.decided_at_ms,
+        d.outcome,
+        d.score,
+        d.customer_id,
+        d.terminal_id,
+        d.model_version,
+    )

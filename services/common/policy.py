@@ -10,11 +10,14 @@ import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.decision import Decision, Outcome
+
+if TYPE_CHECKING:
+    from services.common.decision_store import Brief
 
 
 class Policy(BaseModel):
@@ -91,11 +94,12 @@ def decide(
 
 def outcome_changes(
     policy: Policy,
-    decisions: Iterable[Decision],
+    decisions: Iterable[Decision | Brief],
     thresholds: Callable[[str | None], dict[str, float] | None],
 ) -> Counter[tuple[Outcome, Outcome]]:
-    """How ``policy`` would have decided stored decisions: ``(outcome given, outcome under
-    policy)`` counts, the same pair when nothing would change.
+    """How ``policy`` would have decided stored decisions (or their
+    :class:`services.common.decision_store.Brief`): ``(outcome given, outcome under policy)``
+    counts, the same pair when nothing would change.
 
     Each decision is decided again by :func:`decide` from what it recorded (card, terminal,
     score), with the thresholds of the model version that scored it (``thresholds(version)``,

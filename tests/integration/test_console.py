@@ -514,3 +514,52 @@ def test_models_page_promotes_and_rolls_back(
         assert admin.post("/console/models/v999/promote", data={"csrf": csrf}).status_code == 404
         back = admin.post("/console/models/rollback", data={"csrf": csrf})
         assert back.status_code == 303 and registry.active() == first
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def test_no_page_or_log_shows_a_key_or_a_card_number(
+    app: TestClient,
+    keys: dict[str, str],
+    decided: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every page, as an admin, after signing in with the key: neither the key nor its secret
+    is in a page or a log record; no page holds a digit run that could be a card number (13 to
+    19 digits passing the Luhn check, ISO/IEC 7812; a decimal's fraction digits are not one)."""
+    caplog.set_level("DEBUG")
+    key = keys["admin"]
+    client, csrf = _sign_in(app, key)
+    d = decided[-1]
+    pages = [
+        client.get(f"/console/{path}").text
+        for path in (
+            "queue",
+            "queue?outcome=approve",
+            "overview",
+            "policy",
+            "models",
+            f"decisions/{d['transaction_id']}",
+            f"cards/{d['customer_id']}",
+            f"terminals/{d['terminal_id']}",
+        )
+    ]
+    pages.append(
+        client.post(
+            "/console/policy", data={"csrf": csrf, "action": "preview", "preview_count": "50"}
+        ).text
+    )
+    secret = key.split("_")[-1]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert logged, "the API logs each request"
+    for text in [*pages, logged]:
+        assert key not in text and secret not in text
+    for page in pages:
+        runs = re.findall(r"(?<![\d.])\d{13,19}(?![\d.])", page)  # not a decimal's digits
+        assert not [r for r in runs if _luhn(r)], runs

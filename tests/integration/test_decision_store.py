@@ -99,35 +99,46 @@ def test_decisions_and_their_indexes_keep_the_retention(port: int) -> None:
     assert _put(port, retention, [later]) == 0
 
 
-def test_latest_merges_the_outcome_indexes_newest_first(port: int) -> None:
+def test_recent_keeps_the_latest_new_decisions_newest_first(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common import decision_store
+
+    monkeypatch.setattr(decision_store, "RECENT_MAX", 25)
     now_ms = int(time.time() * 1000)
     outcomes = ("approve", "review", "decline")
-    decisions = [  # decision times shuffled across the outcomes
-        _decision(i, EVENT_MS + i, now_ms - (i * 7919) % 1000, outcomes[i % 3]) for i in range(60)
-    ]
-    assert _put(port, 10 * DAY_MS, decisions) == 60
-    by_time = sorted(decisions, key=lambda d: d.decided_at_ms, reverse=True)
+    first = [_decision(i, EVENT_MS + i, now_ms + i, outcomes[i % 3]) for i in range(20)]
+    second = [_decision(i, EVENT_MS + i, now_ms + i, outcomes[i % 3]) for i in range(20, 30)]
+    assert _put(port, 10 * DAY_MS, first) == 20
+    assert _put(port, 10 * DAY_MS, [*first[:5], *second]) == 10  # 5 redelivered
 
-    async def latest(count: int) -> list[str]:
+    async def recent(count: int) -> list[decision_store.Brief]:
         client = aioredis.Redis(port=port)
         try:
-            return await DecisionStore(client).latest(count)
+            return await DecisionStore(client).recent(count)
         finally:
             await client.aclose()
 
-    for count in (1, 7, 60, 100):
-        assert asyncio.run(latest(count)) == [d.transaction_id for d in by_time[:count]]
+    newest_first = [*first, *second][::-1][:25]  # the redelivered five are not there twice
+    got = asyncio.run(recent(100))
+    assert [b.transaction_id for b in got] == [d.transaction_id for d in newest_first]
+    assert [(b.outcome, b.score, b.customer_id, b.terminal_id, b.model_version) for b in got] == [
+        (d.outcome, d.score, d.customer_id, d.terminal_id, d.model_version) for d in newest_first
+    ]
+    assert [b.transaction_id for b in asyncio.run(recent(3))] == ["t-29", "t-28", "t-27"]
 
 
 def test_a_short_retention_empties_the_store() -> None:
-    """Half a second of retention: the decisions and the card's, terminal's and outcome's
-    indexes expire by themselves, the review queue is trimmed by the next write."""
+    """Half a second of retention: the decisions, the card's, terminal's and outcome's
+    indexes and the latest decisions' list expire by themselves, the review queue is trimmed
+    by the next write."""
     with private_redis() as port:
         sync = redis.Redis(port=port)
         now_ms = int(time.time() * 1000)
         assert _put(port, 500, [_decision(i, EVENT_MS + i, now_ms) for i in range(50)]) == 50
-        # 50 decisions, the card's, terminal's and outcome's indexes, the review queue
-        assert sync.dbsize() == 54
+        # 50 decisions, the card's, terminal's and outcome's indexes, the latest decisions'
+        # list, the review queue
+        assert sync.dbsize() == 55
         deadline = time.monotonic() + 5
         while sync.dbsize() > 1 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -2,9 +2,9 @@
 
 The policy page previews a change before it is stored: how the latest decisions would have
 been decided under the edited policy (:func:`services.common.policy.outcome_changes`), from
-the decision store's outcome indexes. Saving, promoting and rolling back go through the same
-stores as ``PUT /v1/policy`` and ``POST /v1/models/...`` (audited, applied by the scorers
-within about a second).
+the decision store's list of its latest decisions (``dec:recent``). Saving, promoting and
+rolling back go through the same stores as ``PUT /v1/policy`` and ``POST /v1/models/...``
+(audited, applied by the scorers within about a second).
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from services.api.console.web import (
 )
 from services.api.deps import ApiState
 from services.common.decision import OUTCOMES
+from services.common.decision_store import RECENT_MAX
 from services.common.policy import Policy, outcome_changes
 
 PREVIEW_DEFAULT = 1000
-PREVIEW_MAX = 10_000
-"""The preview decides again at most this many of the latest decisions."""
+PREVIEW_MAX = RECENT_MAX
+"""The preview decides again at most this many of the latest decisions (``dec:recent``)."""
 LISTS = ("allow_customers", "block_customers", "allow_terminals", "block_terminals")
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -153,9 +154,8 @@ async def policy_change(request: Request) -> Response:
         asked = min(max(int(form.get("preview_count") or PREVIEW_DEFAULT), 1), PREVIEW_MAX)
     except ValueError:
         asked = PREVIEW_DEFAULT
-    ids = await state.decisions.latest(asked)
-    decisions = [d for d in await state.decisions.get_many(ids) if d is not None]
-    changes = await asyncio.to_thread(outcome_changes, policy, decisions, _thresholds_of(state))
+    decisions = await state.decisions.recent(asked)
+    changes = outcome_changes(policy, decisions, _thresholds_of(state))
     preview = {
         "asked": asked,
         "decided": len(decisions),
