@@ -176,6 +176,27 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from models.backtest import backtest, format_report, load_policy
+    from models.registry import ModelRegistry
+
+    version = args.model or ModelRegistry(settings.models_dir).active()
+    if version is None:
+        print("no active model: run `fraud train`, or name one with --model", file=sys.stderr)
+        return 2
+    if args.end <= args.start:
+        print("--to is the day after the last: it must be after --from", file=sys.stderr)
+        return 2
+    try:
+        policy = load_policy(args.policy)
+    except (OSError, ValueError) as error:
+        print(f"--policy {args.policy}: {error}", file=sys.stderr)
+        return 2
+    report = backtest(settings, version, policy, args.start, args.end)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
@@ -461,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", _evaluate, "chapter 3 and chapter 5 metrics beside the published ones")
     p.add_argument("--model", help="version (default: the active one)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("backtest", _backtest, "decide history with a model and a policy; per-day report")
+    p.add_argument("--model", help="version (default: the active one)")
+    p.add_argument(
+        "--policy", type=Path, help="policy JSON (PUT /v1/policy's body); default: the model's"
+    )
+    p.add_argument("--from", dest="start", type=iso_date, required=True, help="first day")
+    p.add_argument("--to", dest="end", type=iso_date, required=True, help="day after the last")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_tools(add)
     return parser

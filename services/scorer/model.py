@@ -57,22 +57,35 @@ class ActiveModel:
             self.last_error = None  # back on a version that loads (a rollback)
             return False
         try:
-            loaded = self.registry.load(active)
+            self._take(self.registry.load(active))
         except RegistryError as error:
             self.last_error = str(error)
             log.error("model_load_failed version=%s error=%s", active, error)
             return False
+        log.info("model_active version=%s", active)
+        return True
+
+    def use(self, version: str) -> None:
+        """Score with ``version`` whatever the registry's active one (backtests); a later
+        :meth:`refresh` follows the registry again.
+
+        Raises:
+            RegistryError: the version does not exist or does not load.
+        """
+        self._take(self.registry.load(version))
+
+    def _take(self, loaded: LoadedModel) -> None:
         # one thread: XGBoost's OpenMP workers spin between the scorer's small batches and
         # burned a second core (the worker showed 107 % CPU at 250 tx/s)
         loaded.booster.set_param({"nthread": 1})
         try:
             trees: TreeEnsemble | None = TreeEnsemble.from_booster(loaded.booster)
         except UnsupportedModel as error:
-            log.warning("model_not_compiled version=%s reason=%s (XGBoost scores)", active, error)
+            log.warning(
+                "model_not_compiled version=%s reason=%s (XGBoost scores)", loaded.version, error
+            )
             trees = None
         self.current, self.trees, self.last_error = loaded, trees, None
-        log.info("model_active version=%s", active)
-        return True
 
     def predict(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Fraud probabilities for rows in the model's feature order, shape (n,).

@@ -152,3 +152,29 @@ def test_replaying_the_week_again_changes_nothing(
     assert after == before  # the store keeps exactly the first decision
     keys = sum(1 for _ in client.scan_iter(match="dec:[0-9]*", count=10_000))
     assert keys == len(week_ids)
+
+
+def test_backtest_decides_the_week_as_the_live_scorer_did(
+    settings_e2e: Settings, trained: TrainedModel, first_run: DecisionTap, replay_file: Path
+) -> None:
+    """`fraud backtest`'s decisions for the model and policy the live scorer used (the
+    session's model, policy version 0), over the same stream: the same score, bit for bit,
+    and the same outcome for every transaction of the week."""
+    from models.backtest import HISTORY_DAYS, decide_history
+    from services.common.policy import Policy
+
+    earlier = load_transactions(
+        settings_e2e.data_dir, START - dt.timedelta(days=HISTORY_DAYS), START - dt.timedelta(days=7)
+    )
+    history = pd.concat([earlier, pd.read_parquet(replay_file)], ignore_index=True)
+    backtest = decide_history(trained.settings, trained.version, Policy(), START, END, history)
+    live = first_run.records
+    assert len(backtest) == len(set(backtest["transaction_id"])) == 67_080
+    differ = [
+        (row.transaction_id, row.score, live[row.transaction_id].score)
+        for row in backtest.itertuples()
+        if row.score != live[row.transaction_id].score
+        or row.outcome != live[row.transaction_id].outcome
+    ]
+    assert not differ, f"{len(differ)} decisions differ, e.g. {differ[:3]}"
+    assert set(backtest["outcome"]) == {"approve", "review", "decline"}
