@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.common.decision import OUTCOMES, decode
+from services.common.decision import OUTCOMES
 from services.common.decision_store import (
     REVIEW_QUEUE_KEY,
     DecisionStore,
@@ -108,6 +108,9 @@ class Filled:
 
     transactions: list[Transaction] = field(default_factory=list)
     decisions: list[bytes] = field(default_factory=list)
+    site_entries: list[tuple[str, str, int]] = field(default_factory=list)
+    """(terminal, transaction id, event time ms) of the sampled terminals' transactions of
+    the last :data:`STORE_DAYS` days: their whole decision indexes."""
     events: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
 
@@ -159,7 +162,7 @@ async def fill(
     state, sites = RedisFeatureState(client), TerminalState(client)
     scorer = Scorer(state, model, Policy())
     store_from_ms = end_ms - int(STORE_DAYS * MS_PER_DAY)
-    cards = set(sample.card_ids())
+    cards, sampled_sites = set(sample.card_ids()), set(sample.terminal_ids())
     out = Filled()
     for batch in _batches(stream, BATCH, end_ms):
         out.events += len(batch)
@@ -175,6 +178,8 @@ async def fill(
                 raise RuntimeError(f"transaction id {tx.transaction_id} reused by the simulator")
             if record.features is None:
                 raise RuntimeError("the scorer timed out on features; lower BATCH")
+            if tx.terminal_id in sampled_sites and tx.time_ms >= store_from_ms:
+                out.site_entries.append((tx.terminal_id, tx.transaction_id, tx.time_ms))
             if tx.customer_id in cards and tx.time_ms >= store_from_ms:
                 record.kafka_timestamp_ms = record.decided_at_ms  # the worker adds it
                 out.transactions.append(tx)
@@ -306,9 +311,10 @@ async def measure_ids(client: Any, filled: Filled) -> dict[str, dict[str, Any]]:
 async def measure_decisions(
     client: Any, filled: Filled, sample: Sample
 ) -> dict[str, dict[str, Any]]:
-    """``dec``, ``dec:customer``, ``dec:terminal``, ``dec:outcome`` and ``dec:review`` of the
-    sampled cards' decisions. A terminal's index holds only the sampled cards' decisions at
-    it: its bytes are meant per entry, not per terminal."""
+    """``dec``, ``dec:customer``, ``dec:outcome`` and ``dec:review`` of the sampled cards'
+    decisions; ``dec:terminal`` of the sampled terminals, whose whole indexes (every card's
+    transactions there) are written afresh with the store's key, member and score after the
+    partial ones the sampled cards' decisions left are deleted."""
     store = DecisionStore(client)
 
     async def put() -> None:
@@ -318,7 +324,15 @@ async def measure_decisions(
     grown = await _grown(client, put)
     indexes = [customer_index_key(c) for c in sample.card_ids()]
     records = [decision_key(tx.transaction_id) for tx in filled.transactions]
-    sites = sorted({terminal_index_key(decode(raw).terminal_id) for raw in filled.decisions})
+    partial = [k async for k in client.scan_iter(match=terminal_index_key("*"), count=1000)]
+    for at in range(0, len(partial), CHUNK):
+        await client.delete(*partial[at : at + CHUNK])
+    for at in range(0, len(filled.site_entries), BATCH):
+        pipe = client.pipeline(transaction=False)
+        for site, tx_id, event_ms in filled.site_entries[at : at + BATCH]:
+            pipe.zadd(terminal_index_key(site), {tx_id: event_ms})
+        await pipe.execute()
+    sites = [terminal_index_key(t) for t in sample.terminal_ids()]
     outcomes = [outcome_index_key(o) for o in OUTCOMES]
     return {
         "dec": {**await measure(client, records, [1] * len(records)), "used_memory_grown": grown},

@@ -34,7 +34,7 @@ ENTITY = {
     "txid": "transaction id",
     "dec": "decision",
     "dec:customer": "card",
-    "dec:terminal": "index entry",
+    "dec:terminal": "terminal",
     "dec:outcome": "index entry",
     "dec:review": "review entry",
 }
@@ -46,7 +46,7 @@ def summarise(name: str, family: dict[str, Any], sample: m.Sample) -> dict[str, 
     cards, terminals = int(sample.cards.sum()), int(sample.terminals.sum())
     scale = (
         (len(sample.terminals) / terminals)
-        if name == "terminal_history"
+        if name in ("terminal_history", "dec:terminal")
         else len(sample.cards) / cards
     )
     counted = {
@@ -64,7 +64,7 @@ def summarise(name: str, family: dict[str, Any], sample: m.Sample) -> dict[str, 
         "per_entity_used_memory": per(family["used_memory_released"]),
         "entities_at_population": round(entities * scale),
         # one review queue and three outcome indexes whatever the population; every other
-        # family has keys per entity (a terminal's index: the sample's count, scaled)
+        # family has keys per entity
         "keys_at_population": family["keys"]
         if name in ("dec:review", "dec:outcome")
         else round(family["keys"] * scale),
