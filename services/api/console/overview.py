@@ -87,7 +87,11 @@ async def overview(request: Request) -> Response:
         {
             "decisions": {o: round(by_outcome.get(o, 0.0)) for o in OUTCOMES},
             "dead_letters": sorted(
-                ((labels.get("reason", ""), round(v)) for labels, v in totals["dead_letters"]),
+                (
+                    (labels.get("reason", ""), round(v))
+                    for labels, v in totals["dead_letters"]
+                    if round(v) > 0  # every known reason is exported, at zero until used
+                ),
                 key=lambda item: -item[1],
             ),
             "p99_ms": p99 * 1000 if p99 is not None else None,
