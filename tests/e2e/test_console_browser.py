@@ -109,6 +109,7 @@ def test_an_analyst_works_the_queue_in_a_browser(
 
     browser.get(f"{base}/console/queue")
     assert browser.title.startswith("Sign in")
+    browser.save_screenshot(str(SHOTS / "login.png"))
     field = browser.find_element(By.CSS_SELECTOR, "label[for=api_key] + input")
     field.send_keys(key, Keys.ENTER)
     _title(browser, "Review queue")

@@ -1,9 +1,12 @@
 """The analyst console: server-rendered pages under ``/console`` of the admin API.
 
 Sign in with an API key (:mod:`services.api.console.session`); roles as in the API: a viewer
-reads, an analyst also claims and labels. Pages: the review queue, a decision with its
-TreeSHAP waterfall and the card's usual feature values, a card's last 30 days. Every change
-is a POST form carrying the session's CSRF token; the pages run no script.
+reads, an analyst also claims and labels, an admin also changes policy and models. This
+module: sign-in, the review queue and the lists by outcome, a decision with its TreeSHAP
+waterfall and the card's usual feature values, a card's or a terminal's last 30 days, the
+static files. The policy and models pages are in :mod:`services.api.console.admin`, the
+overview in :mod:`services.api.console.overview`. Every change is a POST form carrying the
+session's CSRF token; the pages run no script.
 """
 
 from __future__ import annotations
