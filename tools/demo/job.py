@@ -23,7 +23,6 @@ from services.common.decision import Decision, decode
 from services.common.decision_store import decision_key
 from services.common.handbook import load_transactions
 from services.common.settings import Settings
-from tools.decision_tap import DecisionTap
 
 DEFAULT_START = dt.date(2018, 8, 8)
 
@@ -38,6 +37,31 @@ def fetch_decisions(client: Any, transaction_ids: list[str]) -> list[Decision | 
             pipe.get(decision_key(transaction_id))
         out += [decode(r) if r else None for r in pipe.execute()]
     return out
+
+
+def follow_store(
+    client: Any,
+    transaction_ids: list[str],
+    progress: Any,
+    done: threading.Event,
+    every_s: float = 1.0,
+    chunk: int = 5000,
+) -> None:
+    """Advance ``progress`` (a tqdm bar) as decisions reach the store, until all have or
+    ``done`` is set. Counts them with EXISTS over chunks of ids, oldest first; a round stops at
+    the first chunk with none stored yet, so it reads about two chunks however long the
+    replay (the main job's own figures come from the store, not from this)."""
+    chunks = [transaction_ids[i : i + chunk] for i in range(0, len(transaction_ids), chunk)]
+    counted, first = [0] * len(chunks), 0
+    while first < len(chunks) and not done.wait(every_s):
+        for i in range(first, len(chunks)):
+            found = int(client.exists(*[decision_key(t) for t in chunks[i]]))
+            progress.update(found - counted[i])
+            counted[i] = found
+            if i == first and found == len(chunks[i]):
+                first += 1
+            if found == 0:
+                break
 
 
 def wait_for_store(client: Any, transaction_ids: list[str], timeout_s: float) -> int:
@@ -180,28 +204,31 @@ def run(
     ]
     ids = week["transaction_id"].astype(str).tolist()
     dead_before = dead_letter_count(settings)
-    tap = DecisionTap(settings).start()
     log(
         f"replaying {len(week)} transactions of {start}..{end - dt.timedelta(days=1)} "
         f"at {'max' if rate_tps <= 0 else int(rate_tps)} tx/s"
     )
     bars = dict(unit="tx", disable=not progress, mininterval=0.5)
+    done = threading.Event()
     with tqdm(total=len(week), desc="decisions", position=1, **bars) as decided:
         with tqdm(total=len(week), desc="sent     ", position=0, **bars) as sent:
-            watcher = threading.Thread(target=tap.wait_for, args=(ids, 3600, decided), daemon=True)
+            watcher = threading.Thread(
+                target=follow_store, args=(client, ids, decided, done), daemon=True
+            )
             watcher.start()
             stats = send_all(settings, replay_events(frame, start, end), rate_tps, progress=sent)
-        seen = tap.wait_for(ids, timeout_s=120 + len(ids) / 500, progress=decided)
-    tap.stop()
-    log(f"sent {stats.sent} in {stats.seconds:.1f} s; {seen} decisions received")
-    stored = wait_for_store(client, ids, timeout_s=60)
+        stored = wait_for_store(client, ids, timeout_s=120 + len(ids) / 500)
+        done.set()
+        watcher.join(timeout=10)
+        decided.update(stored - decided.n)
+    log(f"sent {stats.sent} in {stats.seconds:.1f} s; {stored} decisions stored")
     history = prepare_history(settings, start, end)
+    kept = dict(zip(ids, fetch_decisions(client, ids), strict=True))
     records = [
-        tap.records.get(str(t)) if when >= pd.Timestamp(start) else None
+        kept.get(str(t)) if when >= pd.Timestamp(start) else None
         for t, when in zip(history["TRANSACTION_ID"], history["TX_DATETIME"], strict=True)
     ]
     summary = summarise(history, records, dead_letter_count(settings) - dead_before, start)
     summary["transactions"] = len(week)
     summary["stored"] = stored
-    summary["redelivered_decisions"] = tap.duplicates
     return summary
