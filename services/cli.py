@@ -309,6 +309,12 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     return worker_main(settings)
 
 
+def _record(args: argparse.Namespace, settings: Settings) -> int:
+    from services.scorer.worker import main as worker_main
+
+    return worker_main(settings, recorder=True)
+
+
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from services.common.connections import redis_client
     from services.common.handbook import load_transactions
@@ -453,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-host", default="127.0.0.1")
 
     add("score", _score, "run the scoring worker (Faust) until stopped")
+    add(
+        "record",
+        _record,
+        "run the recording worker (terminal state, decision store) until stopped",
+    )
     add("topics", _topics, "create the contract topics and set their retention (idempotent)")
     p = add(
         "rebuild-store",

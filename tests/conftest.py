@@ -116,19 +116,30 @@ def trained(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Ite
 
 @dataclass
 class PrivateScorer:
-    """A `fraud score` process in a private namespace: topic prefix, Redis database, group."""
+    """A `fraud score` and a `fraud record` process in a private namespace: topic prefix,
+    Redis database, groups."""
 
     settings: Settings
     env: dict[str, str]
     process: Any
+    recorder: Any
+
+    def stop(self) -> None:
+        """SIGTERM both workers and wait for them."""
+        for proc in (self.process, self.recorder):
+            proc.terminate()
+        for proc in (self.process, self.recorder):
+            proc.wait(timeout=60)
 
 
 def start_private_scorer(
     trained: TrainedModel, redis_db: int, name: str, extra_env: dict[str, str] | None = None
 ) -> PrivateScorer:
-    """Create the namespace's topics, flush its Redis database, start the scorer and wait
-    until it owns its partitions and has loaded the session's model. ``extra_env`` joins the
-    namespace's variables (and is kept in ``env`` for other processes of the namespace)."""
+    """Create the namespace's topics, flush its Redis database, start the scorer and the
+    recorder, and wait until the scorer owns its partitions and has loaded the session's
+    model, and the recorder owns the decisions' and the labels' partitions. ``extra_env``
+    joins the namespace's variables (and is kept in ``env`` for other processes of the
+    namespace)."""
     import subprocess
     import sys
 
@@ -145,6 +156,7 @@ def start_private_scorer(
         "FRAUD_REDIS__DB": str(redis_db),
         "FRAUD_SCORER__APP_ID": f"{name}-scorer-{unique}",
         "FRAUD_SCORER__METRICS_PORT": str(free_port()),
+        "FRAUD_RECORDER__METRICS_PORT": str(free_port()),
         **(extra_env or {}),
     }
     settings = Settings(
@@ -154,23 +166,41 @@ def start_private_scorer(
     )
     ensure_topics(settings)
     redis.Redis(host=settings.redis.host, port=settings.redis.port, db=redis_db).flushdb()
-    log = open(settings.var_dir / f"{name}-scorer.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "score"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{env['FRAUD_SCORER__METRICS_PORT']}/metrics"
+
+    def start(command: str, log_name: str) -> subprocess.Popen[bytes]:
+        log = open(settings.var_dir / log_name, "wb")  # noqa: SIM115
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", command],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    process = start("score", f"{name}-scorer.log")
+    recorder = start("record", f"{name}-recorder.log")
+
+    def metrics(port_setting: str) -> str:
+        try:
+            return requests.get(f"http://127.0.0.1:{env[port_setting]}/metrics", timeout=1).text
+        except requests.RequestException:
+            return ""
 
     def ready() -> bool:
-        try:
-            text = requests.get(url, timeout=1).text
-        except requests.RequestException:
-            return False
-        owned = "fraud_scorer_assigned_partitions 4.0" in text
-        return owned and "fraud_model_info{" in text
+        scorer = metrics("FRAUD_SCORER__METRICS_PORT")
+        owned = (
+            f"fraud_scorer_assigned_partitions {settings.topics.transactions.partitions}.0"
+            in scorer
+        )
+        recording = metrics("FRAUD_RECORDER__METRICS_PORT")
+        topics = settings.topics
+        terminals = topics.decisions.partitions + topics.labels.partitions
+        tasks = (
+            f'{{task="terminals"}} {terminals}.0',
+            f'{{task="store"}} {topics.decisions.partitions}.0',
+        )
+        recording_owned = all(f"fraud_recorder_assigned_partitions{t}" in recording for t in tasks)
+        return owned and "fraud_model_info{" in scorer and recording_owned
 
-    wait_for(ready, 120, "the scorer to own its partitions and load the model")
-    return PrivateScorer(settings, env, process)
+    wait_for(ready, 120, "the scorer to own its partitions and load the model, the recorder")
+    return PrivateScorer(settings, env, process, recorder)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -76,7 +76,19 @@ class Brief:
     model_version: str | None
 
     def encode(self) -> bytes:
-        return orjson.dumps(astuple(self))
+        # a tuple by hand: dataclasses.astuple deep-copies every field (3 % of the recording
+        # worker's CPU, py-spy)
+        return orjson.dumps(
+            (
+                self.transaction_id,
+                self.decided_at_ms,
+                self.outcome,
+                self.score,
+                self.customer_id,
+                self.terminal_id,
+                self.model_version,
+            )
+        )
 
 
 class DecisionStore:

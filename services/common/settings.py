@@ -299,6 +299,16 @@ class ScorerSettings(BaseModel):
         description="a replica silent this long (crashed) loses its partitions to the others;"
         " heartbeats go every third of it",
     )
+
+
+class RecorderSettings(BaseModel):
+    """The recording worker (``fraud record``): ``decisions`` and ``labels`` into the
+    terminals' history and the decision store, in consumer groups named after the scorer's
+    ``app_id`` (``<app_id>-terminals``, ``<app_id>-store``)."""
+
+    metrics_port: int = Field(
+        8003, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
+    )
     dependency_deadline_s: float = Field(
         900.0,
         ge=5.0,
@@ -365,6 +375,7 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")

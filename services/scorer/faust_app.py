@@ -49,10 +49,14 @@ def make_app(
             starts neither its consumer nor its producer.
     """
     app_class = faust.App if kafka else ServiceApp
+    (settings.var_dir / "faust").mkdir(parents=True, exist_ok=True)
     return app_class(
         app_id,
         **faust_broker_kwargs(settings.kafka),
         store="memory://",
+        # Faust makes this folder even for in-memory tables; by default in the working
+        # directory (the repository), named after the app
+        datadir=str(settings.var_dir / "faust" / "{conf.name}-data"),
         web_enabled=web_port is not None,
         web_port=web_port or 6066,
         web_host="127.0.0.1",

@@ -85,6 +85,11 @@ LABEL_FRESHNESS = Gauge(
     "fraud_feature_freshness_seconds",
     "Seconds since the newest label was applied to terminal risk (wall clock).",
 )
+RECORDER_PARTITIONS = Gauge(
+    "fraud_recorder_assigned_partitions",
+    "Partitions this recording worker owns, per task (terminals: decisions and labels; store).",
+    ["task"],
+)
 TERMINAL_WRITER = Gauge(
     "fraud_terminal_writer",
     "1 when this process is the terminals' single writer, 0 when it stands by.",

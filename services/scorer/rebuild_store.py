@@ -1,6 +1,6 @@
 """``fraud rebuild-store``: the decision store rebuilt from the ``decisions`` topic.
 
-The store is a view of the topic (the scorer's store consumer writes every decision it reads),
+The store is a view of the topic (the recording worker writes every decision it reads),
 and the topic keeps at least as long as the store (``FRAUD_TOPICS__DECISIONS_RETENTION_MS`` is
 validated against ``FRAUD_STORE__RETENTION_DAYS``). Reading the topic from its first offset to
 its end through :meth:`DecisionStore.put_raw` therefore restores a lost or flushed store: a

@@ -1,4 +1,4 @@
-"""What the worker's side consumers do with a batch of records: the terminals' history and the
+"""What the recording worker does with a batch of records: the terminals' history and the
 decision store. Each effect is idempotent by transaction id, so a batch repeated after a crash
 changes nothing; each returns only once its effect is durable (the caller commits after it).
 

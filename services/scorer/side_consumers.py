@@ -1,6 +1,6 @@
-"""The worker's consumer loops on plain aiokafka: transactions (micro-batches, committed by a
-:class:`~services.scorer.checkpoint.Checkpoint`) and the side streams (terminals, decision
-store).
+"""The workers' consumer loops on plain aiokafka: transactions (micro-batches, committed by a
+:class:`~services.scorer.checkpoint.Checkpoint`; the scoring worker) and the side streams
+(terminals, decision store; the recording worker).
 
 These streams need no Faust machinery (no tables, no ordering across topics): each record's
 effect is idempotent, so a batch is handled and then committed, and a crash in between only

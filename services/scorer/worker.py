@@ -1,20 +1,31 @@
-"""The scoring worker: a Faust worker whose tasks wire Kafka to the scorer, labels and store.
+"""The scoring worker and the recording worker: Faust workers whose tasks wire Kafka to the
+scorer, the terminals' history and the decision store.
 
 The composition root of the scorer: the only module that knows Faust, Kafka topics and how
-the parts are built. Tasks of the Faust worker, each a plain aiokafka consumer group:
+the parts are built. Each task is a plain aiokafka consumer group.
+
+The scoring worker (``fraud score``), on the decision's latency path:
 
 - ``transactions``: micro-batches that grow with the backlog -> validate (bad ones to
   ``transactions.dlq`` with the reason) -> features, model, policy -> ``decisions``. Not a
   Faust stream: on this machine a Faust agent that only forwarded records took 67 % of a core
   and had p99 32.7 ms at 2,000 tx/s, the same forwarding on aiokafka 31 % and 4.4 ms
-  (``fraud bench``, targets ``passthrough`` and ``aiokafka-passthrough``);
+  (``fraud bench``, targets ``passthrough`` and ``aiokafka-passthrough``).
+
+The recording worker (``fraud record``), off it:
+
 - ``terminals``: ``decisions`` and ``labels`` -> terminal state (``terminal_history`` in
   Feast's online store), in a consumer group whose every partition goes to one member: the
-  terminals' single writer, with a standby in every other scorer process;
+  terminals' single writer, with a standby in every other recording worker;
 - ``store``: ``decisions`` -> the decision store, so the store can always be rebuilt from the
   topic.
 
-Faust runs the worker's lifecycle and timers (model and policy refresh, event-loop lag).
+They were tasks of the scoring worker until 2026-12-02: on one event loop they took about a
+third of its CPU at 2,000 tx/s (``py-spy``), and a fetch of 500 decisions held up every
+transaction in flight. Alone, the scoring worker sustained 4,000 tx/s where together they
+did not sustain 2,000 (``fraud bench``, the same hour; README "Performance").
+
+Faust runs each worker's lifecycle and timers (model and policy refresh, event-loop lag).
 Every effect is idempotent by transaction id, and offsets are committed only after a batch's
 effects are done: at-least-once with no duplicates in the store.
 """
@@ -62,31 +73,10 @@ class Runtime:
         self._producer: Any = None
         self.scorer: Scorer | None = None
         self._error_reported = False
-        self.writes_terminals = False
-        """Whether this process owns the terminals' group's partitions (is their writer)."""
-
-    def owned_terminal_partitions(self, assigned: set[Any]) -> None:
-        self.writes_terminals = bool(assigned)
-        metrics.TERMINAL_WRITER.set(1 if assigned else 0)
-        log.info("terminal_writer %s", "active" if assigned else "standby")
 
     def redis(self) -> Any:
-        if self._redis is None:  # created inside the worker's event loop
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._redis = async_redis_client(
-                self.settings.redis,
-                # no per-reply read timeout: each one armed and cancelled an event-loop timer,
-                # 38 of 215 µs of CPU per transaction (features and decision store, batches of
-                # 10); every call below has its own deadline instead (REDIS_DEADLINE_S,
-                # FEATURES_TIMEOUT_S, the recorders' retry)
-                socket_timeout=None,
-                socket_connect_timeout=1,
-                # fail fast (one immediate retry, for a pooled connection Redis closed): a
-                # batch must not wait on backoffs; the scorer has its own degraded mode
-                retry=Retry(NoBackoff(), 1),
-            )
+        if self._redis is None:
+            self._redis = worker_redis(self.settings)
         return self._redis
 
     async def producer(self) -> Any:
@@ -126,18 +116,12 @@ class Runtime:
 
     async def start(self) -> None:
         """Once, as the worker starts: quiet client logs, metrics endpoint, model, policy."""
-        # Faust's logging setup leaves client libraries at DEBUG: their records cost CPU
-        for name in ("aiokafka", "kafka", "redis"):
-            logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         serve_metrics(self.settings, "scorer", port=self.settings.scorer.metrics_port)
         await self.refresh()
-        # A full collection walked the ~190,000 objects of the loaded libraries: 57-70 ms
-        # measured, a pause every decision in flight waited for. Frozen objects are skipped.
-        gc.collect()
-        gc.freeze()
+        settle_process()
 
-    async def tick(self, recorder: TerminalRecorder) -> None:
-        """Every second: model and policy, the degraded-mode backlog, label freshness."""
+    async def tick(self) -> None:
+        """Every second: model and policy, the degraded-mode backlog."""
         await self.refresh()
         scorer = self.get_scorer()
         if scorer.pending:
@@ -145,10 +129,6 @@ class Runtime:
             metrics.STATE_BACKLOG.set(len(scorer.pending))
         if not (scorer.pending or scorer.features_down or self.model.current is None):
             metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
-        if recorder.last_label_at and self.writes_terminals:
-            metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
-        else:  # a standby: the writer reports (Prometheus takes the largest)
-            metrics.LABEL_FRESHNESS.set(0)
 
     async def refresh(self) -> None:
         """Follow the registry's active model and the stored policy."""
@@ -168,38 +148,60 @@ class Runtime:
 
 
 def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
-    """The scoring worker's Faust app: three consumer tasks, timers."""
+    """The scoring worker's Faust app: the transactions task, timers."""
     runtime = runtime or Runtime(settings)
     cfg = settings.scorer
     app = make_app(settings, cfg.app_id, kafka=False)
-    decisions_topic = settings.topics.decisions.name
-    recorder = TerminalRecorder(
-        TerminalState(runtime.redis()), decisions_topic, cfg.dependency_deadline_s
-    )
-    store = DecisionRecorder(
-        DecisionStore(runtime.redis(), settings.store.retention_ms), cfg.dependency_deadline_s
-    )
 
     @app.task
     async def transactions_consumer() -> None:
         scorer = runtime.get_scorer()
         pipeline = ScoringPipeline(
-            scorer, await runtime.producer(), decisions_topic, settings.topics.transactions_dlq.name
+            scorer,
+            await runtime.producer(),
+            settings.topics.decisions.name,
+            settings.topics.transactions_dlq.name,
         )
         await consume_transactions(
             settings, pipeline, metrics.owned_partitions, metrics.consumer_lag, flush=scorer.flush
         )
+
+    @app.timer(1.0)
+    async def refresh() -> None:
+        await runtime.tick()
+
+    app.task(watch_loop_lag)
+    app.task(runtime.start)
+    return app
+
+
+def build_recorder_app(settings: Settings) -> faust.App:
+    """The recording worker's Faust app: the terminals' and the decision store's tasks."""
+    group = settings.scorer.app_id
+    deadline_s = settings.recorder.dependency_deadline_s
+    app = make_app(settings, f"{group}-recorder", kafka=False)
+    redis = worker_redis(settings)
+    decisions_topic = settings.topics.decisions.name
+    recorder = TerminalRecorder(TerminalState(redis), decisions_topic, deadline_s)
+    store = DecisionRecorder(DecisionStore(redis, settings.store.retention_ms), deadline_s)
+    writer = {"active": False}
+
+    def owned_terminal_partitions(assigned: set[Any]) -> None:
+        metrics.RECORDER_PARTITIONS.labels(task="terminals").set(len(assigned))
+        writer["active"] = bool(assigned)
+        metrics.TERMINAL_WRITER.set(1 if assigned else 0)
+        log.info("terminal_writer %s", "active" if assigned else "standby")
 
     @app.task
     async def terminals_consumer() -> None:
         await consume_batches(
             settings,
             [decisions_topic, settings.topics.labels.name],
-            f"{cfg.app_id}-terminals",
+            f"{group}-terminals",
             recorder,
             max_records=500,  # a round's CPU stays short: labels are looked at every round
             assignor=SingleOwnerAssignor,
-            on_partitions=runtime.owned_terminal_partitions,
+            on_partitions=owned_terminal_partitions,
             # a label must reach terminal risk before the window counts its transaction (a
             # day of event time later, as the producer emits labels: seconds in a fast replay);
             # the decisions only count after 7 days
@@ -208,15 +210,60 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
 
     @app.task
     async def store_consumer() -> None:
-        await consume_batches(settings, [decisions_topic], f"{cfg.app_id}-store", store)
+        await consume_batches(
+            settings,
+            [decisions_topic],
+            f"{group}-store",
+            store,
+            on_partitions=lambda owned: metrics.RECORDER_PARTITIONS.labels(task="store").set(
+                len(owned)
+            ),
+        )
 
     @app.timer(1.0)
-    async def refresh() -> None:
-        await runtime.tick(recorder)
+    async def label_freshness() -> None:
+        if recorder.last_label_at and writer["active"]:
+            metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
+        else:  # a standby: the writer reports (Prometheus takes the largest)
+            metrics.LABEL_FRESHNESS.set(0)
+
+    @app.task
+    async def start() -> None:
+        serve_metrics(settings, "recorder", port=settings.recorder.metrics_port)
+        settle_process()
 
     app.task(watch_loop_lag)
-    app.task(runtime.start)
     return app
+
+
+def worker_redis(settings: Settings) -> Any:
+    """The workers' asyncio Redis client."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return async_redis_client(
+        settings.redis,
+        # no per-reply read timeout: each one armed and cancelled an event-loop timer,
+        # 38 of 215 µs of CPU per transaction (features and decision store, batches of
+        # 10); every call has its own deadline instead (REDIS_DEADLINE_S,
+        # FEATURES_TIMEOUT_S, the recorders' retry)
+        socket_timeout=None,
+        socket_connect_timeout=1,
+        # fail fast (one immediate retry, for a pooled connection Redis closed): a
+        # batch must not wait on backoffs; the scorer has its own degraded mode
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+def settle_process() -> None:
+    """Once a worker has loaded everything: quiet client logs and freeze the heap."""
+    # Faust's logging setup leaves client libraries at DEBUG: their records cost CPU
+    for name in ("aiokafka", "kafka", "redis"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+    # A full collection walked the ~190,000 objects of the loaded libraries: 57-70 ms
+    # measured, a pause every decision in flight waited for. Frozen objects are skipped.
+    gc.collect()
+    gc.freeze()
 
 
 async def watch_loop_lag() -> None:
@@ -231,11 +278,12 @@ async def watch_loop_lag() -> None:
             log.warning("event_loop_stall late_ms=%.0f", late * 1000)
 
 
-def main(settings: Settings) -> int:
-    """Run the worker until SIGTERM or SIGINT (``fraud score``)."""
+def main(settings: Settings, recorder: bool = False) -> int:
+    """Run the scoring worker (``fraud score``), or with ``recorder`` the recording worker
+    (``fraud record``), until SIGTERM or SIGINT."""
     from faust import Worker
 
     use_event_loop(settings)
-    app = build_app(settings)
+    app = build_recorder_app(settings) if recorder else build_app(settings)
     Worker(app, loglevel=settings.scorer.loglevel, quiet=True).execute_from_commandline()
     return 0

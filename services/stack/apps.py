@@ -1,4 +1,5 @@
-"""Our own long-running processes, managed like the services: the scoring worker and the API."""
+"""Our own long-running processes, managed like the services: the scoring worker, the
+recording worker and the API."""
 
 from __future__ import annotations
 
@@ -35,6 +36,39 @@ def scorer_process(settings: Settings) -> ManagedProcess:
         log_dir=settings.var_dir / "log",
         cwd=PROJECT_ROOT,
     )
+
+
+def recorder_process(settings: Settings) -> ManagedProcess:
+    """``fraud record`` as a managed process, ready once it owns partitions of ``decisions``
+    (the decision store's group; alone, it also owns every partition of the terminals')."""
+    port = settings.recorder.metrics_port
+
+    def ready() -> bool:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+        owned = [
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("fraud_recorder_assigned_partitions{")
+        ]
+        return sum(owned) > 0
+
+    return ManagedProcess(
+        name="recorder",
+        argv=[sys.executable, "-m", "services.cli", "record"],
+        host="127.0.0.1",
+        port=port,
+        port_setting="FRAUD_RECORDER__METRICS_PORT",
+        ready=ready,
+        run_dir=settings.var_dir / "run",
+        log_dir=settings.var_dir / "log",
+        cwd=PROJECT_ROOT,
+    )
+
+
+def our_processes(settings: Settings) -> list[ManagedProcess]:
+    """What ``fraud demo`` starts, in order: the scoring worker, the recording worker, the
+    API."""
+    return [scorer_process(settings), recorder_process(settings), api_process(settings)]
 
 
 def api_process(settings: Settings) -> ManagedProcess:

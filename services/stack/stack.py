@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import psutil
 
 from services.common.settings import Settings
-from services.stack.apps import api_process, scorer_process
+from services.stack.apps import our_processes
 from services.stack.cluster import ClusterStack
 from services.stack.kafka_broker import KafkaBroker
 from services.stack.process import ManagedProcess
@@ -77,7 +77,7 @@ class Stack:
         Returns:
             (process, was running) for each.
         """
-        apps = [api_process(self._settings), scorer_process(self._settings)]
+        apps = list(reversed(our_processes(self._settings)))
         procs = apps + list(reversed(self._processes(install=False)))
         stopped = [(proc.name, proc.stop()) for proc in procs]
         cluster = [p for p in self._cluster_processes() if p.pid() is not None]
@@ -89,15 +89,16 @@ class Stack:
         return ClusterStack(self._settings).processes()
 
     def status(self) -> list[ServiceStatus]:
-        """Pid, readiness and resident memory of each service; then of the scorer and the
-        API when ``fraud demo`` (or anyone through ``services.stack.apps``) started them, and
-        of the cluster's nodes when any of them runs (``fraud up --cluster``)."""
+        """Pid, readiness and resident memory of each service; then of the scorer, the
+        recorder and the API when ``fraud demo`` (or anyone through ``services.stack.apps``)
+        started them, and of the cluster's nodes when any of them runs (``fraud up
+        --cluster``)."""
         out = []
-        apps = [api_process(self._settings), scorer_process(self._settings)]
+        apps = our_processes(self._settings)
         cluster = self._cluster_processes()
         if not any(p.pid() is not None for p in cluster):
             cluster = []
-        started = [p for p in reversed(apps) if p.pid_file.exists()]
+        started = [p for p in apps if p.pid_file.exists()]
         for proc in self._processes(install=False) + started + cluster:
             pid = proc.pid()
             out.append(

@@ -30,8 +30,8 @@ from services.stack.topics import delete_namespace_topics, ensure_topics
 from tests.conftest import TrainedModel
 from tools.chaos.harness import (
     REFERENCE_REDIS_DB,
-    FraudProcess,
     Replay,
+    Replica,
     chaos_events,
     copy_active_model,
     read_topic,
@@ -110,7 +110,7 @@ def test_two_scorers_on_the_cluster_decide_each_transaction_once_as_one_node_doe
         "FRAUD_SCORER__APP_ID": f"cluster-{unique}",
         "FRAUD_PROMETHEUS__TARGETS_DIR": str(var_dir / "targets"),
     }
-    scorers = [FraudProcess(env, var_dir / "log" / f"scorer-{i}.log") for i in range(2)]
+    scorers = [Replica(env, var_dir / "log", i) for i in range(2)]  # scorer and recorder each
     try:
         for scorer in scorers:
             scorer.start()

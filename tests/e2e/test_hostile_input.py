@@ -31,8 +31,7 @@ CORPUS_CARD_NUMBERS = (
 def scorer(trained: TrainedModel, kafka: str, redis_url: str) -> Iterator[PrivateScorer]:
     private = start_private_scorer(trained, redis_db=7, name="hostile")
     yield private
-    private.process.terminate()
-    private.process.wait(timeout=60)
+    private.stop()
 
 
 def test_hostile_events_go_to_the_dead_letter_topic(scorer: PrivateScorer, kafka: str) -> None:

@@ -42,8 +42,7 @@ def private(trained: TrainedModel, kafka: str, redis_url: str) -> Iterator[Priva
     )
     backfill(client, load_transactions(scorer.settings.data_dir, None, START), START)
     yield scorer
-    scorer.process.terminate()
-    scorer.process.wait(timeout=60)
+    scorer.stop()
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ def running(
     full_env = {**os.environ, **env}
     procs = [
         scorer.process,
+        scorer.recorder,
         subprocess.Popen(
             [sys.executable, "-m", "services.cli", "api"],
             cwd=PROJECT_ROOT,

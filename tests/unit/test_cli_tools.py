@@ -13,8 +13,8 @@ from services.common.settings import PROJECT_ROOT
 
 RUNTIME = {
     "up", "down", "status", "data", "features", "feature-store", "train", "evaluate",
-    "backfill", "backtest", "score", "produce", "api", "api-key", "topics", "rebuild-store",
-    "dashboards", "report",
+    "backfill", "backtest", "score", "record", "produce", "api", "api-key", "topics",
+    "rebuild-store", "dashboards", "report",
 }  # fmt: skip
 TOOLS = {"demo", "bench", "bench-memory", "bench-console", "chaos"}
 

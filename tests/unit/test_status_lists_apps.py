@@ -1,4 +1,5 @@
-"""``fraud status`` lists the scorer and the API once something started them (nothing runs)."""
+"""``fraud status`` lists the scorer, the recorder and the API once something started them
+(nothing runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from services.common.settings import Settings
 from services.stack.stack import Stack
 
 
-def test_the_scorer_and_the_api_appear_once_started_and_report_their_state(
+def test_the_workers_and_the_api_appear_once_started_and_report_their_state(
     tmp_path: Path,
 ) -> None:
     settings = Settings(var_dir=tmp_path)
@@ -23,5 +24,10 @@ def test_the_scorer_and_the_api_appear_once_started_and_report_their_state(
     (tmp_path / "run" / "api.pid").write_text(f"{gone.pid}\n")
     rows = {s.name: s for s in Stack(settings).status()}
     assert list(rows) == ["kafka", "redis", "prometheus", "scorer", "api"]
+    for name in ("scorer", "recorder", "api"):  # a stale pid file is removed once read
+        (tmp_path / "run" / f"{name}.pid").write_text(f"{gone.pid}\n")
+    rows = {s.name: s for s in Stack(settings).status()}
+    assert list(rows) == ["kafka", "redis", "prometheus", "scorer", "recorder", "api"]
+    assert rows["recorder"].address.endswith(":8003")
     assert rows["scorer"].pid is None and not rows["scorer"].ready
     assert rows["scorer"].log.endswith("scorer.log") and rows["api"].address.endswith(":8000")

@@ -8,8 +8,10 @@ leftovers one took a core for 2 s in the middle of a step).
 
 For each rate it sends ``step_seconds`` of simulated transactions and reports end-to-end
 latency percentiles (send to output record), achieved throughput, the backlog left at the
-end, and the worker's CPU and resident memory. A rate is sustained when p99 <= 50 ms and
-every record came back within a short grace period.
+end, and the worker's CPU and resident memory. The scorer's target is the scoring worker with
+a recording worker beside it (terminal state and decision store, as ``fraud demo`` runs it):
+the recorder's CPU is reported with the neighbours'. A rate is sustained when p99 <= 50 ms
+and every record came back within a short grace period.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def _events(
         yield event.transaction_id, event.key, event.value
 
 
-def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start(
+    target: str, settings: Settings, env: dict[str, str], command: str = "score"
+) -> subprocess.Popen[bytes]:
     if target in PASSTHROUGHS:
         argv = [
             sys.executable,
@@ -82,8 +86,9 @@ def _start(target: str, settings: Settings, env: dict[str, str]) -> subprocess.P
             PASSTHROUGHS[target],
         ]
     else:
-        argv = [sys.executable, "-m", "services.cli", "score"]
-    log = open(settings.var_dir / "log" / f"bench-{target}.log", "wb")  # noqa: SIM115
+        argv = [sys.executable, "-m", "services.cli", command]
+    name = target if command == "score" else f"{target}-{command}"
+    log = open(settings.var_dir / "log" / f"bench-{name}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(
         argv, cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
     )
@@ -120,10 +125,11 @@ async def _step(
     poisson: bool,
     events: Iterator[tuple[str, bytes, bytes]],
     timings: Timings,
+    companions: dict[str, psutil.Process],
 ) -> dict[str, Any]:
     before = set(timings.sent)
     step = Timings(sent={}, received=timings.received, produced=timings.produced)
-    others = _neighbours(settings)
+    others = {**_neighbours(settings), **companions}
     others0 = {name: _cpu_s(p) for name, p in others.items()}
     machine0 = psutil.cpu_times()
     cpu0, wall0 = proc.cpu_times(), time.monotonic()
@@ -219,6 +225,7 @@ def bench_target(
         "FRAUD_REDIS__DB": str(settings.redis.db),
         "FRAUD_SCORER__APP_ID": f"bench-{target}-{unique}",
         "FRAUD_SCORER__METRICS_PORT": "0",
+        "FRAUD_RECORDER__METRICS_PORT": "0",
         "FRAUD_VAR_DIR": str(settings.var_dir),
     }
     topics = settings.topics.model_copy(update={"prefix": env["FRAUD_TOPICS__PREFIX"]})
@@ -235,13 +242,27 @@ def bench_target(
         log(f"backfilled the feature state to {DEFAULT_START}: {counts}")
     (settings.var_dir / "log").mkdir(parents=True, exist_ok=True)
     worker = _start(target, private, env)
+    companions = {"recorder": _start(target, private, env, "record")} if target == "scorer" else {}
     try:
         return asyncio.run(
-            _ladder(target, settings, private, worker, rates, seconds, poisson, log, workload)
+            _ladder(
+                target,
+                settings,
+                private,
+                worker,
+                companions,
+                rates,
+                seconds,
+                poisson,
+                log,
+                workload,
+            )
         )
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        for proc in [worker, *companions.values()]:
+            proc.terminate()
+        for proc in [worker, *companions.values()]:
+            proc.wait(timeout=60)
         redis_client(settings.redis).flushdb()
         delete_namespace_topics(private)
 
@@ -251,6 +272,7 @@ async def _ladder(
     settings: Settings,
     private: Settings,
     worker: subprocess.Popen[bytes],
+    companions: dict[str, subprocess.Popen[bytes]],
     rates: tuple[float, ...],
     seconds: float,
     poisson: bool,
@@ -273,14 +295,19 @@ async def _ladder(
     try:
         await _warm_up(producer, private, timings, events)
         proc = psutil.Process(worker.pid)
+        beside = {name: psutil.Process(p.pid) for name, p in companions.items()}
         for rate in rates:
-            result = await _step(producer, private, proc, rate, seconds, poisson, events, timings)
+            result = await _step(
+                producer, private, proc, rate, seconds, poisson, events, timings, beside
+            )
             result["target"] = target
             steps.append(result)
             log(
                 f"{target:<12} {rate:>6} tx/s: achieved {result['achieved_tps']:>7}, "
                 f"p99 {result['p99_ms']} ms, backlog {result['backlog_at_end']}, "
-                f"cpu {result['cpu_percent']} %, {'ok' if result['sustained'] else 'NOT sustained'}"
+                f"cpu {result['cpu_percent']} %"
+                + (f" (recorder {result['cpu_percent_others']['recorder']} %)" if beside else "")
+                + f", {'ok' if result['sustained'] else 'NOT sustained'}"
             )
             if not result["sustained"]:
                 break
@@ -372,14 +399,14 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table."""
     lines = [
         "| target | rate tx/s | achieved tx/s | p50 ms | p95 ms | p99 ms | max ms | "
-        "backlog at end | lost | CPU % | RSS MiB | load generator / Kafka / Redis CPU % | "
-        "machine CPU % | sustained |",
+        "backlog at end | lost | CPU % | RSS MiB | recorder / load generator / Kafka / Redis "
+        "CPU % | machine CPU % | sustained |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["steps"]:
         others = s.get("cpu_percent_others", {})
         neighbours = " / ".join(
-            str(others.get(n, "-")) for n in ("load_generator", "kafka", "redis")
+            str(others.get(n, "-")) for n in ("recorder", "load_generator", "kafka", "redis")
         )
         lines.append(
             f"| {s['target']} | {s['rate_tps']} | {s['achieved_tps']} | {s['p50_ms']} "

@@ -94,13 +94,16 @@ class Audit:
     longest_wait_s: float = 0.0
 
 
+PORT_SETTINGS = {"score": "FRAUD_SCORER__METRICS_PORT", "record": "FRAUD_RECORDER__METRICS_PORT"}
+
+
 class FraudProcess:
     """One ``fraud score`` (or other ``fraud`` command) process of a namespace, with its own
     /metrics port and log."""
 
     def __init__(self, env: dict[str, str], log_path: Path, command: str = "score") -> None:
         self.port = free_port()
-        self.env = {**env, "FRAUD_SCORER__METRICS_PORT": str(self.port)}
+        self.env = {**env, PORT_SETTINGS.get(command, "FRAUD_SCORER__METRICS_PORT"): str(self.port)}
         self.log_path = log_path
         self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
@@ -185,6 +188,28 @@ class FraudProcess:
             self.kill()
 
 
+class Replica(FraudProcess):
+    """A scorer replica as one node runs it: a ``fraud score`` process (whose metrics and
+    partitions this reports) and a ``fraud record`` process beside it, started, killed and
+    stopped together (a node's crash takes both)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, tag: int) -> None:
+        super().__init__(env, log_dir / f"scorer-{tag}.log")
+        self.recorder = FraudProcess(env, log_dir / f"recorder-{tag}.log", command="record")
+
+    def start(self) -> None:
+        super().start()
+        self.recorder.start()
+
+    def kill(self) -> None:
+        super().kill()
+        self.recorder.kill()
+
+    def stop(self) -> None:
+        super().stop()
+        self.recorder.stop()
+
+
 class Namespace:
     """A private corner of the local stack for one scenario.
 
@@ -232,7 +257,7 @@ class Namespace:
             "FRAUD_PROMETHEUS__TARGETS_DIR": str(self.var_dir / "targets"),
         }
         self.model_version = copy_active_model(model_source, self.settings.models_dir)
-        self.scorers: list[FraudProcess] = []
+        self.scorers: list[Replica] = []
 
     def prepare(self) -> None:
         """Create the namespace's topics; flush the scenario's and the clean run's databases
@@ -255,12 +280,11 @@ class Namespace:
         """A client of the clean run's database."""
         return redis_client(self.reference, socket_timeout=10)
 
-    def scorer(self) -> FraudProcess:
-        """A new (not yet started) scorer process of this namespace."""
-        tag = len(self.scorers)
-        process = FraudProcess(self.env, self.var_dir / "log" / f"scorer-{tag}.log")
-        self.scorers.append(process)
-        return process
+    def scorer(self) -> Replica:
+        """A new (not yet started) scorer replica of this namespace."""
+        replica = Replica(self.env, self.var_dir / "log", len(self.scorers))
+        self.scorers.append(replica)
+        return replica
 
     def close(self) -> None:
         """Stop the namespace's processes, free its Redis databases and delete its topics

@@ -1,9 +1,11 @@
 """The fault scenarios of ``fraud chaos`` (issue #8): each breaks one thing during a replay.
 
-- ``scorer-kill``: SIGKILL the scorer at random moments, restarting it each time;
+- ``scorer-kill``: SIGKILL the scorer and its recorder (a node's crash) at random moments,
+  restarting them each time;
 - ``broker-restart``: stop the Kafka broker mid-replay and start it again;
 - ``redis-outage``: stop Redis for 30 s mid-replay (the scorer decides in degraded mode);
-- ``replica-kill``: two scorers in one consumer group, SIGKILL one;
+- ``replica-kill``: two replicas (scorer and recorder each) in their consumer groups, SIGKILL
+  one (the terminals' writer moves to the other's recorder when it was the writer);
 - ``bad-model``: promote a model file that does not load (through the API, then behind its
   back): the old model stays active and the API says why;
 - ``producer-outage``: ``fraud produce`` replays while the broker is away for longer than the
@@ -163,7 +165,9 @@ def scorer_kill(ctx: Context, kills: int = 3) -> ScenarioResult:
             # a kill hits a scorer at work: not before the last restart owns its partitions
             _sleep_until(began, max(offset, time.monotonic() - began + ctx.rng.uniform(0.5, 2)))
             scorer.kill()
-            result.faults.append(f"SIGKILL scorer at {time.monotonic() - began:.1f} s")
+            result.faults.append(
+                f"SIGKILL scorer and its recorder at {time.monotonic() - began:.1f} s"
+            )
             scorer = ns.scorer()
             scorer.start()
             scorer.wait_owning(ns.settings.topics.transactions.partitions)
@@ -275,8 +279,8 @@ def replica_kill(ctx: Context) -> ScenarioResult:
         held = victim.owned()
         victim.kill()
         result.faults.append(
-            f"SIGKILL one of two replicas (it owned {held} of {partitions} partitions) at "
-            f"{time.monotonic() - began:.1f} s"
+            f"SIGKILL one of two replicas, scorer and recorder (it owned {held} of "
+            f"{partitions} partitions) at {time.monotonic() - began:.1f} s"
         )
         result.audit = ctx.finish(ns, replay)
         result.checks["survivor_owns_all"] = survivor.owned() == partitions

@@ -57,7 +57,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print("\n" + format_summary(summary))
     api = f"http://{settings.api.host}:{settings.api.port}"
     print(f"""
-The stack, the scorer and the API keep running. Query them:
+The stack, the scoring and recording workers and the API keep running. Query them:
   KEY=$(fraud api-key create --role viewer --name me --quiet)
   curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489
   curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489/explanation

@@ -171,12 +171,13 @@ def run(
     progress: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
-    """The whole main job; returns the summary. Leaves the stack and the scorer running."""
+    """The whole main job; returns the summary. Leaves the stack, the workers and the API
+    running."""
     from models.registry import ModelRegistry
     from services.producer.replay import send_all
     from services.producer.sources import read_file, replay_events
     from services.scorer.backfill import backfill
-    from services.stack.apps import api_process, scorer_process
+    from services.stack.apps import our_processes
     from services.stack.stack import Stack
 
     end = start + dt.timedelta(days=days)
@@ -194,8 +195,8 @@ def run(
     began = time.monotonic()
     counts = backfill(client, load_transactions(settings.data_dir, None, start), start)
     log(f"backfilled feature state to {start} in {time.monotonic() - began:.1f} s: {counts}")
-    log(f"scorer {scorer_process(settings).start(settings.service_timeout_s)}")
-    log(f"api    {api_process(settings).start(settings.service_timeout_s)}")
+    for proc in our_processes(settings):
+        log(f"{proc.name:<8} {proc.start(settings.service_timeout_s)}")
 
     frame = read_file(settings.data_dir / "transactions.parquet")
     week = frame[
