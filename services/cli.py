@@ -324,7 +324,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.reset:
         print(f"deleted {reset(client)} feature-state keys")
     began = time.monotonic()
-    counts = backfill(client, load_transactions(settings.data_dir, None, args.until), args.until)
+    history = load_transactions(settings.data_dir, None, args.until)
+    counts = backfill(client, history, args.until, row_ttl_ms=settings.store.feature_row_ttl_ms)
     print(
         f"feature state as of {args.until} 00:00 UTC in {time.monotonic() - began:.1f} s: {counts}"
     )

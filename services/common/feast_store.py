@@ -47,6 +47,7 @@ def feast_environment(settings: Settings) -> dict[str, str]:
         "FRAUD_FEAST_REGISTRY": str(settings.var_dir / "feast" / "registry.db"),
         "FRAUD_FEAST_REDIS": feast_redis_connection(settings.redis),
         "FRAUD_FEAST_REDIS_TYPE": "redis_cluster" if settings.redis.cluster else "redis",
+        "FRAUD_FEAST_KEY_TTL_S": str(settings.store.feature_row_ttl_ms // 1000),
     }
 
 

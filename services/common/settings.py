@@ -253,6 +253,11 @@ class PrometheusSettings(BaseModel):
         return f"http://{self.host}:{self.port}"
 
 
+MIN_FEATURE_ROW_TTL_DAYS = 52
+"""The longest history a feature row keeps, in days (``TERMINAL_HORIZON_MS`` of
+``services/features/incremental.py``; a unit test holds the two equal)."""
+
+
 class StoreSettings(BaseModel):
     """The decision store in Redis (``services/common/decision_store.py``)."""
 
@@ -265,9 +270,33 @@ class StoreSettings(BaseModel):
         " keep 35 days too); the decisions topic keeps at least as long",
     )
 
+    feature_row_ttl_days: float = Field(
+        60.0,
+        ge=0,
+        le=3650,
+        description="a card's or a terminal's row of Feast's online store expires this many"
+        " wall-clock days after its last write (0: never); at least 52, the longest history a"
+        " row keeps (30-day windows, the 7-day label delay, 15 days for replays)",
+    )
+
     @property
     def retention_ms(self) -> int:
         return max(int(self.retention_days * 24 * 3600 * 1000), 1)
+
+    @property
+    def feature_row_ttl_ms(self) -> int:
+        """:attr:`feature_row_ttl_days` in milliseconds (0: rows never expire)."""
+        return int(self.feature_row_ttl_days * 24 * 3600 * 1000)
+
+    @model_validator(mode="after")
+    def _rows_outlive_their_history(self) -> StoreSettings:
+        if 0 < self.feature_row_ttl_days < MIN_FEATURE_ROW_TTL_DAYS:
+            raise ValueError(
+                f"FRAUD_STORE__FEATURE_ROW_TTL_DAYS ({self.feature_row_ttl_days:g}) must be 0"
+                f" or at least {MIN_FEATURE_ROW_TTL_DAYS}: a row that expires sooner loses"
+                " history its windows still count"
+            )
+        return self
 
 
 class ScorerSettings(BaseModel):

@@ -28,9 +28,11 @@ from services.features.incremental import (
 )
 from services.features.windows import to_cents
 from services.scorer.feature_state import (
+    ROW_TTL_MS,
     customer_key,
     encode_customer,
     encode_terminal,
+    queue_row,
     terminal_key,
 )
 
@@ -38,7 +40,11 @@ CHUNK = 2000
 
 
 def backfill(
-    client: Any, transactions: pd.DataFrame, until: dt.date, label_lead_days: float = 1.0
+    client: Any,
+    transactions: pd.DataFrame,
+    until: dt.date,
+    label_lead_days: float = 1.0,
+    row_ttl_ms: int = ROW_TTL_MS,
 ) -> dict[str, int]:
     """Write the feature state as of ``until`` (00:00 UTC) to Redis (synchronous client).
 
@@ -47,6 +53,8 @@ def backfill(
             before ``until``.
         label_lead_days: labels are taken as received this long before the delayed window
             counts their transaction, as the producer emits them.
+        row_ttl_ms: each row expires this long after it is written (0: never), as the
+            scorer's writes do.
 
     Returns:
         Counts of customers, terminal transactions and fraud labels written.
@@ -77,7 +85,7 @@ def backfill(
             transaction_ids=history["TRANSACTION_ID"].iloc[pos].astype(str).tolist(),
             large=large[pos].astype(np.int64),
         )
-        pipe.hset(customer_key(str(customer)), mapping=encode_customer(state))
+        queue_row(pipe, customer_key(str(customer)), encode_customer(state), row_ttl_ms)
         counts["customers"] += 1
         if len(pipe) >= CHUNK:
             pipe.execute()
@@ -100,7 +108,7 @@ def backfill(
             keys=np.fromiter(map(transaction_key, group["tx"]), np.int64, len(group)),
             frauds=group["received"].to_numpy(dtype=np.int64),
         )
-        pipe.hset(terminal_key(str(terminal)), mapping=encode_terminal(site))
+        queue_row(pipe, terminal_key(str(terminal)), encode_terminal(site), row_ttl_ms)
         counts["terminal_transactions"] += len(group)
         counts["fraud_labels"] += int(site.frauds.sum())
         if len(pipe) >= CHUNK:

@@ -23,9 +23,22 @@ import numpy as np
 
 from services.common import feast_layout as fl
 from services.common.events import Transaction
+from services.common.settings import StoreSettings
 from services.features.definitions import ALL_FEATURES
 from services.features.incremental import CustomerHistory, TerminalHistory, batch_features
 from services.features.windows import FloatArray
+
+ROW_TTL_MS = StoreSettings().feature_row_ttl_ms
+"""Default expiry of a card's or a terminal's row after its last write
+(``FRAUD_STORE__FEATURE_ROW_TTL_DAYS``), milliseconds."""
+
+
+def queue_row(pipe: Any, key: bytes, mapping: dict[bytes, bytes], row_ttl_ms: int) -> None:
+    """Queue the write of an entity's row, and its expiry ``row_ttl_ms`` from now (0: none)
+    as Feast's ``key_ttl_seconds`` expires the rows it writes."""
+    pipe.hset(key, mapping=mapping)
+    if row_ttl_ms:
+        pipe.pexpire(key, row_ttl_ms)
 
 
 @lru_cache(maxsize=1 << 18)
@@ -165,9 +178,9 @@ class _Writes:
     transactions: list[Transaction]
     customers: dict[str, dict[bytes, bytes]]
 
-    def queue(self, pipe: Any) -> None:
+    def queue(self, pipe: Any, row_ttl_ms: int) -> None:
         for customer, mapping in self.customers.items():
-            pipe.hset(customer_key(customer), mapping=mapping)
+            queue_row(pipe, customer_key(customer), mapping, row_ttl_ms)
 
 
 class RedisFeatureState:
@@ -181,9 +194,12 @@ class RedisFeatureState:
     batch's offsets or giving up its partitions, and :meth:`take_unwritten` when Redis fails.
     """
 
-    def __init__(self, client: Any, defer_writes: bool = False) -> None:
+    def __init__(
+        self, client: Any, defer_writes: bool = False, row_ttl_ms: int = ROW_TTL_MS
+    ) -> None:
         self._redis = client
         self._defer = defer_writes
+        self._row_ttl_ms = row_ttl_ms
         self._unwritten: _Writes | None = None
 
     async def features(self, batch: Sequence[Transaction]) -> BatchFeatures:
@@ -205,7 +221,7 @@ class RedisFeatureState:
         pipe = self._redis.pipeline(transaction=False)
         sending, self._unwritten = self._unwritten, None
         if sending is not None:
-            sending.queue(pipe)
+            sending.queue(pipe, self._row_ttl_ms)
         first = len(pipe)
         prints = [queue_claim(pipe, tx) for tx in batch]
         for customer in customers:
@@ -250,7 +266,7 @@ class RedisFeatureState:
         if sending is None:
             return
         pipe = self._redis.pipeline(transaction=False)
-        sending.queue(pipe)
+        sending.queue(pipe, self._row_ttl_ms)
         try:
             await pipe.execute()
         except BaseException:

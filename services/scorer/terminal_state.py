@@ -30,9 +30,11 @@ from aiokafka.coordinator.protocol import (
 from services.common.events import Label
 from services.features.incremental import TERMINAL_HORIZON_MS, TerminalHistory
 from services.scorer.feature_state import (
+    ROW_TTL_MS,
     TERMINAL_FIELDS,
     decode_terminal,
     encode_terminal,
+    queue_row,
     terminal_key,
 )
 
@@ -56,8 +58,9 @@ class TerminalState:
     Redis Cluster works too). Two round trips per :data:`CHUNK_TERMINALS` terminals. Only one
     process may call :meth:`apply` at a time (see the module docstring)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, row_ttl_ms: int = ROW_TTL_MS) -> None:
         self._redis = client
+        self._row_ttl_ms = row_ttl_ms
 
     async def apply(self, observed: Sequence[Observed], labels: Sequence[Label] = ()) -> int:
         """Record decided transactions and received labels on their terminals; returns how
@@ -87,7 +90,7 @@ class TerminalState:
             )
             pipe = self._redis.pipeline(transaction=False)
             for terminal, history in histories.items():
-                pipe.hset(terminal_key(terminal), mapping=encode_terminal(history))
+                queue_row(pipe, terminal_key(terminal), encode_terminal(history), self._row_ttl_ms)
             await pipe.execute()
         return len(terminals)
 

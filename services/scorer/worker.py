@@ -111,7 +111,8 @@ class Runtime:
 
     def get_scorer(self) -> Scorer:
         if self.scorer is None:
-            self.scorer = build_scorer(self.redis(), self.model)
+            ttl = self.settings.store.feature_row_ttl_ms
+            self.scorer = build_scorer(self.redis(), self.model, row_ttl_ms=ttl)
         return self.scorer
 
     async def start(self) -> None:
@@ -182,7 +183,8 @@ def build_recorder_app(settings: Settings) -> faust.App:
     app = make_app(settings, f"{group}-recorder", kafka=False)
     redis = worker_redis(settings)
     decisions_topic = settings.topics.decisions.name
-    recorder = TerminalRecorder(TerminalState(redis), decisions_topic, deadline_s)
+    terminals = TerminalState(redis, settings.store.feature_row_ttl_ms)
+    recorder = TerminalRecorder(terminals, decisions_topic, deadline_s)
     store = DecisionRecorder(DecisionStore(redis, settings.store.retention_ms), deadline_s)
     writer = {"active": False}
 

@@ -28,6 +28,7 @@ from services.features.online import request_row
 from services.scorer.backfill import backfill
 from services.scorer.feature_state import (
     CARD_FIELDS,
+    ROW_TTL_MS,
     RedisFeatureState,
     customer_key,
     decode_customer,
@@ -111,6 +112,8 @@ def test_the_on_demand_view_gives_the_features_the_scorer_decided_with(
     frame, txs = _week_transactions(store_settings, 3_000)
     sync = redis.Redis(port=store_settings.redis.port)
     backfill(sync, frame, WEEK)
+    rows = [customer_key(txs[0].customer_id), terminal_key(txs[0].terminal_id)]
+    assert all(0 < sync.pttl(row) <= ROW_TTL_MS for row in rows)  # backfilled rows expire too
 
     async def score() -> dict[str, np.ndarray]:
         client = async_redis_client(store_settings.redis)
@@ -188,6 +191,7 @@ def test_a_feast_push_is_read_by_the_scorer_identically(store_settings: Settings
     from services.scorer.feature_state import encode_customer
 
     assert stored == encode_customer(history)
+    assert 0 < sync.pttl(customer_key("pushed-card")) <= ROW_TTL_MS  # Feast's key_ttl_seconds
     read = decode_customer(sync.hmget(customer_key("pushed-card"), CARD_FIELDS))
     assert read.transaction_ids == history.transaction_ids
     np.testing.assert_array_equal(read.times_ms, history.times_ms)

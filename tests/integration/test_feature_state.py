@@ -169,3 +169,31 @@ def test_a_redis_stall_moves_the_held_back_writes_to_pending_and_nothing_is_lost
         got = np.array([[r.features[n] for n in d.ALL_FEATURES] for r in records])  # type: ignore[union-attr,index]
         np.testing.assert_allclose(got, values, rtol=1e-12, atol=1e-12)
     _assert_state_is(port, oracle, terminals=False)
+
+
+@pytest.mark.parametrize("ttl_ms", [0, 4_492_800_000])
+def test_every_row_written_expires_as_configured(port: int, ttl_ms: int) -> None:
+    """Cards written by the scorer and terminals by their writer carry the row expiry
+    (``FRAUD_STORE__FEATURE_ROW_TTL_DAYS``, 52 days here), counted from the write; 0 keeps
+    them (PTTL -1)."""
+    batch = _stream(200)
+
+    async def run() -> None:
+        client = aioredis.Redis(port=port)
+        state = RedisFeatureState(client, defer_writes=True, row_ttl_ms=ttl_ms)
+        await state.features(batch)
+        await state.flush()
+        await TerminalState(client, row_ttl_ms=ttl_ms).apply(_observed(batch))
+        await client.aclose()
+
+    asyncio.run(run())
+    sync = redis.Redis(port=port)
+    keys = {customer_key(tx.customer_id) for tx in batch} | {
+        terminal_key(tx.terminal_id) for tx in batch
+    }
+    ttls = [sync.pttl(key) for key in keys]
+    assert sync.exists(*keys) == len(keys) > 60  # every touched card and terminal
+    if ttl_ms:
+        assert all(ttl_ms - 60_000 < t <= ttl_ms for t in ttls), ttls
+    else:
+        assert set(ttls) == {-1}

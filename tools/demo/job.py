@@ -232,7 +232,8 @@ def run(
         log(f"model {version} trained and active")
     client = redis_client(settings.redis)
     began = time.monotonic()
-    counts = backfill(client, load_transactions(settings.data_dir, None, start), start)
+    history = load_transactions(settings.data_dir, None, start)
+    counts = backfill(client, history, start, row_ttl_ms=settings.store.feature_row_ttl_ms)
     log(f"backfilled feature state to {start} in {time.monotonic() - began:.1f} s: {counts}")
     for proc in our_processes(settings):
         log(f"{proc.name:<8} {proc.start(settings.service_timeout_s)}")
