@@ -312,22 +312,26 @@ def test_decision_page_shows_the_waterfall_and_the_cards_usual_values(
         assert float(rows[name]) == pytest.approx(median, rel=1e-3)
 
 
+def _busiest(decided: list[dict[str, Any]], field: str) -> tuple[str, list[dict[str, Any]]]:
+    """The card or terminal (``field``) with the most decisions, and those, newest first."""
+    entity = max({d[field] for d in decided}, key=lambda e: sum(d[field] == e for d in decided))
+    mine = [d for d in decided if d[field] == entity]
+    return entity, sorted(mine, key=lambda d: -d["event_time_ms"])
+
+
+def _listed_decisions(html: str) -> list[str]:
+    """The transaction ids of a card's or terminal's decision table, in page order."""
+    rows = re.findall(r'<tr><td><a href="/console/decisions/[^"]+">([^<]+)</a>', html)
+    return [unescape(m) for m in rows]
+
+
 def test_card_page_lists_the_last_30_days(
     app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
 ) -> None:
     client, _ = _sign_in(app, keys["viewer"])
-    card = max(
-        {d["customer_id"] for d in decided},
-        key=lambda c: sum(d["customer_id"] == c for d in decided),
-    )
-    mine = sorted(
-        (d for d in decided if d["customer_id"] == card), key=lambda d: -d["event_time_ms"]
-    )
+    card, mine = _busiest(decided, "customer_id")
     html = client.get(f"/console/cards/{card}").text
-    listed = [
-        unescape(m)
-        for m in re.findall(r'<tr><td><a href="/console/decisions/[^"]+">([^<]+)</a>', html)
-    ]
+    listed = _listed_decisions(html)
     assert listed == [d["transaction_id"] for d in mine]
     assert html.count("<circle ") == len(mine)
 
@@ -356,19 +360,10 @@ def test_terminal_page_lists_its_decisions_and_fraud_share(
     app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]
 ) -> None:
     client, _ = _sign_in(app, keys["viewer"])
-    site = max(
-        {d["terminal_id"] for d in decided},
-        key=lambda t: sum(d["terminal_id"] == t for d in decided),
-    )
-    mine = sorted(
-        (d for d in decided if d["terminal_id"] == site), key=lambda d: -d["event_time_ms"]
-    )
+    site, mine = _busiest(decided, "terminal_id")
     assert len(mine) >= 2
     html = client.get(f"/console/terminals/{site}").text
-    listed = [
-        unescape(m)
-        for m in re.findall(r'<tr><td><a href="/console/decisions/[^"]+">([^<]+)</a>', html)
-    ]
+    listed = _listed_decisions(html)
     assert listed == [d["transaction_id"] for d in mine]
     assert html.count("<circle ") == len(mine)
     shares = re.findall(r"<dt>Fraud share, (\d+) days?</dt>\s*<dd>([^<]+)</dd>", html)
