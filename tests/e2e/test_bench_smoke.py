@@ -35,7 +35,6 @@ def test_bench_writes_its_report(trained: TrainedModel, kafka: str, redis_url: s
         beside = {"recorder"} if step["target"] == "scorer" else set()  # the scorer's pair
         assert set(others) == {"load_generator", "kafka", "redis"} | beside
         assert others["load_generator"] > 0 and others["kafka"] > 0
-        assert all(others[name] > 0 for name in beside)
         # the machine's CPU includes the worker's and the load generator's (same window)
         machine = step["machine_cpu_percent"]
         assert step["cpu_percent"] + others["load_generator"] <= machine + 5
