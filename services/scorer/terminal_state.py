@@ -4,7 +4,7 @@ A terminal is touched by transactions of every partition and by labels, so its r
 of its recent transactions and the fraud labels received for them) is read, changed and
 written back by one writer only: the member of the consumer group
 ``<scorer app id>-terminals`` that the :class:`SingleOwnerAssignor` gives every partition of
-``decisions`` and ``labels``. Every scorer process joins that group; one writes, the others
+``decisions`` and ``labels``. Every recording worker joins that group; one writes, the others
 stand by and take over when it leaves (a rebalance). Terminal features look back at least the
 7-day label delay, so a writer that lags by seconds changes no feature value.
 
