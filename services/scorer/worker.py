@@ -186,11 +186,12 @@ def build_recorder_app(settings: Settings) -> faust.App:
     terminals = TerminalState(redis, settings.store.feature_row_ttl_ms)
     recorder = TerminalRecorder(terminals, decisions_topic, deadline_s)
     store = DecisionRecorder(DecisionStore(redis, settings.store.retention_ms), deadline_s)
-    writer = {"active": False}
+    writes_terminals = False  # whether this process owns the terminals' partitions
 
     def owned_terminal_partitions(assigned: set[Any]) -> None:
+        nonlocal writes_terminals
+        writes_terminals = bool(assigned)
         metrics.RECORDER_PARTITIONS.labels(task="terminals").set(len(assigned))
-        writer["active"] = bool(assigned)
         metrics.TERMINAL_WRITER.set(1 if assigned else 0)
         log.info("terminal_writer %s", "active" if assigned else "standby")
 
@@ -224,7 +225,7 @@ def build_recorder_app(settings: Settings) -> faust.App:
 
     @app.timer(1.0)
     async def label_freshness() -> None:
-        if recorder.last_label_at and writer["active"]:
+        if recorder.last_label_at and writes_terminals:
             metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
         else:  # a standby: the writer reports (Prometheus takes the largest)
             metrics.LABEL_FRESHNESS.set(0)

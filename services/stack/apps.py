@@ -4,6 +4,7 @@ recording worker and the API."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import requests
 
@@ -11,30 +12,46 @@ from services.common.settings import PROJECT_ROOT, Settings
 from services.stack.process import ManagedProcess
 
 
+def _fraud_process(
+    settings: Settings,
+    name: str,
+    command: str,
+    host: str,
+    port: int,
+    port_setting: str,
+    ready: Callable[[], bool],
+) -> ManagedProcess:
+    """``fraud <command>`` as a managed process, its pid file and log under ``var/``."""
+    return ManagedProcess(
+        name=name,
+        argv=[sys.executable, "-m", "services.cli", command],
+        host=host,
+        port=port,
+        port_setting=port_setting,
+        ready=ready,
+        run_dir=settings.var_dir / "run",
+        log_dir=settings.var_dir / "log",
+        cwd=PROJECT_ROOT,
+    )
+
+
+def _metric_lines(port: int) -> list[str]:
+    """The lines of a worker's ``/metrics`` page on this machine."""
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text.splitlines()
+
+
 def scorer_process(settings: Settings) -> ManagedProcess:
     """``fraud score`` as a managed process, ready once it owns partitions and has a model."""
     port = settings.scorer.metrics_port
 
     def ready() -> bool:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-        owned = [
-            line
-            for line in text.splitlines()
-            if line.startswith("fraud_scorer_assigned_partitions ")
-        ]
-        has_model = any(line.startswith("fraud_model_info{") for line in text.splitlines())
+        lines = _metric_lines(port)
+        owned = [line for line in lines if line.startswith("fraud_scorer_assigned_partitions ")]
+        has_model = any(line.startswith("fraud_model_info{") for line in lines)
         return bool(owned) and float(owned[0].split()[1]) > 0 and has_model
 
-    return ManagedProcess(
-        name="scorer",
-        argv=[sys.executable, "-m", "services.cli", "score"],
-        host="127.0.0.1",
-        port=port,
-        port_setting="FRAUD_SCORER__METRICS_PORT",
-        ready=ready,
-        run_dir=settings.var_dir / "run",
-        log_dir=settings.var_dir / "log",
-        cwd=PROJECT_ROOT,
+    return _fraud_process(
+        settings, "scorer", "score", "127.0.0.1", port, "FRAUD_SCORER__METRICS_PORT", ready
     )
 
 
@@ -44,24 +61,15 @@ def recorder_process(settings: Settings) -> ManagedProcess:
     port = settings.recorder.metrics_port
 
     def ready() -> bool:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
         owned = [
             float(line.split()[1])
-            for line in text.splitlines()
+            for line in _metric_lines(port)
             if line.startswith("fraud_recorder_assigned_partitions{")
         ]
         return sum(owned) > 0
 
-    return ManagedProcess(
-        name="recorder",
-        argv=[sys.executable, "-m", "services.cli", "record"],
-        host="127.0.0.1",
-        port=port,
-        port_setting="FRAUD_RECORDER__METRICS_PORT",
-        ready=ready,
-        run_dir=settings.var_dir / "run",
-        log_dir=settings.var_dir / "log",
-        cwd=PROJECT_ROOT,
+    return _fraud_process(
+        settings, "recorder", "record", "127.0.0.1", port, "FRAUD_RECORDER__METRICS_PORT", ready
     )
 
 
@@ -78,14 +86,4 @@ def api_process(settings: Settings) -> ManagedProcess:
     def ready() -> bool:
         return requests.get(f"http://{cfg.host}:{cfg.port}/readyz", timeout=1).status_code == 200
 
-    return ManagedProcess(
-        name="api",
-        argv=[sys.executable, "-m", "services.cli", "api"],
-        host=cfg.host,
-        port=cfg.port,
-        port_setting="FRAUD_API__PORT",
-        ready=ready,
-        run_dir=settings.var_dir / "run",
-        log_dir=settings.var_dir / "log",
-        cwd=PROJECT_ROOT,
-    )
+    return _fraud_process(settings, "api", "api", cfg.host, cfg.port, "FRAUD_API__PORT", ready)

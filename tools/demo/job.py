@@ -2,11 +2,11 @@
 
 Installs and starts what is missing, backfills feature state to the replay's start, trains a
 model when none is active (on the week ending 7 days before the replay, as in the handbook's
-chapter 3), starts the scoring worker, replays the week and waits for every decision, then
-summarises: counts, outcomes, throughput, end-to-end latency and the handbook's metrics
-computed from this run's decisions (read from the ``decisions`` topic; the store keeps a
-transaction's first decision, which on a rerun of the same week is an earlier run's), and how
-many of them the decision store holds.
+chapter 3), starts the scoring and recording workers and the API, replays the week and waits
+for every decision, then summarises: counts, outcomes, throughput, end-to-end latency and the
+handbook's metrics computed from this run's decisions (read from the ``decisions`` topic: the
+store keeps a transaction's first decision, which on a rerun of the same week is an earlier
+run's), and how many of them the decision store holds.
 """
 
 from __future__ import annotations
