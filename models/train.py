@@ -22,6 +22,7 @@ import pandas as pd
 import xgboost as xgb
 from tqdm import tqdm
 
+from models import drift
 from models.inference import predict
 from models.metrics import performance
 from models.protocol import (
@@ -246,6 +247,16 @@ def timed_fit(
     return booster, time.perf_counter() - began, len(train)
 
 
+def drift_reference(
+    frame: pd.DataFrame, split: Split, candidate: Candidate, booster: xgb.Booster
+) -> drift.DriftReference:
+    """The bins and shares of each input, and of ``booster``'s scores, on ``split``'s
+    training week: what live traffic is compared with (:mod:`models.drift`)."""
+    train_pos, _ = split_indices(frame, split)
+    inputs = frame.iloc[train_pos][list(candidate.features)].to_numpy(dtype=np.float64)
+    return drift.DriftReference.from_sample(candidate.features, inputs, predict(booster, inputs))
+
+
 def run_training(
     settings: Settings,
     training_start: dt.date = CHAPTER3_TRAINING_START,
@@ -290,6 +301,7 @@ def run_training(
         seconds,
         rows,
     )
+    metadata[drift.METADATA_KEY] = drift_reference(frame, final, best, booster).as_metadata()
     registry = ModelRegistry(settings.models_dir)
     version = registry.register(booster, metadata)
     if promote:

@@ -295,6 +295,14 @@ def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace, settings: Settings) -> int:
+    from services.observability.drift import drift_report, format_report
+
+    report = drift_report(settings)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from services.observability.report import write_report
 
@@ -477,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", _report, "plot the last run's latency and throughput from Prometheus")
     p.add_argument("--minutes", type=float, default=30.0, help="how far back to look")
+
+    p = add("drift", _drift, "PSI of each model input and of the score, from Prometheus")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("backfill", _backfill, "load feature state from the handbook history before a day")
     p.add_argument("--until", type=iso_date, required=True, help="state as of this day, 00:00 UTC")

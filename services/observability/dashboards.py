@@ -158,6 +158,24 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         ],
         "timeseries",
     ),
+    (
+        "Input drift: PSI against the training window, last hour",
+        "short",
+        [
+            ('max by (input) (fraud:drift_psi:1h{input!="score"})', "{{input}}"),
+            ("vector(0.25)", "alert above 0.25 for 30 min"),
+        ],
+        "timeseries",
+    ),
+    (
+        "Score drift: PSI against the training window",
+        "short",
+        [
+            ('max(fraud:drift_psi:1h{input="score"})', "last hour"),
+            ('max(fraud:drift_psi:1d{input="score"})', "last day"),
+        ],
+        "timeseries",
+    ),
 ]
 
 

@@ -113,3 +113,16 @@ def consumer_lag(lag: dict[Any, int]) -> None:
     """Records behind the log end, per owned partition."""
     for tp, behind in lag.items():
         CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+
+
+DRIFT_OBSERVATIONS = Counter(
+    "fraud_drift_observations_total",
+    'Decided transactions per bin of a model input or of the score (input="score"); the '
+    "bins are the model's training-window deciles (models.drift).",
+    ["model", "input", "bin"],
+)
+DRIFT_EXPECTED = Gauge(
+    "fraud_drift_expected_share",
+    "The training window's share of transactions in each bin of DRIFT_OBSERVATIONS.",
+    ["model", "input", "bin"],
+)

@@ -77,6 +77,15 @@ class FraudModel(Protocol):
         ...
 
 
+class DriftObserver(Protocol):
+    """Counts what the model saw, for drift monitoring (``drift.DriftCounts`` in production)."""
+
+    def observe(self, model: LoadedModel, inputs: FloatArray, scores: FloatArray) -> None:
+        """Decided transactions: ``inputs`` of shape (n, model inputs) in the model's order,
+        ``scores`` of shape (n,)."""
+        ...
+
+
 class Publisher(Protocol):
     """Appends records to Kafka topics (aiokafka's ``AIOKafkaProducer`` is one)."""
 

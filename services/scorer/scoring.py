@@ -21,7 +21,7 @@ from services.common.events import Transaction, format_time
 from services.common.policy import Policy, decide
 from services.features import definitions as d
 from services.features.windows import FloatArray
-from services.scorer.ports import FeatureSource, FraudModel
+from services.scorer.ports import DriftObserver, FeatureSource, FraudModel
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 3
@@ -48,10 +48,18 @@ class StageTimes:
 class Scorer:
     """Features, model, policy: one decision per transaction of a batch."""
 
-    def __init__(self, features: FeatureSource, model: FraudModel, policy: Policy) -> None:
+    def __init__(
+        self,
+        features: FeatureSource,
+        model: FraudModel,
+        policy: Policy,
+        drift: DriftObserver | None = None,
+    ) -> None:
         self.features = features
         self.model = model
         self.policy = policy
+        self.drift = drift
+        """Where decided transactions are counted for drift monitoring, if anywhere."""
         self.stages = StageTimes()
         self.pending: list[Transaction] = []
         """Transactions decided while the feature source was down, not yet in its state."""
@@ -98,7 +106,13 @@ class Scorer:
         if values is not None and model is not None:
             names = model.feature_names
             matrix = values[:, [COLUMN[n] for n in names]]
-            scores = self.model.predict(matrix).tolist()
+            predicted = self.model.predict(matrix)
+            scores = predicted.tolist()
+            if self.drift is not None and any(reused):
+                kept = ~np.asarray(reused, dtype=bool)
+                self.drift.observe(model, matrix[kept], predicted[kept])
+            elif self.drift is not None:
+                self.drift.observe(model, matrix, predicted)
         feature_rows = (
             [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
             if matrix is not None

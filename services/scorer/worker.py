@@ -48,6 +48,7 @@ from services.common.policy import POLICY_KEY, Policy
 from services.common.settings import MAX_RECORD_BYTES, Settings
 from services.scorer import metrics
 from services.scorer.bootstrap import build_scorer
+from services.scorer.drift import DriftCounts
 from services.scorer.faust_app import make_app, use_event_loop
 from services.scorer.model import MODEL_ERROR_KEY, ActiveModel
 from services.scorer.pipeline import ScoringPipeline
@@ -72,6 +73,7 @@ class Runtime:
         self._redis: Any = None
         self._producer: Any = None
         self.scorer: Scorer | None = None
+        self.drift = DriftCounts()
         self._error_reported = False
 
     def redis(self) -> Any:
@@ -112,7 +114,7 @@ class Runtime:
     def get_scorer(self) -> Scorer:
         if self.scorer is None:
             ttl = self.settings.store.feature_row_ttl_ms
-            self.scorer = build_scorer(self.redis(), self.model, row_ttl_ms=ttl)
+            self.scorer = build_scorer(self.redis(), self.model, row_ttl_ms=ttl, drift=self.drift)
         return self.scorer
 
     async def start(self) -> None:
@@ -122,7 +124,8 @@ class Runtime:
         settle_process()
 
     async def tick(self) -> None:
-        """Every second: model and policy, the degraded-mode backlog."""
+        """Every second: model and policy, the degraded-mode backlog, drift counts."""
+        self.drift.flush()
         await self.refresh()
         scorer = self.get_scorer()
         if scorer.pending:
@@ -136,6 +139,7 @@ class Runtime:
         if self.model.refresh() and self.model.current is not None:
             metrics.MODEL_INFO.clear()
             metrics.MODEL_INFO.labels(version=self.model.current.version).set(1)
+            self.drift.track(self.model.current)
         try:
             raw = await asyncio.wait_for(self._report_and_read_policy(), REDIS_DEADLINE_S)
         except Exception as error:

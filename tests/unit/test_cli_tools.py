@@ -14,7 +14,7 @@ from services.common.settings import PROJECT_ROOT
 RUNTIME = {
     "up", "down", "status", "data", "features", "feature-store", "train", "evaluate",
     "backfill", "backtest", "score", "record", "produce", "api", "api-key", "topics",
-    "rebuild-store", "dashboards", "report",
+    "rebuild-store", "dashboards", "report", "drift",
 }  # fmt: skip
 TOOLS = {"demo", "bench", "bench-memory", "bench-console", "chaos"}
 

@@ -3,8 +3,8 @@
 The benchmark machine is shared: the same commit (3c643cf) had p99 18.3 ms at 500 tx/s at 63 %
 of a core one day and 38.9 ms at 72 % the next. Each report therefore carries the CPU time of
 a fixed piece of work, the scorer's :meth:`Scorer.decide` (features against Redis, model,
-policy) on the same 2,000 simulated transactions, so that reports from different days can be
-compared.
+drift counts, policy) on the same 2,000 simulated transactions, so that reports from
+different days can be compared.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
     from services.common.events import parse_transaction
     from services.producer.sources import simulated_events
     from services.scorer.bootstrap import build_scorer
+    from services.scorer.drift import DriftCounts
     from services.scorer.model import ActiveModel
 
     model = ActiveModel(ModelRegistry(settings.models_dir))
@@ -36,11 +37,13 @@ async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
     try:
         for size in BATCH_SIZES:
             await client.flushdb()
-            scorer = build_scorer(client, model)  # wired as the worker wires it
+            drift = DriftCounts()
+            scorer = build_scorer(client, model, drift=drift)  # wired as the worker wires it
             began = time.process_time()
             for i in range(0, len(batch), size):
                 await scorer.decide(batch[i : i + size])
             await scorer.flush()
+            drift.flush()  # the worker's one-second timer: about once per run here
             out[str(size)] = round(1e6 * (time.process_time() - began) / len(batch), 1)
         await client.flushdb()
     finally:
