@@ -1,10 +1,12 @@
-"""The model registry: one folder per version and a pointer to the active one.
+"""The model registry: one folder per version, a pointer to the active one and to the
+challenger in shadow.
 
 Layout under ``var/models/``: ``<version>/booster.ubj`` (XGBoost's UBJSON format, never a
 pickle), ``<version>/metadata.json`` (feature names in order, thresholds, metrics, training
-window, data fingerprint, library versions, device) and ``registry.json`` (the active version
-and the history of promotions). Writes are atomic (write, then rename), so a reader never sees
-half a file. Knows nothing of Kafka or of how a model was trained.
+window, data fingerprint, library versions, device) and ``registry.json`` (the active version,
+the challenger in shadow if any, and the history of promotions and of shadows). Writes are
+atomic (write, then rename), so a reader never sees half a file. Knows nothing of Kafka or
+of how a model was trained.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class ModelRegistry:
             state: dict[str, Any] = json.loads(self._state_file.read_text())
         except FileNotFoundError:
             state = {"active": None, "history": []}
+        state.setdefault("shadow", None)
+        state.setdefault("shadows", [])
         return state
 
     def _write_state(self, state: dict[str, Any]) -> None:
@@ -126,8 +130,71 @@ class ModelRegistry:
         history: list[dict[str, Any]] = self._state()["history"]
         return history
 
+    def states(self) -> tuple[str | None, str | None]:
+        """The active version and the challenger in shadow (None where there is none), read
+        together from one file."""
+        state = self._state()
+        shadow = state["shadow"]
+        return state["active"], shadow["version"] if shadow else None
+
+    def shadow(self) -> dict[str, Any] | None:
+        """The challenger in shadow: ``{"version", "since", "by", "champion"}``, or None."""
+        shadow: dict[str, Any] | None = self._state()["shadow"]
+        return shadow
+
+    def shadows(self) -> list[dict[str, Any]]:
+        """Past shadows, oldest first: the :meth:`shadow` entry with ``until`` and ``ended``
+        (``stopped`` or ``promoted``) and who ended it (``ended_by``)."""
+        shadows: list[dict[str, Any]] = self._state()["shadows"]
+        return shadows
+
+    def start_shadow(self, version: str, by: str = "system") -> LoadedModel:
+        """Put ``version`` in shadow beside the active version (the champion), after checking
+        that it loads.
+
+        Raises:
+            RegistryError: it does not load, it is the active version, no version is active,
+                or another challenger is in shadow (stop it first); nothing changes.
+        """
+        loaded = self.load(version)
+        state = self._state()
+        if state["active"] is None:
+            raise RegistryError("no active model to compare a challenger with")
+        if version == state["active"]:
+            raise RegistryError(f"model {version} is the active one")
+        running = state["shadow"]
+        if running is not None and running["version"] != version:
+            raise RegistryError(f"model {running['version']} is in shadow; stop it first")
+        if running is None:
+            state["shadow"] = {
+                "version": version,
+                "since": _now(),
+                "by": by,
+                "champion": state["active"],
+            }
+            self._write_state(state)
+        return loaded
+
+    def stop_shadow(self, version: str, by: str = "system") -> None:
+        """End ``version``'s shadow.
+
+        Raises:
+            RegistryError: ``version`` is not in shadow.
+        """
+        state = self._state()
+        self._end_shadow(state, version, "stopped", by)
+        self._write_state(state)
+
+    def _end_shadow(self, state: dict[str, Any], version: str, ended: str, by: str) -> None:
+        running = state["shadow"]
+        if running is None or running["version"] != version:
+            raise RegistryError(f"model {version} is not in shadow")
+        state["shadows"].append({**running, "until": _now(), "ended": ended, "ended_by": by})
+        state["shadow"] = None
+
     def promote(self, version: str, by: str = "system") -> LoadedModel:
-        """Make ``version`` active after checking that it loads.
+        """Make ``version`` active after checking that it loads. A challenger in shadow that
+        is promoted leaves the shadow (the old champion does not take its place there).
 
         Raises:
             RegistryError: it does not load; the active version stays as it was.
@@ -138,6 +205,8 @@ class ModelRegistry:
             {"version": version, "at": _now(), "by": by, "previous": state["active"]}
         )
         state["active"] = version
+        if state["shadow"] is not None and state["shadow"]["version"] == version:
+            self._end_shadow(state, version, "promoted", by)
         self._write_state(state)
         return loaded
 
@@ -159,10 +228,12 @@ class ModelRegistry:
         """Remove an inactive version.
 
         Raises:
-            RegistryError: ``version`` is active.
+            RegistryError: ``version`` is active or in shadow.
         """
         if version == self.active():
             raise RegistryError(f"model {version} is active; promote another first")
+        if version == self.states()[1]:
+            raise RegistryError(f"model {version} is in shadow; stop it first")
         shutil.rmtree(self.root / version, ignore_errors=True)
 
 

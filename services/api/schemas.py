@@ -39,6 +39,14 @@ class FeatureReason(BaseModel):
     contribution: float
 
 
+class ShadowScore(BaseModel):
+    """What the challenger in shadow would have decided (no outcome depends on it)."""
+
+    model_version: str
+    score: float
+    outcome: Outcome
+
+
 class Decision(BaseModel):
     """One transaction's decision, as stored (DESIGN.md, ``decisions`` contract)."""
 
@@ -58,6 +66,7 @@ class Decision(BaseModel):
     features: dict[str, float] | None
     degraded: bool
     decided_at: str
+    shadow: ShadowScore | None = None
 
 
 class DecisionPage(BaseModel):
@@ -136,6 +145,40 @@ class ActiveModel(BaseModel):
     version: str | None
     model: ModelInfo | None
     load_error: str | None = None
+
+
+class ShadowSide(BaseModel):
+    average_precision: float | None
+    card_precision_at_100: float | None
+
+
+class ShadowLabelled(BaseModel):
+    """The transactions of the comparison that got a label so far."""
+
+    transactions: int
+    frauds: int
+    champion: ShadowSide
+    challenger: ShadowSide
+
+
+class Shadow(BaseModel):
+    """The challenger in shadow against the champion, on the transactions both scored.
+
+    ``agreement``: the share with the same outcome; ``changes``: how many went from the
+    champion's outcome to another under the challenger, e.g. ``approve->review``; average
+    precision and card precision@100 as the handbook defines them (chapter 4), on the
+    labelled transactions only (null until both classes are present)."""
+
+    challenger: str
+    champion: str | None
+    since: str
+    by: str
+    transactions: int
+    champions: dict[str, int]
+    agreement: float | None
+    outcomes: dict[str, dict[str, int]]
+    changes: dict[str, int]
+    labelled: ShadowLabelled
 
 
 class PolicyIn(BaseModel):

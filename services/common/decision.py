@@ -38,6 +38,22 @@ Reason = RuleHit | Contribution
 
 
 @dataclass(slots=True)
+class ShadowScore:
+    """What a challenger in shadow would have decided; no outcome depends on it.
+
+    Attributes:
+        model_version: the challenger.
+        score: its fraud probability in [0, 1].
+        outcome: the current policy's outcome with that score (the challenger's own
+            thresholds where the policy sets none).
+    """
+
+    model_version: str
+    score: float
+    outcome: Outcome
+
+
+@dataclass(slots=True)
 class Decision:
     """One transaction's decision.
 
@@ -57,6 +73,7 @@ class Decision:
             ``decided_at_ms`` the same in epoch milliseconds.
         kafka_timestamp_ms: the timestamp of the transaction's record on ``transactions``
             (set by the scorer just before publishing; end-to-end latency starts there).
+        shadow: the challenger's score and would-be outcome while one is in shadow.
     """
 
     transaction_id: str
@@ -76,6 +93,7 @@ class Decision:
     decided_at: str
     decided_at_ms: int
     kafka_timestamp_ms: int | None = None
+    shadow: ShadowScore | None = None
 
     def encode(self) -> bytes:
         """The record's value on the ``decisions`` topic: JSON, UTF-8 (NaN as null)."""
@@ -106,9 +124,20 @@ def decode(value: bytes | str) -> Decision:
     try:
         known = {k: v for k, v in raw.items() if k in _FIELDS}
         known["reasons"] = [_reason(r) for r in raw.get("reasons", [])]
+        if raw.get("shadow") is not None:
+            known["shadow"] = ShadowScore(**raw["shadow"])
         return Decision(**known)
     except (TypeError, KeyError, AttributeError) as error:
         raise ValueError(f"not a decision: {error}") from error
 
 
-__all__ = ["OUTCOMES", "Contribution", "Decision", "Outcome", "Reason", "RuleHit", "decode"]
+__all__ = [
+    "OUTCOMES",
+    "Contribution",
+    "Decision",
+    "Outcome",
+    "Reason",
+    "RuleHit",
+    "ShadowScore",
+    "decode",
+]

@@ -21,7 +21,9 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
   the few fields that decide an outcome (:class:`Brief`, about 80 bytes): what the policy
   preview decides again (one command reads 10,000); it expires like the outcome indexes;
 - ``dec:review``: the review queue, the same for the decisions in review that no analyst has
-  given a verdict yet (the console removes them).
+  given a verdict yet (the console removes them);
+- ``shadow:decisions``: the decisions a challenger in shadow scored too
+  (:mod:`services.common.shadow_store`).
 
 No multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
 by the redelivery, since every index write is idempotent.
@@ -37,6 +39,7 @@ from typing import Any
 import orjson
 from redis.asyncio.cluster import RedisCluster
 
+from services.common import shadow_store
 from services.common.decision import Decision, Outcome, decode
 
 REVIEW_QUEUE_KEY = "dec:review"
@@ -159,6 +162,7 @@ class DecisionStore:
             pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep}")
             pipe.pexpire(key, keep)
         pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
+        shadow_store.queue_decisions(pipe, kept, keep)
         briefs = [_brief(d).encode() for d, new in zip(kept, created, strict=True) if new]
         if briefs:  # LPUSH puts its last value at the head: the batch's last decision
             pipe.lpush(RECENT_KEY, *briefs[-RECENT_MAX:])

@@ -126,3 +126,12 @@ DRIFT_EXPECTED = Gauge(
     "The training window's share of transactions in each bin of DRIFT_OBSERVATIONS.",
     ["model", "input", "bin"],
 )
+SHADOW_DECISIONS = Counter(
+    "fraud_shadow_decisions_total",
+    "Decisions scored by a challenger in shadow too, by the champion's outcome and the "
+    "challenger's would-be outcome.",
+    ["champion", "challenger", "outcome", "shadow_outcome"],
+)
+SHADOW_MODEL_INFO = Gauge(
+    "fraud_shadow_model_info", "1 for the challenger this scorer scores in shadow.", ["version"]
+)

@@ -1,4 +1,5 @@
-"""The active model as the scorer sees it: loaded from the registry, swapped on promotion.
+"""The active model as the scorer sees it, and the challenger in shadow beside it: loaded from
+the registry, swapped on promotion.
 
 Knows the registry; scores come from the booster's trees compiled by :mod:`models.trees`
 (XGBoost's own inference, :mod:`models.inference`, when a booster cannot be compiled),
@@ -8,7 +9,7 @@ explanations from :mod:`models.inference`. Knows nothing of Kafka.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -24,22 +25,29 @@ MODEL_ERROR_KEY = "scorer:model_load_error"
 
 @dataclass
 class ActiveModel:
-    """Follows the registry's active version; keeps the old booster if a new one fails to load.
+    """Follows the registry's active version and its challenger in shadow; keeps the old
+    booster if a new one fails to load.
 
     Attributes:
-        current: the loaded model, None before any model is active.
+        current: the loaded model (the champion), None before any model is active.
         trees: ``current``'s trees compiled for micro-batches, None when it could not be.
+        shadow: the challenger in shadow, None when there is none (or it failed to load).
+        shadow_trees: ``shadow``'s compiled trees, None when it could not be compiled.
         last_error: why the latest promoted version could not be loaded, if it could not.
     """
 
     registry: ModelRegistry
     current: LoadedModel | None = None
     trees: TreeEnsemble | None = None
+    shadow: LoadedModel | None = None
+    shadow_trees: TreeEnsemble | None = None
     last_error: str | None = None
-    _seen: tuple[float, str | None] = field(default=(0.0, None))
+    _seen: float = 0.0
 
     def refresh(self) -> bool:
-        """Load the active version if it changed. Cheap when nothing changed (one stat).
+        """Load the active version and the challenger if either changed. Cheap when nothing
+        changed (one stat). A challenger promoted is taken over as loaded, without loading
+        it again.
 
         Returns:
             True when a different model became current.
@@ -49,21 +57,30 @@ class ActiveModel:
             mtime = state.stat().st_mtime
         except FileNotFoundError:
             return False
-        if self._seen[0] == mtime:
+        if self._seen == mtime:
             return False
-        active = self.registry.active()
-        self._seen = (mtime, active)
+        self._seen = mtime
+        active, challenger = self.registry.states()
+        changed = False
         if active is None or (self.current is not None and self.current.version == active):
             self.last_error = None  # back on a version that loads (a rollback)
-            return False
-        try:
-            self._take(self.registry.load(active))
-        except RegistryError as error:
-            self.last_error = str(error)
-            log.error("model_load_failed version=%s error=%s", active, error)
-            return False
-        log.info("model_active version=%s", active)
-        return True
+        else:
+            try:
+                self.current, self.trees = self._compiled(active)
+                self.last_error, changed = None, True
+                log.info("model_active version=%s", active)
+            except RegistryError as error:
+                self.last_error = str(error)
+                log.error("model_load_failed version=%s error=%s", active, error)
+        if challenger != (self.shadow.version if self.shadow is not None else None):
+            self.shadow, self.shadow_trees = None, None
+            if challenger is not None:
+                try:
+                    self.shadow, self.shadow_trees = self._compiled(challenger)
+                    log.info("model_shadow version=%s", challenger)
+                except RegistryError as error:
+                    log.error("shadow_load_failed version=%s error=%s", challenger, error)
+        return changed
 
     def use(self, version: str) -> None:
         """Score with ``version`` whatever the registry's active one (backtests); a later
@@ -72,20 +89,34 @@ class ActiveModel:
         Raises:
             RegistryError: the version does not exist or does not load.
         """
-        self._take(self.registry.load(version))
+        self.current, self.trees = self._compiled(version)
+        self.last_error = None
 
-    def _take(self, loaded: LoadedModel) -> None:
+    def use_shadow(self, version: str | None) -> None:
+        """Score ``version`` in shadow whatever the registry says (the benchmark's cost of
+        shadow scoring); None stops. A later :meth:`refresh` follows the registry again.
+
+        Raises:
+            RegistryError: the version does not exist or does not load.
+        """
+        self.shadow, self.shadow_trees = self._compiled(version) if version else (None, None)
+
+    def _compiled(self, version: str) -> tuple[LoadedModel, TreeEnsemble | None]:
+        """``version`` loaded and compiled, or taken from the current or shadow slot."""
+        for loaded, trees in ((self.shadow, self.shadow_trees), (self.current, self.trees)):
+            if loaded is not None and loaded.version == version:
+                return loaded, trees
+        loaded = self.registry.load(version)
         # one thread: XGBoost's OpenMP workers spin between the scorer's small batches and
         # burned a second core (the worker showed 107 % CPU at 250 tx/s)
         loaded.booster.set_param({"nthread": 1})
         try:
-            trees: TreeEnsemble | None = TreeEnsemble.from_booster(loaded.booster)
+            return loaded, TreeEnsemble.from_booster(loaded.booster)
         except UnsupportedModel as error:
             log.warning(
                 "model_not_compiled version=%s reason=%s (XGBoost scores)", loaded.version, error
             )
-            trees = None
-        self.current, self.trees, self.last_error = loaded, trees, None
+            return loaded, None
 
     def predict(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Fraud probabilities for rows in the model's feature order, shape (n,).
@@ -98,6 +129,18 @@ class ActiveModel:
         if self.trees is not None:
             return self.trees.predict(rows)
         return inference.predict(self.current.booster, rows)
+
+    def predict_shadow(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The challenger's fraud probabilities for rows in its feature order, shape (n,).
+
+        Raises:
+            RuntimeError: no challenger is in shadow.
+        """
+        if self.shadow is None:
+            raise RuntimeError("no challenger in shadow")
+        if self.shadow_trees is not None:
+            return self.shadow_trees.predict(rows)
+        return inference.predict(self.shadow.booster, rows)
 
     def contributions(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """TreeSHAP contributions (log-odds), shape (n, n_features + 1), bias last."""

@@ -144,6 +144,13 @@ class ScoringPipeline:
             metrics.DECISIONS.labels(outcome=decision.outcome).inc()
             if decision.score is not None:
                 metrics.SCORES.observe(decision.score)
+            if decision.shadow is not None:
+                metrics.SHADOW_DECISIONS.labels(
+                    champion=decision.model_version,
+                    challenger=decision.shadow.model_version,
+                    outcome=decision.outcome,
+                    shadow_outcome=decision.shadow.outcome,
+                ).inc()
             futures.append(
                 await self.publisher.send(
                     self.decisions_topic,

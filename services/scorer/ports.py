@@ -76,6 +76,16 @@ class FraudModel(Protocol):
         """TreeSHAP contributions in log-odds, shape (n, n_features + 1), bias last."""
         ...
 
+    @property
+    def shadow(self) -> LoadedModel | None:
+        """The challenger in shadow, None when there is none."""
+        ...
+
+    def predict_shadow(self, rows: FloatArray) -> FloatArray:
+        """The challenger's fraud probabilities, shape (n,), for rows in
+        ``shadow.feature_names`` order."""
+        ...
+
 
 class DriftObserver(Protocol):
     """Counts what the model saw, for drift monitoring (``drift.DriftCounts`` in production)."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from services.common import shadow_store
 from services.common.decision import decode
 from services.common.decision_store import DecisionStore
 from services.common.errors import retry
@@ -51,10 +53,19 @@ class TerminalRecorder:
         last_label_at: epoch seconds of the last label applied (0 before any).
     """
 
-    def __init__(self, terminals: TerminalState, decisions_topic: str, deadline_s: float) -> None:
+    def __init__(
+        self,
+        terminals: TerminalState,
+        decisions_topic: str,
+        deadline_s: float,
+        shadow: tuple[Any, int] | None = None,
+    ) -> None:
+        """``shadow``: the Redis client and retention (ms) of the shadow comparison, whose
+        transactions' labels are kept there too (:mod:`services.common.shadow_store`)."""
         self.terminals = terminals
         self.decisions_topic = decisions_topic
         self.deadline_s = deadline_s
+        self.shadow = shadow
         self.last_label_at = 0.0
 
     async def __call__(self, records: Sequence[Record]) -> None:
@@ -68,6 +79,13 @@ class TerminalRecorder:
             await retry(
                 lambda: self.terminals.apply(observed, labels),
                 "terminals",
+                deadline_s=self.deadline_s,
+            )
+        if labels and self.shadow is not None:
+            client, retention_ms = self.shadow
+            await retry(
+                lambda: shadow_store.record_labels(client, labels, retention_ms),
+                "shadow labels",
                 deadline_s=self.deadline_s,
             )
         for label in labels:

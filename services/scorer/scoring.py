@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.decision import Contribution, Decision, Outcome, RuleHit
+from services.common.decision import Contribution, Decision, Outcome, RuleHit, ShadowScore
 from services.common.events import Transaction, format_time
 from services.common.policy import Policy, decide
 from services.features import definitions as d
 from services.features.windows import FloatArray
-from services.scorer.ports import DriftObserver, FeatureSource, FraudModel
+from services.scorer.ports import DriftObserver, FeatureSource, FraudModel, LoadedModel
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 3
@@ -113,6 +113,11 @@ class Scorer:
                 self.drift.observe(model, matrix[kept], predicted[kept])
             elif self.drift is not None:
                 self.drift.observe(model, matrix, predicted)
+        shadow = self.model.shadow if model is not None else None
+        shadow_scores: list[float] | None = None
+        if values is not None and shadow is not None:
+            shadow_matrix = values[:, [COLUMN[n] for n in shadow.feature_names]]
+            shadow_scores = self.model.predict_shadow(shadow_matrix).tolist()
         feature_rows = (
             [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
             if matrix is not None
@@ -125,7 +130,10 @@ class Scorer:
             outcome, rules = decide(
                 self.policy, thresholds, tx.customer_id, tx.terminal_id, scores[i]
             )
-            decisions.append(self._record(tx, scores[i], outcome, rules, feature_rows, i))
+            decision = self._record(tx, scores[i], outcome, rules, feature_rows, i)
+            if shadow_scores is not None and shadow is not None:
+                decision.shadow = self._shadow(shadow, tx, shadow_scores[i])
+            decisions.append(decision)
         if matrix is not None and model is not None:
             for i, top in self._top_contributions(decisions, matrix, names).items():
                 decisions[i].reasons.extend(top)
@@ -217,6 +225,13 @@ class Scorer:
             decided_at=format_time_ms(now),
             decided_at_ms=int(now * 1000),
         )
+
+    def _shadow(self, shadow: LoadedModel, tx: Transaction, score: float) -> ShadowScore:
+        """The challenger's would-be outcome: the same policy, its own thresholds."""
+        outcome, _ = decide(
+            self.policy, shadow.metadata.get("thresholds"), tx.customer_id, tx.terminal_id, score
+        )
+        return ShadowScore(shadow.version, score, outcome)
 
     def _top_contributions(
         self, decisions: list[Decision], matrix: FloatArray, names: list[str]

@@ -135,11 +135,17 @@ class Runtime:
             metrics.DEGRADED_MODE.set(0)  # recovered, even if no transaction came since
 
     async def refresh(self) -> None:
-        """Follow the registry's active model and the stored policy."""
+        """Follow the registry's active model, its challenger in shadow and the stored
+        policy."""
+        challenger = self.model.shadow
         if self.model.refresh() and self.model.current is not None:
             metrics.MODEL_INFO.clear()
             metrics.MODEL_INFO.labels(version=self.model.current.version).set(1)
             self.drift.track(self.model.current)
+        if self.model.shadow is not challenger:
+            metrics.SHADOW_MODEL_INFO.clear()
+            if self.model.shadow is not None:
+                metrics.SHADOW_MODEL_INFO.labels(version=self.model.shadow.version).set(1)
         try:
             raw = await asyncio.wait_for(self._report_and_read_policy(), REDIS_DEADLINE_S)
         except Exception as error:
@@ -188,7 +194,9 @@ def build_recorder_app(settings: Settings) -> faust.App:
     redis = worker_redis(settings)
     decisions_topic = settings.topics.decisions.name
     terminals = TerminalState(redis, settings.store.feature_row_ttl_ms)
-    recorder = TerminalRecorder(terminals, decisions_topic, deadline_s)
+    recorder = TerminalRecorder(
+        terminals, decisions_topic, deadline_s, shadow=(redis, settings.store.retention_ms)
+    )
     store = DecisionRecorder(DecisionStore(redis, settings.store.retention_ms), deadline_s)
     writes_terminals = False  # whether this process owns the terminals' partitions
 

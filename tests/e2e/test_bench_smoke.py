@@ -41,6 +41,8 @@ def test_bench_writes_its_report(trained: TrainedModel, kafka: str, redis_url: s
         assert machine <= 100 * (os.cpu_count() or 1) + 5
     cost = report["calibration"]["decide_cpu_us_per_tx"]
     assert set(cost) == {"1", "10"} and all(us > 0 for us in cost.values())
+    shadowed = report["calibration"]["decide_cpu_us_per_tx_with_shadow"]
+    assert set(shadowed) == {"1", "10"} and all(us > 0 for us in shadowed.values())
     saved = json.loads((settings.reports_dir / "bench.json").read_text())
     assert saved["steps"] == report["steps"]
     assert (settings.reports_dir / "bench.md").read_text().startswith("| target |")

@@ -136,9 +136,14 @@ class FakeModel:
     """Score = the card's earlier transactions / 10, capped at 1."""
 
     current: _Loaded | None = field(default_factory=_Loaded)
+    shadow: _Loaded | None = None
+    """A challenger: its score is the transaction's amount / 100, capped at 1."""
 
     def predict(self, rows: Any) -> Any:
         return np.minimum(rows[:, COUNT] / 10.0, 1.0)
+
+    def predict_shadow(self, rows: Any) -> Any:
+        return np.minimum(rows[:, AMOUNT] / 100.0, 1.0)
 
     def contributions(self, rows: Any) -> Any:
         out = np.zeros((len(rows), rows.shape[1] + 1))

@@ -19,7 +19,7 @@ TRANSACTIONS = 2000
 BATCH_SIZES = (1, 10)
 
 
-async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
+async def _decide_cost(settings: Settings, db: int, shadow: bool) -> dict[str, float]:
     from models.registry import ModelRegistry
     from services.common.connections import async_redis_client
     from services.common.events import parse_transaction
@@ -30,6 +30,8 @@ async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
 
     model = ActiveModel(ModelRegistry(settings.models_dir))
     model.refresh()
+    if shadow and model.current is not None:  # the champion as its own challenger
+        model.use_shadow(model.current.version)
     events = simulated_events(customers=5000, terminals=10000, seed=7)
     batch = [parse_transaction(e.value) for e, _ in zip(events, range(TRANSACTIONS), strict=False)]
     client = async_redis_client(settings.redis, db=db)
@@ -54,11 +56,15 @@ async def _decide_cost(settings: Settings, db: int) -> dict[str, float]:
 def calibrate(settings: Settings, db: int) -> dict[str, Any]:
     """CPU microseconds per transaction of ``Scorer.decide`` in this process, by micro-batch
     size, on Redis database ``db`` (flushed before and after); the active model must exist.
+    Measured twice: as the scorer runs alone, and with a challenger in shadow (the active
+    model scores again as its own challenger: what shadow scoring costs).
 
     Returns:
-        ``{"decide_cpu_us_per_tx": {"1": ..., "10": ...}, "transactions": 2000}``.
+        ``{"decide_cpu_us_per_tx": {"1": ..., "10": ...},
+        "decide_cpu_us_per_tx_with_shadow": {"1": ..., "10": ...}, "transactions": 2000}``.
     """
     return {
-        "decide_cpu_us_per_tx": asyncio.run(_decide_cost(settings, db)),
+        "decide_cpu_us_per_tx": asyncio.run(_decide_cost(settings, db, shadow=False)),
+        "decide_cpu_us_per_tx_with_shadow": asyncio.run(_decide_cost(settings, db, shadow=True)),
         "transactions": TRANSACTIONS,
     }

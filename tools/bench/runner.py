@@ -437,6 +437,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"Calibration (this machine, this run): `Scorer.decide` on "
             f"{report['calibration']['transactions']} simulated transactions took "
             + ", ".join(f"{us} µs CPU per transaction in batches of {n}" for n, us in cost.items())
+            + "; with a challenger in shadow (the active model scoring again): "
+            + ", ".join(
+                f"{us} µs in batches of {n}"
+                for n, us in report["calibration"]["decide_cpu_us_per_tx_with_shadow"].items()
+            )
             + ".",
         ]
     return "\n".join(lines) + "\n"

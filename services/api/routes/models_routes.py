@@ -1,4 +1,5 @@
-"""Models: the registry's versions, the active one, promotion and rollback."""
+"""Models: the registry's versions, the active one, promotion and rollback, and a challenger
+in shadow."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from models.registry import RegistryError
 from services.api.deps import Admin, State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
-from services.api.schemas import ActiveModel, ModelInfo
+from services.api.schemas import ActiveModel, ModelInfo, Shadow
+from services.common import shadow_store
 from services.scorer.model import MODEL_ERROR_KEY
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -87,3 +89,63 @@ def rollback(state: State, principal: Admin) -> ActiveModel:
     except RegistryError as error:
         raise Problem(409, "rollback-impossible", "Cannot roll back", str(error)) from error
     return active_model(state, principal)
+
+
+@router.get(
+    "/shadow",
+    response_model=Shadow,
+    responses=problems(404, *AUTHED),
+    summary="The challenger in shadow against the champion",
+)
+async def shadow(state: State, _: Viewer) -> Shadow:
+    """Outcomes, agreement and changes on every transaction both scored since the shadow
+    started; average precision and card precision@100 on those labelled so far."""
+    running = state.registry.shadow()
+    if running is None:
+        raise Problem(404, "no-shadow", "No challenger is in shadow", "start one with POST")
+    compared = await shadow_store.compare(state.redis, running["version"])
+    return Shadow(
+        challenger=running["version"],
+        champion=state.registry.active(),
+        since=running["since"],
+        by=running["by"],
+        **compared,
+    )
+
+
+@router.post(
+    "/{version}/shadow",
+    response_model=Shadow,
+    status_code=201,
+    responses=problems(404, 409, *AUTHED),
+    summary="Score every transaction with a challenger too, without changing any outcome",
+)
+async def start_shadow(version: Version, state: State, principal: Admin) -> Shadow:
+    """Checks that the booster loads first. Scorers add the challenger's score and would-be
+    outcome to each decision (its ``shadow`` field) within about a second, without a restart.
+    One challenger at a time; the comparison starts empty. Promoting the challenger
+    (``POST /v1/models/{version}/promote``) ends its shadow."""
+    if version not in state.registry.versions():
+        raise Problem(404, "model-not-found", "No such model version", version)
+    if state.registry.shadow() is None:
+        await shadow_store.clear(state.redis)
+    try:
+        state.registry.start_shadow(version, by=principal.name)
+    except RegistryError as error:
+        raise Problem(409, "shadow-refused", "The challenger cannot start", str(error)) from error
+    return await shadow(state, principal)
+
+
+@router.delete(
+    "/{version}/shadow",
+    status_code=204,
+    responses=problems(409, *AUTHED),
+    summary="Stop scoring with the challenger",
+)
+def stop_shadow(version: Version, state: State, principal: Admin) -> None:
+    """Scorers stop within about a second. ``GET /v1/models/shadow`` answers 404 from then
+    on; the decisions already made keep their ``shadow`` field."""
+    try:
+        state.registry.stop_shadow(version, by=principal.name)
+    except RegistryError as error:
+        raise Problem(409, "not-in-shadow", "This version is not in shadow", str(error)) from error
