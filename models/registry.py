@@ -153,10 +153,16 @@ class ModelRegistry:
         that it loads.
 
         Raises:
-            RegistryError: it does not load, it is the active version, no version is active,
-                or another challenger is in shadow (stop it first); nothing changes.
+            RegistryError: it does not load, it needs a feature the scorer does not compute,
+                it is the active version, no version is active, or another challenger is in
+                shadow (stop it first); nothing changes.
         """
         loaded = self.load(version)
+        from services.features.definitions import ALL_FEATURES
+
+        unknown = sorted(set(loaded.feature_names) - set(ALL_FEATURES))
+        if unknown:
+            raise RegistryError(f"model {version} needs features the scorer lacks: {unknown}")
         state = self._state()
         if state["active"] is None:
             raise RegistryError("no active model to compare a challenger with")

@@ -125,7 +125,10 @@ def decode(value: bytes | str) -> Decision:
         known = {k: v for k, v in raw.items() if k in _FIELDS}
         known["reasons"] = [_reason(r) for r in raw.get("reasons", [])]
         if raw.get("shadow") is not None:
-            known["shadow"] = ShadowScore(**raw["shadow"])
+            shadow = raw["shadow"]
+            known["shadow"] = ShadowScore(
+                shadow["model_version"], float(shadow["score"]), shadow["outcome"]
+            )
         return Decision(**known)
     except (TypeError, KeyError, AttributeError) as error:
         raise ValueError(f"not a decision: {error}") from error

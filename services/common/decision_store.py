@@ -22,8 +22,8 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
   preview decides again (one command reads 10,000); it expires like the outcome indexes;
 - ``dec:review``: the review queue, the same for the decisions in review that no analyst has
   given a verdict yet (the console removes them);
-- ``shadow:decisions``: the decisions a challenger in shadow scored too
-  (:mod:`services.common.shadow_store`).
+- ``shadow:{challenger}:counts``: outcome counts of the decisions a challenger in shadow
+  scored too (:mod:`services.common.shadow_store`).
 
 No multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
 by the redelivery, since every index write is idempotent.
@@ -162,7 +162,8 @@ class DecisionStore:
             pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep}")
             pipe.pexpire(key, keep)
         pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
-        shadow_store.queue_decisions(pipe, kept, keep)
+        new_ones = [d for d, new in zip(decisions, created, strict=True) if new]
+        shadow_store.queue_decisions(pipe, new_ones, keep)  # counted once per transaction
         briefs = [_brief(d).encode() for d, new in zip(kept, created, strict=True) if new]
         if briefs:  # LPUSH puts its last value at the head: the batch's last decision
             pipe.lpush(RECENT_KEY, *briefs[-RECENT_MAX:])

@@ -159,10 +159,14 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         "timeseries",
     ),
     (
-        "Input drift: PSI against the training window, last hour",
+        "Input drift: PSI against the training window, last hour (alerted inputs)",
         "short",
         [
-            ('max by (input) (fraud:drift_psi:1h{input!="score"})', "{{input}}"),
+            (
+                "max by (input) (fraud:drift_psi:1h"
+                '{input!~"score|TX_DURING_WEEKEND|TX_DURING_NIGHT"})',
+                "{{input}}",
+            ),
             ("vector(0.25)", "alert above 0.25 for 30 min"),
         ],
         "timeseries",

@@ -116,8 +116,12 @@ class Scorer:
         shadow = self.model.shadow if model is not None else None
         shadow_scores: list[float] | None = None
         if values is not None and shadow is not None:
-            shadow_matrix = values[:, [COLUMN[n] for n in shadow.feature_names]]
-            shadow_scores = self.model.predict_shadow(shadow_matrix).tolist()
+            try:  # a challenger never stops the champion: its failure leaves no shadow field
+                shadow_matrix = values[:, [COLUMN[n] for n in shadow.feature_names]]
+                shadow_scores = self.model.predict_shadow(shadow_matrix).tolist()
+            except Exception as error:
+                log.warning("shadow_failed version=%s error=%r", shadow.version, error)
+                shadow_scores = None
         feature_rows = (
             [dict(zip(names, row, strict=True)) for row in matrix.tolist()]
             if matrix is not None

@@ -147,8 +147,8 @@ def test_a_challenger_in_shadow_is_compared_and_ends_when_promoted(
         await store.put([*both[:3], alone, elsewhere])
         await store.put([both[0].__class__(**{**_fields(both[0]), "score": 0.01}), *both[3:]])
         labels = [_label("a", True), _label("b", False), _label("c", True), _label("d", False)]
-        kept = await shadow_store.record_labels(store_client, [*labels, _label("g", True)], 1000)
-        await shadow_store.record_labels(store_client, [_label("a", False)], 1000)  # fraud wins
+        kept = await shadow_store.record_labels(store_client, [*labels, _label("g", True)], 60_000)
+        await shadow_store.record_labels(store_client, [_label("a", False)], 60_000)  # fraud wins
         await store_client.aclose()
         return kept
 

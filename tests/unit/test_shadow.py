@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client import REGISTRY
 from models.registry import ModelRegistry, RegistryError
 from services.common.decision import Decision, ShadowScore, decode
 from services.common.policy import Policy
+from services.features import definitions as d
 from services.scorer.model import ActiveModel
 from services.scorer.pipeline import ScoringPipeline
 from services.scorer.scoring import Scorer
@@ -29,10 +31,15 @@ from tests.unit.fakes import (
 from tests.unit.test_registry import _booster, _meta
 
 
+def _scorer_meta() -> dict[str, object]:
+    """Three inputs the scorer computes."""
+    return {**_meta(), "feature_names": list(d.ALL_FEATURES[:3])}
+
+
 def _registry(tmp_path: Path, versions: int = 3) -> ModelRegistry:
     registry = ModelRegistry(tmp_path)
     for _ in range(versions):
-        registry.register(_booster(), _meta())
+        registry.register(_booster(), _scorer_meta())
     registry.promote("v1", by="alice")
     return registry
 
@@ -63,9 +70,29 @@ def test_one_challenger_at_a_time_and_promotion_ends_its_shadow(tmp_path: Path) 
 
 def test_no_shadow_without_a_champion(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path)
-    registry.register(_booster(), _meta())
+    registry.register(_booster(), _scorer_meta())
     with pytest.raises(RegistryError, match="no active model"):
         registry.start_shadow("v1")
+
+
+def test_a_challenger_needing_a_feature_the_scorer_lacks_is_refused(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.register(_booster(), _meta())  # features f0, f1, f2
+    with pytest.raises(RegistryError, match=r"lacks: \['f0', 'f1', 'f2'\]"):
+        registry.start_shadow("v4")
+    assert registry.states() == ("v1", None)
+
+
+def test_a_failing_challenger_leaves_the_champions_decisions_whole() -> None:
+    class Broken(FakeModel):
+        def predict_shadow(self, rows: Any) -> Any:
+            raise ValueError("the challenger's trees broke")
+
+    values = [transaction_value("a", amount=10.0), transaction_value("b", amount=45.0, minute=1)]
+    alone = _decide(FakeModel(), *values)
+    broken = _decide(Broken(shadow=_Loaded(version="v9")), *values)
+    assert [(x.score, x.outcome) for x in broken] == [(x.score, x.outcome) for x in alone]
+    assert all(x.shadow is None for x in broken)
 
 
 def _bump(registry: ModelRegistry) -> None:

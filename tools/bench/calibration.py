@@ -30,8 +30,8 @@ async def _decide_cost(settings: Settings, db: int, shadow: bool) -> dict[str, f
 
     model = ActiveModel(ModelRegistry(settings.models_dir))
     model.refresh()
-    if shadow and model.current is not None:  # the champion as its own challenger
-        model.use_shadow(model.current.version)
+    # alone: whatever the registry has in shadow; with a shadow: the champion as its own
+    model.use_shadow(model.current.version if shadow and model.current is not None else None)
     events = simulated_events(customers=5000, terminals=10000, seed=7)
     batch = [parse_transaction(e.value) for e, _ in zip(events, range(TRANSACTIONS), strict=False)]
     client = async_redis_client(settings.redis, db=db)

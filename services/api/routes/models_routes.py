@@ -3,9 +3,11 @@ in shadow."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
 
 from models.registry import RegistryError
 from services.api.deps import Admin, State, Viewer
@@ -103,7 +105,8 @@ async def shadow(state: State, _: Viewer) -> Shadow:
     running = state.registry.shadow()
     if running is None:
         raise Problem(404, "no-shadow", "No challenger is in shadow", "start one with POST")
-    compared = await shadow_store.compare(state.redis, running["version"])
+    counts = await shadow_store.compare_raw(state.redis, running["version"])
+    compared = await asyncio.to_thread(shadow_store.summarize, *counts)  # off the event loop
     return Shadow(
         challenger=running["version"],
         champion=state.registry.active(),
@@ -117,7 +120,10 @@ async def shadow(state: State, _: Viewer) -> Shadow:
     "/{version}/shadow",
     response_model=Shadow,
     status_code=201,
-    responses=problems(404, 409, *AUTHED),
+    responses={
+        200: {"model": Shadow, "description": "This challenger was already in shadow"},
+        **problems(404, 409, *AUTHED),
+    },
     summary="Score every transaction with a challenger too, without changing any outcome",
 )
 async def start_shadow(version: Version, state: State, principal: Admin) -> Shadow:
@@ -127,13 +133,17 @@ async def start_shadow(version: Version, state: State, principal: Admin) -> Shad
     (``POST /v1/models/{version}/promote``) ends its shadow."""
     if version not in state.registry.versions():
         raise Problem(404, "model-not-found", "No such model version", version)
-    if state.registry.shadow() is None:
-        await shadow_store.clear(state.redis)
+    running = state.registry.shadow()
+    if running is None:
+        await shadow_store.clear(state.redis, version)
     try:
-        state.registry.start_shadow(version, by=principal.name)
+        await asyncio.to_thread(state.registry.start_shadow, version, principal.name)
     except RegistryError as error:
         raise Problem(409, "shadow-refused", "The challenger cannot start", str(error)) from error
-    return await shadow(state, principal)
+    body = await shadow(state, principal)
+    if running is not None:  # this challenger was already running: nothing changed
+        return JSONResponse(body.model_dump(), status_code=200)  # type: ignore[return-value]
+    return body
 
 
 @router.delete(
