@@ -12,10 +12,14 @@ of how a model was trained.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,18 @@ class ModelRegistry:
         state.setdefault("shadow", None)
         state.setdefault("shadows", [])
         return state
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the registry's lock (``flock`` on ``.registry.lock``) around a
+        read-modify-write of ``registry.json``, so that concurrent writers never lose one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".registry.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _write_state(self, state: dict[str, Any]) -> None:
         _atomic_write(self._state_file, json.dumps(state, indent=2))
@@ -163,22 +179,23 @@ class ModelRegistry:
         unknown = sorted(set(loaded.feature_names) - set(ALL_FEATURES))
         if unknown:
             raise RegistryError(f"model {version} needs features the scorer lacks: {unknown}")
-        state = self._state()
-        if state["active"] is None:
-            raise RegistryError("no active model to compare a challenger with")
-        if version == state["active"]:
-            raise RegistryError(f"model {version} is the active one")
-        running = state["shadow"]
-        if running is not None and running["version"] != version:
-            raise RegistryError(f"model {running['version']} is in shadow; stop it first")
-        if running is None:
-            state["shadow"] = {
-                "version": version,
-                "since": _now(),
-                "by": by,
-                "champion": state["active"],
-            }
-            self._write_state(state)
+        with self._locked():
+            state = self._state()
+            if state["active"] is None:
+                raise RegistryError("no active model to compare a challenger with")
+            if version == state["active"]:
+                raise RegistryError(f"model {version} is the active one")
+            running = state["shadow"]
+            if running is not None and running["version"] != version:
+                raise RegistryError(f"model {running['version']} is in shadow; stop it first")
+            if running is None:
+                state["shadow"] = {
+                    "version": version,
+                    "since": _now(),
+                    "by": by,
+                    "champion": state["active"],
+                }
+                self._write_state(state)
         return loaded
 
     def stop_shadow(self, version: str, by: str = "system") -> None:
@@ -187,9 +204,10 @@ class ModelRegistry:
         Raises:
             RegistryError: ``version`` is not in shadow.
         """
-        state = self._state()
-        self._end_shadow(state, version, "stopped", by)
-        self._write_state(state)
+        with self._locked():
+            state = self._state()
+            self._end_shadow(state, version, "stopped", by)
+            self._write_state(state)
 
     def _end_shadow(self, state: dict[str, Any], version: str, ended: str, by: str) -> None:
         running = state["shadow"]
@@ -206,14 +224,15 @@ class ModelRegistry:
             RegistryError: it does not load; the active version stays as it was.
         """
         loaded = self.load(version)
-        state = self._state()
-        state["history"].append(
-            {"version": version, "at": _now(), "by": by, "previous": state["active"]}
-        )
-        state["active"] = version
-        if state["shadow"] is not None and state["shadow"]["version"] == version:
-            self._end_shadow(state, version, "promoted", by)
-        self._write_state(state)
+        with self._locked():
+            state = self._state()
+            state["history"].append(
+                {"version": version, "at": _now(), "by": by, "previous": state["active"]}
+            )
+            state["active"] = version
+            if state["shadow"] is not None and state["shadow"]["version"] == version:
+                self._end_shadow(state, version, "promoted", by)
+            self._write_state(state)
         return loaded
 
     def rollback(self, by: str = "system") -> LoadedModel:
@@ -245,9 +264,10 @@ class ModelRegistry:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
 
 
 def _now() -> str:

@@ -179,6 +179,8 @@ class Shadow(BaseModel):
     outcomes: dict[str, dict[str, int]]
     changes: dict[str, int]
     labelled: ShadowLabelled
+    load_error: str | None = None
+    """Why a scorer could not load the challenger, if one could not (it then scores nothing)."""
 
 
 class PolicyIn(BaseModel):

@@ -21,6 +21,8 @@ from models.trees import TreeEnsemble, UnsupportedModel
 log = logging.getLogger(__name__)
 MODEL_ERROR_KEY = "scorer:model_load_error"
 """Redis key where a scorer reports a promoted version it could not load (the API shows it)."""
+SHADOW_ERROR_KEY = "scorer:shadow_load_error"
+"""Redis key where a scorer reports a challenger it could not load (the API shows it)."""
 
 
 @dataclass
@@ -34,6 +36,7 @@ class ActiveModel:
         shadow: the challenger in shadow, None when there is none (or it failed to load).
         shadow_trees: ``shadow``'s compiled trees, None when it could not be compiled.
         last_error: why the latest promoted version could not be loaded, if it could not.
+        shadow_error: why the challenger in shadow could not be loaded, if it could not.
     """
 
     registry: ModelRegistry
@@ -42,7 +45,9 @@ class ActiveModel:
     shadow: LoadedModel | None = None
     shadow_trees: TreeEnsemble | None = None
     last_error: str | None = None
-    _seen: float = 0.0
+    shadow_error: str | None = None
+    _seen: tuple[int, int] = (0, 0)
+    _challenger: str | None = None
 
     def refresh(self) -> bool:
         """Load the active version and the challenger if either changed. Cheap when nothing
@@ -54,12 +59,15 @@ class ActiveModel:
         """
         state = self.registry.root / "registry.json"
         try:
-            mtime = state.stat().st_mtime
+            stat = state.stat()
+            # every write replaces the file (a new inode): two writes within one mtime tick
+            # still differ
+            seen = (stat.st_ino, stat.st_mtime_ns)
         except FileNotFoundError:
             return False
-        if self._seen == mtime:
+        if self._seen == seen:
             return False
-        self._seen = mtime
+        self._seen = seen
         active, challenger = self.registry.states()
         changed = False
         if active is None or (self.current is not None and self.current.version == active):
@@ -72,13 +80,15 @@ class ActiveModel:
             except RegistryError as error:
                 self.last_error = str(error)
                 log.error("model_load_failed version=%s error=%s", active, error)
-        if challenger != (self.shadow.version if self.shadow is not None else None):
-            self.shadow, self.shadow_trees = None, None
+        if challenger != self._challenger:  # the one asked for, loaded or not
+            self._challenger = challenger
+            self.shadow, self.shadow_trees, self.shadow_error = None, None, None
             if challenger is not None:
                 try:
                     self.shadow, self.shadow_trees = self._compiled(challenger)
                     log.info("model_shadow version=%s", challenger)
                 except RegistryError as error:
+                    self.shadow_error = str(error)
                     log.error("shadow_load_failed version=%s error=%s", challenger, error)
         return changed
 

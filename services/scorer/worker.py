@@ -50,7 +50,7 @@ from services.scorer import metrics
 from services.scorer.bootstrap import build_scorer
 from services.scorer.drift import DriftCounts
 from services.scorer.faust_app import make_app, use_event_loop
-from services.scorer.model import MODEL_ERROR_KEY, ActiveModel
+from services.scorer.model import MODEL_ERROR_KEY, SHADOW_ERROR_KEY, ActiveModel
 from services.scorer.pipeline import ScoringPipeline
 from services.scorer.recorders import DecisionRecorder, TerminalRecorder
 from services.scorer.scoring import Scorer
@@ -75,6 +75,7 @@ class Runtime:
         self.scorer: Scorer | None = None
         self.drift = DriftCounts()
         self._error_reported = False
+        self._shadow_error_reported = False
 
     def redis(self) -> Any:
         if self._redis is None:
@@ -108,6 +109,12 @@ class Runtime:
         elif self._error_reported:
             await self.redis().delete(MODEL_ERROR_KEY)
             self._error_reported = False
+        if self.model.shadow_error:  # GET /v1/models/shadow says why
+            await self.redis().set(SHADOW_ERROR_KEY, self.model.shadow_error, ex=3600)
+            self._shadow_error_reported = True
+        elif self._shadow_error_reported:
+            await self.redis().delete(SHADOW_ERROR_KEY)
+            self._shadow_error_reported = False
         raw: bytes | None = await self.redis().get(POLICY_KEY)
         return raw
 

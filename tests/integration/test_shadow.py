@@ -155,6 +155,7 @@ def test_a_challenger_in_shadow_is_compared_and_ends_when_promoted(
     assert asyncio.run(record()) == 4  # g is not in the comparison
     got = client.get("/v1/models/shadow", headers=viewer).json()
     assert got["transactions"] == 6
+    assert got["load_error"] is None  # no scorer reported one
     assert got["champions"] == {"v1": 6}  # as the hand-made decisions say
     assert got["agreement"] == pytest.approx(3 / 6)
     assert got["changes"] == {"approve->review": 2, "review->approve": 1}

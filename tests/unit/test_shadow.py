@@ -5,7 +5,6 @@ outcome changing. Expected values are worked out by hand from the fakes' definit
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from models.registry import ModelRegistry, RegistryError
+from models.registry import BOOSTER_FILE, ModelRegistry, RegistryError
 from services.common.decision import Decision, ShadowScore, decode
 from services.common.policy import Policy
 from services.features import definitions as d
@@ -95,13 +94,6 @@ def test_a_failing_challenger_leaves_the_champions_decisions_whole() -> None:
     assert all(x.shadow is None for x in broken)
 
 
-def _bump(registry: ModelRegistry) -> None:
-    """A registry write within the same mtime tick must still be seen: move the mtime on."""
-    state = registry.root / "registry.json"
-    stat = state.stat()
-    os.utime(state, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-
-
 def test_the_scorer_follows_the_shadow_and_takes_a_promoted_challenger_as_loaded(
     tmp_path: Path,
 ) -> None:
@@ -109,7 +101,6 @@ def test_the_scorer_follows_the_shadow_and_takes_a_promoted_challenger_as_loaded
     model = ActiveModel(registry)
     assert model.refresh() and model.shadow is None
     registry.start_shadow("v2")
-    _bump(registry)
     assert model.refresh() is False  # the champion did not change
     assert model.shadow is not None and model.shadow.version == "v2"
     rows = np.random.default_rng(1).random((5, 3))
@@ -117,7 +108,6 @@ def test_the_scorer_follows_the_shadow_and_takes_a_promoted_challenger_as_loaded
     assert np.allclose(model.predict_shadow(rows), want, rtol=0, atol=1e-6)
     challenger, trees = model.shadow, model.shadow_trees
     registry.promote("v2")
-    _bump(registry)
     assert model.refresh() is True
     assert model.current is challenger and model.trees is trees  # not loaded again
     assert model.shadow is None
@@ -192,3 +182,43 @@ def test_a_decision_without_shadow_decodes_as_before() -> None:
     assert b'"shadow":null' in raw
     old = raw.replace(b',"shadow":null', b"")  # a decision from before the field existed
     assert decode(old) == decided
+
+
+def test_a_challenger_that_does_not_load_is_reported_and_forgotten_when_stopped(
+    tmp_path: Path,
+) -> None:
+    registry = _registry(tmp_path)
+    model = ActiveModel(registry)
+    model.refresh()
+    registry.start_shadow("v2")
+    (tmp_path / "v2" / BOOSTER_FILE).write_bytes(b"garbage")  # damaged after the API's check
+    model.refresh()
+    assert model.shadow is None and model.shadow_error and "v2" in model.shadow_error
+    assert model.current is not None and model.current.version == "v1"  # the champion stays
+    registry.stop_shadow("v2")
+    model.refresh()
+    assert model.shadow_error is None
+
+
+def test_concurrent_registry_writers_lose_no_write(tmp_path: Path) -> None:
+    """Eight threads promote at once: every promotion is in the history."""
+    import threading
+
+    registry = _registry(tmp_path)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            registry.promote("v1" if i % 2 else "v2", by=f"w{i}")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(h["by"] for h in registry.history()) == sorted(
+        ["alice", *(f"w{i}" for i in range(8))]
+    )

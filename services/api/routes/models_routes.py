@@ -15,7 +15,7 @@ from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import ActiveModel, ModelInfo, Shadow
 from services.common import shadow_store
-from services.scorer.model import MODEL_ERROR_KEY
+from services.scorer.model import MODEL_ERROR_KEY, SHADOW_ERROR_KEY
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Version = Annotated[str, Path(pattern=r"^v[0-9]{1,9}$", description="v1, v2, ...")]
@@ -107,7 +107,9 @@ async def shadow(state: State, _: Viewer) -> Shadow:
         raise Problem(404, "no-shadow", "No challenger is in shadow", "start one with POST")
     counts = await shadow_store.compare_raw(state.redis, running["version"])
     compared = await asyncio.to_thread(shadow_store.summarize, *counts)  # off the event loop
+    error = await state.redis.get(SHADOW_ERROR_KEY)
     return Shadow(
+        load_error=error.decode() if error else None,
         challenger=running["version"],
         champion=state.registry.active(),
         since=running["since"],
@@ -136,6 +138,7 @@ async def start_shadow(version: Version, state: State, principal: Admin) -> Shad
     running = state.registry.shadow()
     if running is None:
         await shadow_store.clear(state.redis, version)
+        await state.redis.delete(SHADOW_ERROR_KEY)  # a previous challenger's
     try:
         await asyncio.to_thread(state.registry.start_shadow, version, principal.name)
     except RegistryError as error:
