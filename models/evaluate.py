@@ -61,6 +61,7 @@ def evaluate(
         "feature_set": candidate.feature_set,
         "chapter3": chapter3,
         "published": {"chapter3": published.CHAPTER3, "chapter5": published.CHAPTER5},
+        "before": {"name": published.OURS_BEFORE_NAME, **published.OURS_BEFORE},
         "plots": [str(p) for p in plots],
     }
     if not chapter5:
@@ -165,10 +166,12 @@ def format_report(report: dict[str, Any]) -> str:
         _row("this model", ch3),
     ]
     lines += [_row(f"book: {name}", row) for name, row in published.CHAPTER3.items()]
+    lines += [_row(published.OURS_BEFORE_NAME, published.OURS_BEFORE["chapter3"])]
     header = f"  {'':34} {'AUC ROC':>8} {'AP':>8} {'CP@100':>8}"
     lines += ["", "chapter 5, mean over 4 rolling test weeks (retrained per week)", header]
     lines += [_row("this model", ch5)]
     lines += [_row(f"book: {name}", row) for name, row in published.CHAPTER5.items()]
+    lines += [_row(published.OURS_BEFORE_NAME, published.OURS_BEFORE["chapter5"])]
     lines += [_row(f"  week {w['test']}", w) for w in ch5["weeks"]]
     lines += ["", "plots: " + ", ".join(report["plots"])]
     return "\n".join(lines)

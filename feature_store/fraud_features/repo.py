@@ -140,11 +140,15 @@ terminal_risk = FeatureView(
     name="terminal_risk",
     entities=[terminal],
     ttl=timedelta(days=38),
-    schema=[Field(name=n, dtype=Float64) for n in d.TERMINAL_FEATURES],
+    schema=[
+        Field(name=n, dtype=Float64)
+        for n in (*d.TERMINAL_FEATURES, *d.TERMINAL_COMPROMISE_FEATURES)
+    ],
     source=_source("terminal_risk"),
     online=False,
     description="Transactions and fraud share on the terminal 7 to 7+n days ago, n = 1, 7, "
-    "30 (handbook chapter 3.4; the 7-day delay stands for late labels).",
+    "30 (handbook chapter 3.4; the 7-day delay stands for late labels); the age of the "
+    "first fraud of the 30-day window and the share of frauds since it.",
 )
 transaction_context = FeatureView(
     name="transaction_context",

@@ -15,6 +15,7 @@ from services.features.derived import amount_ratios, calendar_flags, large_amoun
 from services.features.windows import (
     delayed_window,
     event_keys,
+    first_flag_window,
     prefix_sums,
     to_cents,
     trailing_sum,
@@ -75,11 +76,17 @@ def compute_features(transactions: pd.DataFrame) -> pd.DataFrame:
     terminals = pd.factorize(transactions["TERMINAL_ID"])[0].astype(np.int64)
     order = np.lexsort((arrival, times, terminals))
     keys = event_keys(terminals[order], times[order])
-    frauds = prefix_sums(transactions["TX_FRAUD"].to_numpy(dtype=np.int64)[order])
+    labels = transactions["TX_FRAUD"].to_numpy(dtype=np.int64)[order]
+    frauds = prefix_sums(labels)
     for days in d.WINDOWS_DAYS:
         counts, risk = delayed_window(keys, frauds, keys, days, d.LABEL_DELAY_DAYS)
         out[d.terminal_count(days)] = _unsort(counts.astype(np.float64), order)
         out[d.terminal_risk(days)] = _unsort(risk, order)
+    age, share = first_flag_window(
+        keys, labels, keys, d.TERMINAL_COMPROMISE_WINDOW_DAYS, d.LABEL_DELAY_DAYS
+    )
+    out[d.TERMINAL_FIRST_FRAUD_AGE] = _unsort(age, order)
+    out[d.TERMINAL_FRAUD_SHARE_SINCE_FIRST] = _unsort(share, order)
 
     out.update(amount_ratios(amounts, out))
     frame = pd.DataFrame({name: out[name] for name in d.ALL_FEATURES})

@@ -60,7 +60,25 @@ LARGE_AMOUNT_FACTOR = 3.0
 LARGE_AMOUNT_WINDOW_DAYS = 7
 LARGE_AMOUNT_COUNT = f"CUSTOMER_ID_NB_LARGE_TX_{LARGE_AMOUNT_WINDOW_DAYS}DAY_WINDOW"
 
-OWN_FEATURES: tuple[str, ...] = (*AMOUNT_TO_CUSTOMER_MEAN.values(), LARGE_AMOUNT_COUNT)
+# Our own: the terminal's compromise, as far as the labels received tell. In the handbook's
+# simulator a compromised terminal stays compromised for 28 days and every transaction on it is
+# fraudulent meanwhile (scenario 2): how long ago the terminal's first known fraud of the
+# delayed 30-day window happened, and which share of its transactions since then were
+# frauds, tell a terminal still compromised from one with a stray fraud. Labels count only
+# once LABEL_DELAY_DAYS old, as for the terminal risk features.
+TERMINAL_COMPROMISE_WINDOW_DAYS = 30
+TERMINAL_FIRST_FRAUD_AGE = "TERMINAL_ID_FIRST_FRAUD_AGE_DAYS"
+TERMINAL_FRAUD_SHARE_SINCE_FIRST = "TERMINAL_ID_FRAUD_SHARE_SINCE_FIRST_FRAUD"
+TERMINAL_COMPROMISE_FEATURES: tuple[str, ...] = (
+    TERMINAL_FIRST_FRAUD_AGE,
+    TERMINAL_FRAUD_SHARE_SINCE_FIRST,
+)
+
+OWN_FEATURES: tuple[str, ...] = (
+    *AMOUNT_TO_CUSTOMER_MEAN.values(),
+    LARGE_AMOUNT_COUNT,
+    *TERMINAL_COMPROMISE_FEATURES,
+)
 
 ALL_FEATURES: tuple[str, ...] = HANDBOOK_FEATURES + OWN_FEATURES
 """Every feature this code can compute, handbook's first."""

@@ -26,6 +26,7 @@ from services.features.windows import (
     Int64Array,
     delayed_window,
     event_keys,
+    first_flag_window,
     prefix_sums,
     to_cents,
     trailing_sum,
@@ -41,6 +42,8 @@ TERMINAL_HORIZON_MS = (max(d.WINDOWS_DAYS) + d.LABEL_DELAY_DAYS) * d.MS_PER_DAY 
 
 CUSTOMER_BLOCK: tuple[str, ...] = (*d.CUSTOMER_FEATURES, d.LARGE_AMOUNT_COUNT)
 """Columns of :func:`customer_features`."""
+TERMINAL_BLOCK: tuple[str, ...] = (*d.TERMINAL_FEATURES, *d.TERMINAL_COMPROMISE_FEATURES)
+"""Columns of :func:`terminal_features`."""
 
 
 def _empty() -> Int64Array:
@@ -277,10 +280,11 @@ def terminal_features(
     times_ms: Int64Array, terminal_ids: Sequence[str], histories: Mapping[str, TerminalHistory]
 ) -> FloatArray:
     """Terminal risk at each transaction's time: transactions in ``(t - 7 - n, t - 7]`` days
-    and the share labelled fraud, n = 1, 7, 30.
+    and the share labelled fraud, n = 1, 7, 30; then the age of the first fraud of the 30-day
+    window and the share of frauds since it (:func:`windows.first_flag_window`).
 
     Returns:
-        Shape (len(times_ms), 6), columns :data:`definitions.TERMINAL_FEATURES`.
+        Shape (len(times_ms), 8), columns :data:`TERMINAL_BLOCK`.
     """
     codes = {t: k for k, t in enumerate(dict.fromkeys(terminal_ids))}
     sites = [histories[t] for t in codes]
@@ -288,13 +292,17 @@ def terminal_features(
         np.concatenate([np.full(len(h.times_ms), k, dtype=np.int64) for k, h in enumerate(sites)]),
         np.concatenate([h.times_ms for h in sites]),
     )
-    frauds = prefix_sums(np.concatenate([h.frauds for h in sites]))
+    labels = np.concatenate([h.frauds for h in sites])
+    frauds = prefix_sums(labels)
     query = event_keys(np.array([codes[t] for t in terminal_ids], dtype=np.int64), times_ms)
-    out = np.empty((len(terminal_ids), len(d.TERMINAL_FEATURES)))
+    out = np.empty((len(terminal_ids), len(TERMINAL_BLOCK)))
     for j, days in enumerate(d.WINDOWS_DAYS):
         out[:, 2 * j], out[:, 2 * j + 1] = delayed_window(
             keys, frauds, query, days, d.LABEL_DELAY_DAYS
         )
+    out[:, -2], out[:, -1] = first_flag_window(
+        keys, labels, query, d.TERMINAL_COMPROMISE_WINDOW_DAYS, d.LABEL_DELAY_DAYS
+    )
     return out
 
 
@@ -317,6 +325,6 @@ def batch_features(
         d.NIGHT: night.astype(np.float64),
     }
     columns.update({name: customer[:, j] for j, name in enumerate(CUSTOMER_BLOCK)})
-    columns.update({name: terminal[:, j] for j, name in enumerate(d.TERMINAL_FEATURES)})
+    columns.update({name: terminal[:, j] for j, name in enumerate(TERMINAL_BLOCK)})
     columns.update(amount_ratios(amounts, columns))
     return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in d.ALL_FEATURES])

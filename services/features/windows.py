@@ -105,3 +105,47 @@ def delayed_window(
 def to_cents(amounts: npt.ArrayLike) -> Int64Array:
     """Amounts in currency units to integer minor units (cents), rounded half to even."""
     return np.rint(np.asarray(amounts, dtype=np.float64) * 100.0).astype(np.int64)
+
+
+def first_flag_window(
+    keys: Int64Array,
+    flags: Int64Array,
+    query_keys: Int64Array,
+    days: int,
+    delay_days: int,
+) -> tuple[FloatArray, FloatArray]:
+    """Age of an entity's first flagged event in ``(t - delay - days, t - delay]``, and the
+    share of flagged events among its events from that one's time to ``t - delay``.
+
+    The flag is a fraud label the system has received, so only events at least ``delay`` old
+    count (as in :func:`delayed_window`). Events at the first flagged event's own instant
+    all count, whatever their order among themselves.
+
+    Args:
+        keys: sorted event keys of the entity's transactions, shape (n,).
+        flags: 1 for a flagged event, else 0, shape (n,).
+        query_keys: the key of each instant ``t`` to describe, shape (m,).
+        days, delay_days: window length and label delay.
+
+    Returns:
+        (age in days, share), shape (m,) each. Where no event of the window is flagged, the
+        age is ``delay + days`` (outside the window: ages inside lie in ``[delay, delay +
+        days)``) and the share 0.
+
+    Source: our own, for the handbook simulator's compromised terminals (chapter 3.2,
+    scenario 2: every transaction at a terminal is fraudulent for the 28 days after it is
+    compromised).
+    """
+    hi = np.searchsorted(keys, query_keys - delay_days * MS_PER_DAY, side="right")
+    lo = np.searchsorted(keys, query_keys - (delay_days + days) * MS_PER_DAY, side="right")
+    flagged = np.append(np.flatnonzero(flags), keys.size)  # the last: "none"
+    first = flagged[np.searchsorted(flagged, lo, side="left")]  # first flagged at >= lo
+    found = first < hi
+    first_keys = np.where(found, np.append(keys, 0)[first], query_keys)
+    since = np.searchsorted(keys, first_keys, side="left")  # ties at its instant count
+    count = np.where(found, hi - since, 0)
+    prefix = prefix_sums(flags)
+    hits = np.where(found, prefix[hi] - prefix[np.minimum(since, hi)], 0)
+    share = np.divide(hits, count, out=np.zeros(count.size), where=count > 0)
+    age = np.where(found, (query_keys - first_keys) / MS_PER_DAY, float(delay_days + days))
+    return age, share

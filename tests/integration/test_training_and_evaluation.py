@@ -87,6 +87,12 @@ def test_trained_model_beats_the_published_xgboost(trained: TrainedModel) -> Non
     for metric in published.METRICS:
         assert chapter3[metric] >= published.CHAPTER3_XGBOOST[metric], metric
         assert chapter5[metric] >= published.CHAPTER5_XGBOOST[metric], metric
+    # the terminal-compromise inputs and the new grid lift average precision past ours of
+    # 2026-12-02 (0.711, chapter 5); card precision@100 stays within a card a day of it
+    assert metadata["feature_set"].endswith("+terminal_compromise")
+    before = published.OURS_BEFORE["chapter5"]
+    assert chapter5["average_precision"] >= before["average_precision"] + 0.01
+    assert chapter5["card_precision_at_100"] >= before["card_precision_at_100"] - 0.01
     assert [w["test"][:10] for w in chapter5["weeks"]] == [
         "2018-08-08",
         "2018-08-15",

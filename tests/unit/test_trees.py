@@ -14,7 +14,8 @@ from models.train import FEATURE_SETS, Candidate, fit
 from models.trees import TreeEnsemble, UnsupportedModel
 from services.scorer.model import ActiveModel
 
-FEATURE_SET = "handbook+amount_ratios+large_tx"  # the 19 inputs the scorer computes
+# every input the scorer computes
+FEATURE_SET = "handbook+amount_ratios+large_tx+terminal_compromise"
 NAMES = list(FEATURE_SETS[FEATURE_SET])
 N_FEATURES = len(NAMES)
 ULP_AT_ONE = float(np.spacing(np.float32(0.5)))  # a float32 unit in [0.5, 1): 6e-8
@@ -59,7 +60,7 @@ def _thresholds_rows(booster: xgb.Booster) -> np.ndarray:
     return np.asarray(rows)
 
 
-@pytest.mark.parametrize("max_depth", [3, 6, 9])  # the training grid's depths
+@pytest.mark.parametrize("max_depth", [3, 4, 6, 9])  # the training grid's depths, and deeper
 def test_margins_are_bit_identical_to_xgboost(max_depth: int) -> None:
     booster = _booster(max_depth)
     trees = TreeEnsemble.from_booster(booster)

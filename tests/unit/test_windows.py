@@ -9,6 +9,7 @@ from services.features import definitions as d
 from services.features.derived import calendar_flags
 from services.features.incremental import (
     CUSTOMER_BLOCK,
+    TERMINAL_BLOCK,
     CustomerHistory,
     TerminalHistory,
     customer_features,
@@ -17,6 +18,7 @@ from services.features.incremental import (
 from services.features.windows import (
     delayed_window,
     event_keys,
+    first_flag_window,
     prefix_sums,
     to_cents,
     trailing_window,
@@ -137,3 +139,63 @@ def test_terminal_history_counts_only_received_labels() -> None:
     assert _risk(history, t) == pytest.approx((3.0, 2 / 3))
     history.observe_label("z", BASE + 2000, False)  # a later verdict wins
     assert _risk(history, t) == pytest.approx((3.0, 1 / 3))
+
+
+def test_first_flag_window_on_a_hand_computed_terminal() -> None:
+    # one terminal: events at day 0, 1 (fraud), 1 again (legitimate, same instant), 2, 3
+    # (fraud), 20 (fraud); label delay 7 days, window 30 days
+    times = np.array([0, DAY, DAY, 2 * DAY, 3 * DAY, 20 * DAY]) + BASE
+    keys = event_keys(np.zeros(6, dtype=np.int64), times)
+    flags = np.array([0, 1, 0, 0, 1, 1])
+    query = event_keys(np.zeros(5, dtype=np.int64), BASE + np.array([5, 9, 12, 36, 40]) * DAY)
+    age, share = first_flag_window(keys, flags, query, days=30, delay_days=7)
+    # t=5d: window (-32d, -2d] holds nothing: no fraud known
+    # t=9d: window (-28d, 2d]: first fraud at day 1; since it: 3 events, 1 fraud
+    # t=12d: (-25d, 5d]: first fraud day 1; since it 4 events (day 1 both, 2, 3), 2 frauds
+    # t=36d: (-1d, 29d]: first fraud day 1 (age 35 days); since it 5 events, 3 frauds
+    # t=40d: (3d, 33d]: day 3 falls out; first fraud day 20 (age 20), 1 event, 1 fraud
+    assert age.tolist() == pytest.approx([37.0, 8.0, 11.0, 35.0, 20.0])
+    assert share.tolist() == pytest.approx([0.0, 1 / 3, 0.5, 0.6, 1.0])
+
+
+def test_first_flag_window_matches_brute_force_over_many_terminals() -> None:
+    rng = np.random.default_rng(7)
+    n = 3_000
+    terminals = rng.integers(0, 40, n)
+    times = BASE + rng.integers(0, 60 * DAY // 3_600_000, n) * 3_600_000  # hours: many ties
+    flags = (rng.random(n) < 0.1).astype(np.int64)
+    order = np.lexsort((np.arange(n), times, terminals))
+    keys = event_keys(terminals[order], times[order])
+    age, share = first_flag_window(keys, flags[order], keys, days=30, delay_days=7)
+    for i in rng.choice(n, 300, replace=False):
+        same = terminals[order] == terminals[order][i]
+        t = times[order][i]
+        inside = same & (times[order] > t - 37 * DAY) & (times[order] <= t - 7 * DAY)
+        frauds = times[order][inside & (flags[order] == 1)]
+        if frauds.size == 0:
+            assert (age[i], share[i]) == (37.0, 0.0)
+            continue
+        since = same & (times[order] >= frauds.min()) & (times[order] <= t - 7 * DAY)
+        assert age[i] == pytest.approx((t - frauds.min()) / DAY)
+        assert share[i] == pytest.approx(flags[order][since].sum() / since.sum())
+
+
+def _terminal_block(history: TerminalHistory, t: int) -> dict[str, float]:
+    row = terminal_features(np.array([t]), ["t"], {"t": history})[0]
+    return dict(zip(TERMINAL_BLOCK, row.tolist(), strict=True))
+
+
+def test_terminal_features_give_the_compromise_from_received_labels_only() -> None:
+    history = TerminalHistory()
+    for k, tid in enumerate(["a", "b", "c"]):
+        history.observe_transaction(tid, BASE + k * DAY)
+    t = BASE + 10 * DAY  # window (BASE - 27 d, BASE + 3 d]
+    block = _terminal_block(history, t)
+    assert (block[d.TERMINAL_FIRST_FRAUD_AGE], block[d.TERMINAL_FRAUD_SHARE_SINCE_FIRST]) == (
+        37.0,
+        0.0,
+    )
+    history.observe_label("b", BASE + DAY, True)
+    block = _terminal_block(history, t)
+    assert block[d.TERMINAL_FIRST_FRAUD_AGE] == pytest.approx(9.0)
+    assert block[d.TERMINAL_FRAUD_SHARE_SINCE_FIRST] == pytest.approx(0.5)  # b fraud, c not

@@ -1,7 +1,7 @@
 """``fraud bench-console``: the console's server time per page with many decisions stored.
 
 Fills a private ``redis-server`` with N decisions (default 1,000,000: one in ten in the review
-queue, 20,000 cards, 19 features each, scored by the active model) through the decision
+queue, 20,000 cards, the active model's features each, scored by it) through the decision
 store, signs in to the console in-process as an admin (the admin API's app, Starlette's test
 client) and requests each page 30 times; the policy preview is a POST that decides the latest
 1,000 or 10,000 decisions again. The overview reads the stack's Prometheus (what it holds,

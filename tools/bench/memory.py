@@ -346,8 +346,8 @@ async def measure_decisions(
 
 
 def _levelling_record(index: int, now_ms: int, features: Sequence[str]) -> bytes:
-    """A decision record the size of the scorer's (19 features, two contributions), decided
-    now; one in a hundred in review."""
+    """A decision record the size of the scorer's (every feature the scorer computes, two
+    contributions), decided now; one in a hundred in review."""
     from services.common.decision import Contribution, Decision
 
     rng = np.random.default_rng(index)
