@@ -225,9 +225,12 @@ def run(
     if ModelRegistry(settings.models_dir).active() is None:
         from models.train import run_training
 
-        log("no active model: training on the week that ends 7 days before the replay")
+        log(
+            "no active model: training on the week that ends 7 days before the replay "
+            "(the quick grid; `fraud train` runs the full one)"
+        )
         version, _ = run_training(
-            settings, training_start=start - dt.timedelta(days=14), progress=progress
+            settings, training_start=start - dt.timedelta(days=14), quick=True, progress=progress
         )
         log(f"model {version} trained and active")
     client = redis_client(settings.redis)
