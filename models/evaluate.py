@@ -36,7 +36,8 @@ def evaluate(
     Returns:
         ``{"model_version", "chapter3": {auc_roc, average_precision, card_precision_at_100,
         test_week, transactions, frauds, booster}, "chapter5": {the three means, "weeks": [...]},
-        "published": {...}, "plots": [...]}``; without ``chapter5`` that part is omitted.
+        "published": {...}, "before": {"name", "chapter3", "chapter5"} (ours of 2026-12-02),
+        "plots": [...]}``; without ``chapter5`` that part is omitted.
 
     Raises:
         RegistryError: no such model, or none is active.

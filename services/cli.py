@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="first day of the training week (default 2018-07-25, chapter 3)",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--quick", action="store_true", help="an 8-candidate grid instead of 108")
+    p.add_argument("--quick", action="store_true", help="a 12-candidate grid instead of 108")
     p.add_argument("--no-promote", action="store_true", help="register without activating")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
 

@@ -64,8 +64,8 @@ LARGE_AMOUNT_COUNT = f"CUSTOMER_ID_NB_LARGE_TX_{LARGE_AMOUNT_WINDOW_DAYS}DAY_WIN
 # simulator a compromised terminal stays compromised for 28 days and every transaction on it is
 # fraudulent meanwhile (scenario 2): how long ago the terminal's first known fraud of the
 # delayed 30-day window happened, and which share of its transactions since then were
-# frauds, tell a terminal still compromised from one with a stray fraud. Labels count only
-# once LABEL_DELAY_DAYS old, as for the terminal risk features.
+# frauds, tell a terminal still compromised from one with a stray fraud. Only the received
+# labels of transactions at least LABEL_DELAY_DAYS old count, as for the terminal risk.
 TERMINAL_COMPROMISE_WINDOW_DAYS = 30
 TERMINAL_FIRST_FRAUD_AGE = "TERMINAL_ID_FIRST_FRAUD_AGE_DAYS"
 TERMINAL_FRAUD_SHARE_SINCE_FIRST = "TERMINAL_ID_FRAUD_SHARE_SINCE_FIRST_FRAUD"

@@ -38,7 +38,10 @@ REPLAY_SLACK_MS = 15 * d.MS_PER_DAY
 15 days before its newest event and still find every event its windows need."""
 CUSTOMER_HORIZON_MS = max(d.WINDOWS_DAYS) * d.MS_PER_DAY + REPLAY_SLACK_MS
 """How far back (before its newest event) a customer history keeps events."""
-TERMINAL_HORIZON_MS = (max(d.WINDOWS_DAYS) + d.LABEL_DELAY_DAYS) * d.MS_PER_DAY + REPLAY_SLACK_MS
+TERMINAL_HORIZON_MS = (
+    max(*d.WINDOWS_DAYS, d.TERMINAL_COMPROMISE_WINDOW_DAYS) + d.LABEL_DELAY_DAYS
+) * d.MS_PER_DAY + REPLAY_SLACK_MS
+"""How far back a terminal history keeps events: its longest delayed window, and the slack."""
 
 CUSTOMER_BLOCK: tuple[str, ...] = (*d.CUSTOMER_FEATURES, d.LARGE_AMOUNT_COUNT)
 """Columns of :func:`customer_features`."""

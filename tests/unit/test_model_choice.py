@@ -44,4 +44,10 @@ def test_without_spread_the_best_is_taken() -> None:
 
 def test_the_quick_grid_is_part_of_the_full_grid() -> None:
     assert set(grid(quick=True)) <= set(grid())
-    assert len(grid()) == 108 and len(grid(quick=True)) == 8
+    assert len(grid()) == 108 and len(grid(quick=True)) == 12
+
+
+def test_a_fold_without_a_score_leaves_the_best() -> None:
+    best = _entry(6, 100, [0.73, float("nan"), 0.74, 0.75])
+    best["validation"]["average_precision"] = 0.74
+    assert choose(_ranked(best, _entry(3, 100, [0.739] * 4))) is best
