@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "customer_spending": ("customer_id", (*d.CUSTOMER_FEATURES, d.LARGE_AMOUNT_COUNT)),
-    "terminal_risk": ("terminal_id", (*d.TERMINAL_FEATURES, *d.TERMINAL_COMPROMISE_FEATURES)),
+    "terminal_risk": ("terminal_id", d.TERMINAL_ALL_FEATURES),
     "transaction_context": (
         "transaction_id",
         (*d.TRANSACTION_FEATURES, *d.AMOUNT_TO_CUSTOMER_MEAN.values()),

@@ -140,10 +140,7 @@ terminal_risk = FeatureView(
     name="terminal_risk",
     entities=[terminal],
     ttl=timedelta(days=38),
-    schema=[
-        Field(name=n, dtype=Float64)
-        for n in (*d.TERMINAL_FEATURES, *d.TERMINAL_COMPROMISE_FEATURES)
-    ],
+    schema=[Field(name=n, dtype=Float64) for n in d.TERMINAL_ALL_FEATURES],
     source=_source("terminal_risk"),
     online=False,
     description="Transactions and fraud share on the terminal 7 to 7+n days ago, n = 1, 7, "

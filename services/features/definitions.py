@@ -74,6 +74,9 @@ TERMINAL_COMPROMISE_FEATURES: tuple[str, ...] = (
     TERMINAL_FRAUD_SHARE_SINCE_FIRST,
 )
 
+TERMINAL_ALL_FEATURES: tuple[str, ...] = (*TERMINAL_FEATURES, *TERMINAL_COMPROMISE_FEATURES)
+"""Every feature of a terminal at an instant: the handbook's risk windows, then ours."""
+
 OWN_FEATURES: tuple[str, ...] = (
     *AMOUNT_TO_CUSTOMER_MEAN.values(),
     LARGE_AMOUNT_COUNT,

@@ -45,7 +45,7 @@ TERMINAL_HORIZON_MS = (
 
 CUSTOMER_BLOCK: tuple[str, ...] = (*d.CUSTOMER_FEATURES, d.LARGE_AMOUNT_COUNT)
 """Columns of :func:`customer_features`."""
-TERMINAL_BLOCK: tuple[str, ...] = (*d.TERMINAL_FEATURES, *d.TERMINAL_COMPROMISE_FEATURES)
+TERMINAL_BLOCK: tuple[str, ...] = d.TERMINAL_ALL_FEATURES
 """Columns of :func:`terminal_features`."""
 
 
