@@ -25,7 +25,10 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
 - ``shadow:{challenger}:counts``: outcome counts of the decisions a challenger in shadow
   scored too (:mod:`services.common.shadow_store`).
 
-No multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
+Each entity index is written by one single-key Lua script per batch (:data:`INDEX_SCRIPT`:
+add, trim, expire), and each outcome index by one ``ZADD`` of the batch's members: about three
+commands a decision instead of eight, which was most of the recording worker's CPU. No
+multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
 by the redelivery, since every index write is idempotent.
 """
 
@@ -48,6 +51,17 @@ RECENT_MAX = 10_000
 """Decisions kept in ``dec:recent``."""
 RETENTION_MS = 35 * 24 * 3600 * 1000
 """The default retention (``StoreSettings.retention_days``)."""
+INDEX_SCRIPT = """
+redis.call('ZADD', KEYS[1], unpack(ARGV, 3))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+"""One entity index's write: ``ZADD`` of the score and member pairs ``ARGV[3:]``, then
+``ZREMRANGEBYSCORE -inf ARGV[1]`` (an exclusive bound, ``(cutoff``) and ``PEXPIRE ARGV[2]``.
+Sent with ``EVAL`` (Redis caches the compiled script by its SHA-1), so no node needs it loaded
+first."""
+SCRIPT_MEMBERS = 1000
+"""Members per script call at most: Lua's ``unpack`` refuses about 8,000 values."""
 
 
 def decision_key(transaction_id: str) -> str:
@@ -143,24 +157,32 @@ class DecisionStore:
         for decision, new in zip(decisions, created, strict=True):
             kept.append(decision if new else decode(next(stored)))
         pipe = self._redis.pipeline(transaction=False)
-        newest: dict[str, int] = {}  # per entity index key: its newest event time written
+        entities: dict[str, dict[str, int]] = {}  # index key -> {transaction id: event time}
+        outcomes: dict[str, dict[str, int]] = {}  # index key -> {transaction id: decided at}
+        review: dict[str, int] = {}
         for decision in kept:
             tx_id = decision.transaction_id
             for key in (
                 customer_index_key(decision.customer_id),
                 terminal_index_key(decision.terminal_id),
             ):
-                pipe.zadd(key, {tx_id: decision.event_time_ms})
-                newest[key] = max(decision.event_time_ms, newest.get(key, decision.event_time_ms))
-            pipe.zadd(outcome_index_key(decision.outcome), {tx_id: decision.decided_at_ms})
+                entities.setdefault(key, {})[tx_id] = decision.event_time_ms
+            outcomes.setdefault(outcome_index_key(decision.outcome), {})[tx_id] = (
+                decision.decided_at_ms
+            )
             if decision.outcome == "review":
-                pipe.zadd(REVIEW_QUEUE_KEY, {tx_id: decision.decided_at_ms}, nx=True)
-        for key, latest in newest.items():  # an entity's index keeps the retention's span
-            pipe.zremrangebyscore(key, "-inf", f"({latest - keep}")
-            pipe.pexpire(key, keep)
-        for key in {outcome_index_key(d.outcome) for d in kept}:
+                review[tx_id] = decision.decided_at_ms
+        for key, members in entities.items():  # an entity's index keeps the retention's span
+            pairs = [x for tx_id, at in members.items() for x in (at, tx_id)]
+            cutoff = f"({max(members.values()) - keep}"
+            for at in range(0, len(pairs), 2 * SCRIPT_MEMBERS):
+                pipe.eval(INDEX_SCRIPT, 1, key, cutoff, keep, *pairs[at : at + 2 * SCRIPT_MEMBERS])
+        for key, members in outcomes.items():
+            pipe.zadd(key, members)
             pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep}")
             pipe.pexpire(key, keep)
+        if review:
+            pipe.zadd(REVIEW_QUEUE_KEY, review, nx=True)
         pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
         new_ones = [d for d, new in zip(decisions, created, strict=True) if new]
         shadow_store.queue_decisions(pipe, new_ones, keep)  # counted once per transaction

@@ -99,6 +99,33 @@ def test_decisions_and_their_indexes_keep_the_retention(port: int) -> None:
     assert _put(port, retention, [later]) == 0
 
 
+def test_one_batch_indexes_every_member_and_trims_from_its_newest(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch with many decisions of one card: each index write takes at most two members
+    here (the script's chunks), every member is indexed, and a member more than the retention
+    older than the batch's newest is trimmed, one exactly at the retention's edge kept."""
+    from services.common import decision_store
+
+    monkeypatch.setattr(decision_store, "SCRIPT_MEMBERS", 2)
+    sync = redis.Redis(port=port)
+    now_ms = int(time.time() * 1000)
+    retention = 10 * DAY_MS
+    newest = EVENT_MS + 20 * DAY_MS
+    events = [newest - retention - 1, newest - retention, *(newest - i for i in range(4, -1, -1))]
+    batch = [
+        _decision(i, ms, now_ms, "approve" if i % 2 else "review") for i, ms in enumerate(events)
+    ]
+    assert _put(port, retention, batch) == 7
+    kept = [f"t-{i}".encode() for i in range(1, 7)]  # t-0 is 1 ms past the retention
+    assert sync.zrange(customer_index_key("c-1"), 0, -1) == kept
+    assert sync.zrange(terminal_index_key("s-1"), 0, -1) == kept
+    assert sync.zscore(customer_index_key("c-1"), "t-6") == newest
+    assert 0 < sync.pttl(terminal_index_key("s-1")) <= retention
+    assert sync.zrange(outcome_index_key("approve"), 0, -1) == [b"t-1", b"t-3", b"t-5"]
+    assert sync.zrange(REVIEW_QUEUE_KEY, 0, -1) == [b"t-0", b"t-2", b"t-4", b"t-6"]
+
+
 def test_recent_keeps_the_latest_new_decisions_newest_first(
     port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
