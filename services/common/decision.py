@@ -134,6 +134,21 @@ def decode(value: bytes | str) -> Decision:
         raise ValueError(f"not a decision: {error}") from error
 
 
+def decode_where(value: bytes | str) -> tuple[str, str, int]:
+    """``(transaction_id, terminal_id, event_time_ms)`` of a ``decisions`` record's value,
+    without building the whole :class:`Decision` (a third of :func:`decode`'s CPU: what the
+    terminals' writer reads of every decision).
+
+    Raises:
+        ValueError: not JSON, or one of the three fields is missing.
+    """
+    raw = orjson.loads(value)
+    try:
+        return raw["transaction_id"], raw["terminal_id"], int(raw["event_time_ms"])
+    except (TypeError, KeyError) as error:
+        raise ValueError(f"not a decision: {error}") from error
+
+
 __all__ = [
     "OUTCOMES",
     "Contribution",
@@ -143,4 +158,5 @@ __all__ = [
     "RuleHit",
     "ShadowScore",
     "decode",
+    "decode_where",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.common import shadow_store
-from services.common.decision import decode
+from services.common.decision import decode_where
 from services.common.decision_store import DecisionStore
 from services.common.errors import retry
 from services.common.events import InvalidEvent, Label, parse_label
@@ -34,10 +34,7 @@ def terminal_events(
     observed, labels = [], []
     for record in records:
         if record.topic == decisions_topic:
-            decision = decode(record.value or b"")
-            observed.append(
-                Observed(decision.transaction_id, decision.terminal_id, decision.event_time_ms)
-            )
+            observed.append(Observed(*decode_where(record.value or b"")))
             continue
         try:
             labels.append(parse_label(record.value or b""))

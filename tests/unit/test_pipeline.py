@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.common.decision import RuleHit, decode
+from services.common.decision import RuleHit, decode, decode_where
 from services.common.policy import Policy
 from services.scorer import scoring
 from services.scorer.checkpoint import Checkpoint
@@ -246,3 +246,20 @@ def test_decisions_encode_as_the_topic_contract() -> None:
     assert raw["event_time"] == "2018-08-08T00:00:00Z"
     assert raw["features"]["TX_AMOUNT"] == 10.0
     assert raw["features"]["CUSTOMER_ID_NB_TX_30DAY_WINDOW"] == 0.0
+
+
+def test_the_terminals_writer_reads_a_decisions_id_terminal_and_time() -> None:
+    async def run() -> bytes:
+        pipeline, publisher = _pipeline()
+        await pipeline(records(transaction_value("a", minute=3)))
+        return publisher.on(DECISIONS)[0].value or b""
+
+    value = _run(run())
+    # 2018-08-08T00:03:00Z, worked out by hand: 1,533,686,400 s + 180 s
+    assert decode_where(value) == ("a", "t1", 1_533_686_580_000)
+    full = decode(value)
+    assert decode_where(value) == (full.transaction_id, full.terminal_id, full.event_time_ms)
+    with pytest.raises(ValueError, match="not a decision"):
+        decode_where(b'{"transaction_id": "a", "event_time_ms": 1}')
+    with pytest.raises(ValueError):
+        decode_where(b"not json")
