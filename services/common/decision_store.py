@@ -27,7 +27,7 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
 
 Each entity index is written by one single-key Lua script per batch (:data:`INDEX_SCRIPT`:
 add, trim, expire), and each outcome index by one ``ZADD`` of the batch's members: about three
-commands a decision instead of eight, which was most of the recording worker's CPU. No
+commands a decision instead of eight, each of which redis-py packs and parses in Python. No
 multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
 by the redelivery, since every index write is idempotent.
 """

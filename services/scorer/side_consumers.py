@@ -47,7 +47,7 @@ async def consume_batches(
     order) and must return only once their effects are durable; the offsets of what it
     handled are committed at most every :data:`COMMIT_EVERY_S` (and when partitions move or
     the loop stops): a crash repeats at most that much, which the idempotent effects absorb,
-    while a commit per fetch cost about a tenth of the recording worker's CPU (py-spy, 1,000
+    while a commit per fetch cost about a twentieth of the recording worker's CPU (py-spy, 1,000
     tx/s). ``assignor`` is the group's partition assignor (default: aiokafka's round robin);
     ``on_partitions`` gets the owned partitions after each rebalance. Records of the ``first``
     topics are handled before the others: each round hands over what was fetched
