@@ -25,11 +25,11 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
 - ``shadow:{challenger}:counts``: outcome counts of the decisions a challenger in shadow
   scored too (:mod:`services.common.shadow_store`).
 
-Each entity index is written by one single-key Lua script per batch (:data:`INDEX_SCRIPT`:
-add, trim, expire), and each outcome index by one ``ZADD`` of the batch's members: about three
-commands a decision instead of eight, each of which redis-py packs and parses in Python. No
-multi-key script, so it also works on Redis Cluster; a crash between the writes is repaired
-by the redelivery, since every index write is idempotent.
+Each card, terminal and outcome index is written by one single-key Lua script per batch
+(:data:`INDEX_SCRIPT`: add, trim, expire): about three commands a decision instead of eight,
+each of which redis-py packs and parses in Python. No multi-key script, so it also works on
+Redis Cluster; a crash between the writes is repaired by the redelivery, since every index
+write is idempotent.
 """
 
 from __future__ import annotations
@@ -173,14 +173,9 @@ class DecisionStore:
             if decision.outcome == "review":
                 review[tx_id] = decision.decided_at_ms
         for key, members in entities.items():  # an entity's index keeps the retention's span
-            pairs = [x for tx_id, at in members.items() for x in (at, tx_id)]
-            cutoff = f"({max(members.values()) - keep}"
-            for at in range(0, len(pairs), 2 * SCRIPT_MEMBERS):
-                pipe.eval(INDEX_SCRIPT, 1, key, cutoff, keep, *pairs[at : at + 2 * SCRIPT_MEMBERS])
-        for key, members in outcomes.items():
-            pipe.zadd(key, members)
-            pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep}")
-            pipe.pexpire(key, keep)
+            _queue_index(pipe, key, members, max(members.values()) - keep, keep)
+        for key, members in outcomes.items():  # by decision time: the retention before now
+            _queue_index(pipe, key, members, now_ms - keep, keep)
         if review:
             pipe.zadd(REVIEW_QUEUE_KEY, review, nx=True)
         pipe.zremrangebyscore(REVIEW_QUEUE_KEY, "-inf", f"({now_ms - keep}")
@@ -222,6 +217,15 @@ class DecisionStore:
             for at in range(0, len(keys), 1000):
                 raws += await self._redis.mget(keys[at : at + 1000])
         return [decode(r) if r else None for r in raws]
+
+
+def _queue_index(pipe: Any, key: str, members: dict[str, int], cutoff: int, keep: int) -> None:
+    """Queue :data:`INDEX_SCRIPT` on ``pipe``: add ``members`` (id -> score) to the sorted set
+    ``key``, drop those scored below ``cutoff``, expire the set ``keep`` ms from now; in calls
+    of at most :data:`SCRIPT_MEMBERS` members."""
+    pairs = [x for tx_id, score in members.items() for x in (score, tx_id)]
+    for at in range(0, len(pairs), 2 * SCRIPT_MEMBERS):
+        pipe.eval(INDEX_SCRIPT, 1, key, f"({cutoff}", keep, *pairs[at : at + 2 * SCRIPT_MEMBERS])
 
 
 def _brief(d: Decision) -> Brief:

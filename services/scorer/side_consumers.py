@@ -31,6 +31,22 @@ a crash repeats at most this much, which the idempotent effects absorb; a commit
 cost a broker round trip each."""
 
 
+async def _commit(consumer: Any, group_id: str, offsets: Offsets) -> None:
+    """Commit ``offsets``; a commit refused after a rebalance is logged: the partitions' new
+    owner repeats from the last commit, which the idempotent effects absorb."""
+    from aiokafka.errors import CommitFailedError
+
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError:
+        log.warning("commit_failed group=%s (rebalance)", group_id)
+
+
+def _next_offsets(fetched: dict[Any, list[Any]]) -> Offsets:
+    """Partition -> the offset after its last fetched record (what a commit of them takes)."""
+    return {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
+
+
 async def consume_batches(
     settings: Settings,
     topics: Sequence[str],
@@ -57,13 +73,9 @@ async def consume_batches(
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-    from aiokafka.errors import CommitFailedError
 
     async def commit(offsets: Offsets) -> None:
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError:  # partitions moved; the new owner repeats from its commit
-            log.warning("commit_failed group=%s (rebalance)", group_id)
+        await _commit(consumer, group_id, offsets)
 
     checkpoint = Checkpoint(commit)
     consumer = AIOKafkaConsumer(
@@ -90,8 +102,7 @@ async def consume_batches(
 
     async def handle(batches: dict[Any, list[Any]]) -> None:
         await handler([r for records in batches.values() for r in records])
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
-        await checkpoint.handled(offsets, None)
+        await checkpoint.handled(_next_offsets(batches), None)
 
     last_commit = time.monotonic()
     try:
@@ -142,16 +153,12 @@ async def consume_transactions(
     import time
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-    from aiokafka.errors import CommitFailedError
 
     cfg = settings.scorer
     group_id = group_id or cfg.app_id
 
     async def commit(offsets: Offsets) -> None:
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError:  # partitions moved; the new owner repeats from its commit
-            log.warning("commit_failed group=%s (rebalance)", group_id)
+        await _commit(consumer, group_id, offsets)
 
     checkpoint = Checkpoint(commit, flush)
 
@@ -189,8 +196,7 @@ async def consume_transactions(
                     fetched.setdefault(tp, []).extend(records)
             if fetched:
                 delivery = await handler([r for records in fetched.values() for r in records])
-                offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
-                await checkpoint.handled(offsets, delivery)
+                await checkpoint.handled(_next_offsets(fetched), delivery)
             now = time.monotonic()
             if now - last_commit >= COMMIT_EVERY_S:
                 await checkpoint.commit()
