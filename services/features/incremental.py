@@ -121,6 +121,11 @@ def transaction_key(transaction_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+_FEW = 8
+"""Up to this many new transactions, a terminal looks each one up in its keys by comparison;
+beyond, through a set of them (a backfill's thousands)."""
+
+
 @dataclass
 class TerminalHistory:
     """One terminal's recent transactions and the fraud labels received for them.
@@ -146,15 +151,19 @@ class TerminalHistory:
         fresh: dict[int, int] = {}
         for transaction_id, time_ms in transactions:
             fresh.setdefault(transaction_key(transaction_id), time_ms)
-        known = set(self.keys.tolist())
-        new = [(k, t) for k, t in fresh.items() if k not in known]
+        if len(fresh) <= _FEW:  # the writer's usual case: a comparison each, no set of keys
+            new = [(k, t) for k, t in fresh.items() if not (self.keys == k).any()]
+        else:
+            known = set(self.keys.tolist())
+            new = [(k, t) for k, t in fresh.items() if k not in known]
         if not new:
             return
-        keys = np.array([k for k, _ in new], dtype=np.int64)
-        times = np.concatenate([self.times_ms, np.array([t for _, t in new], dtype=np.int64)])
-        self.keys = np.concatenate([self.keys, keys])
+        added = [t for _, t in new]
+        self.keys = np.concatenate([self.keys, np.array([k for k, _ in new], dtype=np.int64)])
         self.frauds = np.concatenate([self.frauds, np.zeros(len(new), np.int64)])
-        if np.any(np.diff(times[max(self.times_ms.size - 1, 0) :]) < 0):  # not in time order
+        times = np.concatenate([self.times_ms, np.array(added, dtype=np.int64)])
+        previous = int(self.times_ms[-1]) if self.times_ms.size else added[0]
+        if any(b < a for a, b in zip([previous, *added], added, strict=False)):  # out of order
             order = np.argsort(times, kind="stable")  # ties: known first, then arrival
             times, self.keys, self.frauds = times[order], self.keys[order], self.frauds[order]
         self.times_ms = times

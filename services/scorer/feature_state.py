@@ -103,7 +103,7 @@ def encode_terminal(history: TerminalHistory) -> dict[bytes, bytes]:
         fl.TERMINAL_FRAUDS: fl.encode_doubles(history.frauds),
         fl.TERMINAL_KEYS: fl.encode_doubles(history.keys),
     }
-    newest = int(history.times_ms.max()) if history.times_ms.size else 0
+    newest = int(history.times_ms[-1]) if history.times_ms.size else 0  # sorted
     return fl.row(fl.TERMINAL_VIEW, values, newest)
 
 

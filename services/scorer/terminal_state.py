@@ -113,8 +113,8 @@ def update(
             label.transaction_id, label.transaction_time_ms, label.is_fraud
         )
     for history in histories.values():
-        if history.times_ms.size:
-            history.prune(int(history.times_ms.max()))
+        if history.times_ms.size:  # sorted: the newest is the last
+            history.prune(int(history.times_ms[-1]))
 
 
 class SingleOwnerAssignor(AbstractPartitionAssignor):  # type: ignore[misc]

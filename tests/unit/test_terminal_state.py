@@ -68,3 +68,31 @@ def test_any_interleaving_and_any_repetition_give_the_same_terminal() -> None:
                 update({"t": history}, [], [event])
         assert _contents(history) == want
         assert np.all(np.diff(history.times_ms) >= 0)
+
+
+def test_a_terminal_batch_of_any_size_gives_what_one_at_a_time_gives() -> None:
+    """Redeliveries, late and tied event times, cut into random chunks: short chunks take
+    the lookup by comparison, long ones the lookup by set; both must end in the same arrays,
+    in the same order (event time, then arrival)."""
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        ids = [f"tx-{rng.integers(0, 25)}" for _ in range(40)]
+        first_time = {}
+        pairs = []
+        for tx in ids:  # a redelivery repeats its event time
+            first_time.setdefault(tx, T0 + 1000 * int(rng.integers(0, 8)))
+            pairs.append((tx, first_time[tx]))
+        one_by_one = TerminalHistory()
+        for pair in pairs:
+            one_by_one.observe_transactions([pair])
+        chunked = TerminalHistory()
+        at = 0
+        while at < len(pairs):
+            size = int(rng.integers(1, 20))
+            chunked.observe_transactions(pairs[at : at + size])
+            at += size
+        for history in (one_by_one, chunked):
+            assert np.all(np.diff(history.times_ms) >= 0)
+        assert one_by_one.keys.tolist() == chunked.keys.tolist()
+        assert one_by_one.times_ms.tolist() == chunked.times_ms.tolist()
+        assert len(set(one_by_one.keys.tolist())) == len(first_time)
