@@ -75,16 +75,17 @@ class Checkpoint:
 
     async def commit(self) -> None:
         """Wait for every delivery, flush, then commit what was delivered (before a commit
-        on a timer, a rebalance and a stop).
+        on a timer, a rebalance and a stop). Flushes even when no offset waits: writes held
+        back outside a batch (the degraded mode's catch-up on a timer) go out too.
 
         Raises:
             Exception: a delivery, the flush or the commit failed (nothing is forgotten: the
                 offsets stay to commit, or the batches are repeated after a restart).
         """
         await self.settle(0)
-        if not self._done:
-            return
         if self._flush is not None:
             await self._flush()
+        if not self._done:
+            return
         await self._commit(dict(self._done))
         self._done.clear()

@@ -156,6 +156,39 @@ def test_offsets_are_committed_only_after_delivery_and_flush() -> None:
     assert events == ["flush", "commit"]
 
 
+def test_a_catch_up_on_the_timer_reaches_the_state_at_the_next_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an outage, the worker's timer writes the pending transactions (``recover``)
+    while no batch arrives and every offset is already committed: the commit timer must
+    still flush what that catch-up held back."""
+    monkeypatch.setattr(scoring, "PROBE_EVERY_S", 0.0)
+
+    async def run() -> tuple[FakeFeatureSource, list[Any]]:
+        source = FakeFeatureSource()
+        pipeline, publisher = _pipeline(source)
+        commits: list[Any] = []
+
+        async def commit(offsets: Any) -> None:
+            commits.append(offsets)
+
+        checkpoint = Checkpoint(commit, pipeline.scorer.flush)
+        source.fail_next = 1  # the outage: decided in degraded mode, kept pending
+        delivery = await pipeline(records(transaction_value("a"), transaction_value("b")))
+        publisher.deliver()
+        await checkpoint.handled({0: 2}, delivery)
+        await checkpoint.commit()
+        assert [tx.transaction_id for tx in pipeline.scorer.pending] == ["a", "b"]
+        await pipeline.scorer.recover()  # Redis is back: the timer catches up
+        assert not pipeline.scorer.pending and source.written == {}  # held back
+        await checkpoint.commit()  # nothing left to commit, but the writes must go out
+        return source, commits
+
+    source, commits = _run(run())
+    assert source.written == {"c1": ["a", "b"]}
+    assert commits == [{0: 2}]
+
+
 def test_a_failed_delivery_is_never_committed() -> None:
     async def run() -> list[Any]:
         pipeline, publisher = _pipeline()
