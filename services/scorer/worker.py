@@ -33,8 +33,12 @@ effects are done: at-least-once with no duplicates in the store.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
+import os
+import sys
+import threading
 import time
 from typing import Any
 
@@ -60,6 +64,12 @@ from services.scorer.terminal_state import SingleOwnerAssignor, TerminalState
 log = logging.getLogger("fraud.scorer")
 
 LOOP_PROBE_S = 0.05
+STOP_DEADLINE_S = 30.0
+"""Seconds a worker may take to stop after SIGTERM or SIGINT; past them it logs every
+thread's stack and its event loop's tasks, and exits with :data:`STOP_DEADLINE_EXIT`. Nothing
+is lost: what it had not committed is consumed again by its group's next member
+(at-least-once; the same as a SIGKILL, which ``fraud chaos`` tests)."""
+STOP_DEADLINE_EXIT = 70
 REDIS_DEADLINE_S = 2.0
 """Deadline of the worker's own Redis calls (policy, model error), in seconds."""
 
@@ -300,12 +310,57 @@ async def watch_loop_lag() -> None:
             log.warning("event_loop_stall late_ms=%.0f", late * 1000)
 
 
+def await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: ``file:line in function`` of it and of each
+    coroutine it awaits, outermost first (``Task.get_stack`` gives only the outermost)."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            lines.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return lines
+
+
+def arm_stop_deadline(loop: asyncio.AbstractEventLoop, seconds: float) -> threading.Timer:
+    """Start the stop's deadline: after ``seconds``, unless the process has exited, log
+    ``stop_deadline_exceeded`` with every thread's stack and every task of ``loop``, and
+    exit with :data:`STOP_DEADLINE_EXIT`. Returns the (daemon) timer."""
+
+    def expire() -> None:
+        log.error("stop_deadline_exceeded seconds=%g (stacks and tasks follow)", seconds)
+        out = sys.__stderr__
+        if out is not None:
+            faulthandler.dump_traceback(file=out, all_threads=True)
+            try:  # read from another thread: a diagnosis, not a consistent snapshot
+                for task in list(asyncio.all_tasks(loop)):
+                    print(f"task {task.get_name()}, awaiting:", file=out)
+                    for line in await_chain(task.get_coro()):
+                        print(f"  {line}", file=out)
+            except RuntimeError as error:
+                print(f"tasks not listed: {error}", file=out)
+            out.flush()
+        os._exit(STOP_DEADLINE_EXIT)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def main(settings: Settings, recorder: bool = False) -> int:
     """Run the scoring worker (``fraud score``), or with ``recorder`` the recording worker
-    (``fraud record``), until SIGTERM or SIGINT."""
+    (``fraud record``), until SIGTERM or SIGINT; a stop that takes longer than
+    :data:`STOP_DEADLINE_S` ends the process (see there)."""
     from faust import Worker
+
+    class BoundedStopWorker(Worker):
+        async def on_stop(self) -> None:  # mode's hook, the first step of a stop
+            arm_stop_deadline(asyncio.get_running_loop(), STOP_DEADLINE_S)
+            await super().on_stop()
 
     use_event_loop(settings)
     app = build_recorder_app(settings) if recorder else build_app(settings)
-    Worker(app, loglevel=settings.scorer.loglevel, quiet=True).execute_from_commandline()
+    BoundedStopWorker(app, loglevel=settings.scorer.loglevel, quiet=True).execute_from_commandline()
     return 0
