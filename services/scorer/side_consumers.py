@@ -32,12 +32,24 @@ cost a broker round trip each."""
 
 
 async def _commit(consumer: Any, group_id: str, offsets: Offsets) -> None:
-    """Commit ``offsets``; a commit refused after a rebalance is logged: the partitions' new
-    owner repeats from the last commit, which the idempotent effects absorb."""
+    """Commit ``offsets`` of the partitions still assigned. A batch being handled while a
+    rebalance takes its partition away ends after the revoke's commit, so its offsets may
+    name a partition this member no longer owns (aiokafka refuses the whole commit then, with
+    ``IllegalStateError``): they are dropped, like a commit refused after a rebalance (logged).
+    The partitions' new owner repeats from the last commit, which the idempotent effects
+    absorb."""
     from aiokafka.errors import CommitFailedError
 
+    owned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if len(mine) < len(offsets):
+        log.warning(
+            "commit_skipped group=%s partitions=%d (moved)", group_id, len(offsets) - len(mine)
+        )
+    if not mine:
+        return
     try:
-        await consumer.commit(offsets)
+        await consumer.commit(mine)
     except CommitFailedError:
         log.warning("commit_failed group=%s (rebalance)", group_id)
 

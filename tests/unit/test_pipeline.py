@@ -296,3 +296,30 @@ def test_the_terminals_writer_reads_a_decisions_id_terminal_and_time() -> None:
         decode_where(b'{"transaction_id": "a", "event_time_ms": 1}')
     with pytest.raises(ValueError):
         decode_where(b"not json")
+
+
+def test_a_commit_after_a_rebalance_drops_the_partitions_that_moved() -> None:
+    """A batch handled across a rebalance names a partition this member no longer owns;
+    aiokafka would refuse the whole commit (the recorder crashed on it in a cluster chaos
+    run): the moved partition's offset is dropped, the others are committed."""
+    from aiokafka.errors import IllegalStateError
+
+    from services.scorer.side_consumers import _commit
+
+    class Consumer:
+        def __init__(self, owned: set[str]) -> None:
+            self.owned = owned
+            self.committed: list[dict[str, int]] = []
+
+        def assignment(self) -> set[str]:
+            return self.owned
+
+        async def commit(self, offsets: dict[str, int]) -> None:
+            if not offsets or set(offsets) - self.owned:
+                raise IllegalStateError("Partition is not assigned")
+            self.committed.append(offsets)
+
+    consumer = Consumer({"decisions-0"})
+    _run(_commit(consumer, "g", {"decisions-0": 5, "decisions-1": 9}))
+    _run(_commit(consumer, "g", {"decisions-1": 12}))  # nothing left of it: no commit
+    assert consumer.committed == [{"decisions-0": 5}]
