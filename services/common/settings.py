@@ -346,6 +346,16 @@ class RecorderSettings(BaseModel):
         " (their batch uncommitted, retried with backoff), then the worker stops with an error"
         " for its supervisor to restart",
     )
+    nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="CPU priority the recording worker lowers itself by at start (Unix nice"
+        " increment; 0: none). Off the decision's latency path, it then yields to the scoring"
+        " worker on a shared machine (README, Benchmark), and lags when the machine is full:"
+        " for live traffic, whose labels come days later; not for replays faster than real"
+        " time, where a late label changes terminal risk",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -388,6 +388,8 @@ def main(settings: Settings, recorder: bool = False) -> int:
             await super().on_stop()
 
     use_event_loop(settings)
+    if recorder and settings.recorder.nice:
+        os.nice(settings.recorder.nice)
     app = build_recorder_app(settings, loops) if recorder else build_app(settings, loops=loops)
     BoundedStopWorker(app, loglevel=settings.scorer.loglevel, quiet=True).execute_from_commandline()
     return 0

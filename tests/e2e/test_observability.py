@@ -21,6 +21,8 @@ from tests.conftest import TrainedModel, free_port, start_private_scorer, wait_f
 
 pytestmark = pytest.mark.e2e
 OBS_REDIS_DB = 5
+RECORDER_NICE = 5
+"""The recording worker's nice increment in this run (FRAUD_RECORDER__NICE)."""
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,7 @@ def running(
         extra_env={
             "FRAUD_PROMETHEUS__TARGETS_DIR": str(settings.targets_dir),  # the stack's Prometheus
             "FRAUD_API__PORT": str(free_port()),
+            "FRAUD_RECORDER__NICE": str(RECORDER_NICE),
         },
     )
     private, env = scorer.settings, scorer.env
@@ -151,3 +154,25 @@ def test_report_plots_latency_and_throughput(
     paths = write_report(settings, minutes=10)
     assert [p.name for p in paths] == ["latency.png", "throughput.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_the_recorder_lowers_its_cpu_priority_as_set(
+    running: tuple[Settings, dict[str, str]],
+) -> None:
+    """``FRAUD_RECORDER__NICE``: the recording worker lowers its CPU priority by that much at
+    start; the scoring worker keeps the one it was started with."""
+    import psutil
+
+    env = running[1]
+    started_at = os.nice(0)  # this process's niceness, which the workers inherit
+
+    def niceness(metrics_port: str) -> int:
+        pid = next(
+            c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.laddr and c.laddr.port == int(env[metrics_port]) and c.status == "LISTEN"
+        )
+        return int(psutil.Process(pid).nice())
+
+    assert niceness("FRAUD_SCORER__METRICS_PORT") == started_at
+    assert niceness("FRAUD_RECORDER__METRICS_PORT") == min(started_at + RECORDER_NICE, 19)
