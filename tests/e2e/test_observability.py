@@ -90,12 +90,10 @@ def running(
     for _ in range(20):
         _get(f"{api}/v1/decisions/1240489", headers={"X-API-Key": key})
     yield private, env
-    others = procs[2:]  # the API and the producer; the workers stop (and are checked) below
-    for proc in others:
+    for proc in procs:
         proc.terminate()
-    for proc in others:
+    for proc in procs:
         proc.wait(timeout=60)
-    scorer.stop()
 
 
 def _get(url: str, **kwargs: object) -> bool:
