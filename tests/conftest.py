@@ -125,11 +125,15 @@ class PrivateScorer:
     recorder: Any
 
     def stop(self) -> None:
-        """SIGTERM both workers and wait for them."""
+        """SIGTERM both workers and wait for them; fail unless both exited cleanly (0), as a
+        worker does once its consumer loops left their groups (a worker past its stop
+        deadline exits 70)."""
         for proc in (self.process, self.recorder):
             proc.terminate()
-        for proc in (self.process, self.recorder):
-            proc.wait(timeout=60)
+        codes = [proc.wait(timeout=60) for proc in (self.process, self.recorder)]
+        assert codes == [0, 0], (
+            f"scorer and recorder exit codes {codes} after SIGTERM (logs in var)"
+        )
 
 
 def start_private_scorer(

@@ -10,6 +10,7 @@ than a Faust stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,6 +24,43 @@ log = logging.getLogger("fraud.scorer")
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Any]], Awaitable[Awaitable[Any] | None]]
 """Handles a micro-batch; may return its delivery (awaited before its offsets count as done)."""
+
+
+class LoopStop:
+    """Asks a worker's consumer loops to leave between two batches, and waits for them.
+
+    Faust stops a worker by cancelling its tasks. A loop cancelled inside aiokafka's
+    ``getmany`` once stayed "cancelling" for ever (fresh-clone CI, 2026-12-03: mode's task
+    dump of the live process showed it suspended in ``Fetcher.fetched_records``'s 0.2 s
+    ``asyncio.wait``, the event loop idle), so the worker never exited. Asked instead, a loop
+    ends the batch in hand, commits what it handled, leaves its group and returns: within one
+    fetch wait (200 ms) and that batch. Cancellation stays the fallback for a loop that does
+    not return in time (one waiting on Redis, for instance).
+    """
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self._loops: set[asyncio.Task[Any]] = set()
+
+    async def run(self, loop: Awaitable[None]) -> None:
+        """Run a consumer loop (given ``requested`` as its ``stop``) as one of those to wait
+        for."""
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine runs in a task
+        self._loops.add(task)
+        try:
+            await loop
+        finally:
+            self._loops.discard(task)
+
+    async def stop(self, timeout_s: float) -> bool:
+        """Ask every loop to leave and wait up to ``timeout_s`` seconds; True if all left."""
+        self.requested.set()
+        running = [task for task in self._loops if not task.done()]
+        if not running:
+            return True
+        _, pending = await asyncio.wait(running, timeout=timeout_s)
+        return not pending
 
 
 COMMIT_EVERY_S = 0.5
@@ -68,8 +106,10 @@ async def consume_batches(
     assignor: Any = None,
     on_partitions: Callable[[set[Any]], None] = lambda _: None,
     first: Sequence[str] = (),
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Consume ``topics`` in consumer group ``group_id`` until cancelled.
+    """Consume ``topics`` in consumer group ``group_id`` until ``stop`` is set (then commit
+    what was handled, leave the group and return) or the task is cancelled.
 
     ``handler`` gets each fetch's records (of all partitions; each partition's in offset
     order) and must return only once their effects are durable; the offsets of what it
@@ -116,9 +156,10 @@ async def consume_batches(
         await handler([r for records in batches.values() for r in records])
         await checkpoint.handled(_next_offsets(batches), None)
 
+    stop = stop or asyncio.Event()
     last_commit = time.monotonic()
     try:
-        while True:
+        while not stop.is_set():
             owned = consumer.assignment()
             urgent = [tp for tp in owned if tp.topic in first]
             rest = [tp for tp in owned if tp.topic not in first]
@@ -145,9 +186,11 @@ async def consume_transactions(
     topic: str | None = None,
     group_id: str | None = None,
     flush: Callable[[], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Consume ``topic`` (default: ``transactions``) in consumer group ``group_id`` (default:
-    the scorer's) until cancelled, handing ``handler`` micro-batches: everything fetched since
+    the scorer's) until ``stop`` is set (then commit what was decided, leave the group and
+    return) or the task is cancelled, handing ``handler`` micro-batches: everything fetched since
     the last batch (so a batch grows with the backlog), up to ``scorer.batch_max``, after
     waiting ``scorer.batch_within_ms`` for company when only a few arrived.
 
@@ -166,7 +209,6 @@ async def consume_transactions(
     Raises:
         Exception: whatever ``handler`` or a delivery raises (the batch is not committed).
     """
-    import asyncio
     import time
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -197,9 +239,10 @@ async def consume_transactions(
     )
     consumer.subscribe([topic or settings.topics.transactions.name], listener=Listener())
     await consumer.start()
+    stop = stop or asyncio.Event()
     last_commit = last_lag = time.monotonic()
     try:
-        while True:
+        while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=cfg.batch_max)
             count = sum(len(records) for records in fetched.values())
             if 0 < count < cfg.batch_max and cfg.batch_within_ms > 0:

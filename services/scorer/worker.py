@@ -58,7 +58,7 @@ from services.scorer.model import MODEL_ERROR_KEY, SHADOW_ERROR_KEY, ActiveModel
 from services.scorer.pipeline import ScoringPipeline
 from services.scorer.recorders import DecisionRecorder, TerminalRecorder
 from services.scorer.scoring import Scorer
-from services.scorer.side_consumers import consume_batches, consume_transactions
+from services.scorer.side_consumers import LoopStop, consume_batches, consume_transactions
 from services.scorer.terminal_state import SingleOwnerAssignor, TerminalState
 
 log = logging.getLogger("fraud.scorer")
@@ -70,6 +70,9 @@ thread's stack and its event loop's tasks, and exits with :data:`STOP_DEADLINE_E
 is lost: what it had not committed is consumed again by its group's next member
 (at-least-once; the same as a SIGKILL, which ``fraud chaos`` tests)."""
 STOP_DEADLINE_EXIT = 70
+LOOPS_STOP_S = 10.0
+"""Seconds a stop waits for the consumer loops to leave on their own (:class:`LoopStop`)
+before Faust cancels them."""
 REDIS_DEADLINE_S = 2.0
 """Deadline of the worker's own Redis calls (policy, model error), in seconds."""
 
@@ -175,9 +178,13 @@ class Runtime:
             log.info("policy_active version=%d", policy.version)
 
 
-def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
-    """The scoring worker's Faust app: the transactions task, timers."""
+def build_app(
+    settings: Settings, runtime: Runtime | None = None, loops: LoopStop | None = None
+) -> faust.App:
+    """The scoring worker's Faust app: the transactions task, timers. Its consumer loop
+    leaves when ``loops`` is stopped."""
     runtime = runtime or Runtime(settings)
+    loops = loops or LoopStop()
     cfg = settings.scorer
     app = make_app(settings, cfg.app_id, kafka=False)
 
@@ -190,8 +197,15 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
             settings.topics.decisions.name,
             settings.topics.transactions_dlq.name,
         )
-        await consume_transactions(
-            settings, pipeline, metrics.owned_partitions, metrics.consumer_lag, flush=scorer.flush
+        await loops.run(
+            consume_transactions(
+                settings,
+                pipeline,
+                metrics.owned_partitions,
+                metrics.consumer_lag,
+                flush=scorer.flush,
+                stop=loops.requested,
+            )
         )
 
     @app.timer(1.0)
@@ -203,8 +217,10 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> faust.App:
     return app
 
 
-def build_recorder_app(settings: Settings) -> faust.App:
-    """The recording worker's Faust app: the terminals' and the decision store's tasks."""
+def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> faust.App:
+    """The recording worker's Faust app: the terminals' and the decision store's tasks. Their
+    consumer loops leave when ``loops`` is stopped."""
+    loops = loops or LoopStop()
     group = settings.scorer.app_id
     deadline_s = settings.recorder.dependency_deadline_s
     app = make_app(settings, f"{group}-recorder", kafka=False)
@@ -226,30 +242,36 @@ def build_recorder_app(settings: Settings) -> faust.App:
 
     @app.task
     async def terminals_consumer() -> None:
-        await consume_batches(
-            settings,
-            [decisions_topic, settings.topics.labels.name],
-            f"{group}-terminals",
-            recorder,
-            max_records=500,  # a round's CPU stays short: labels are looked at every round
-            assignor=SingleOwnerAssignor,
-            on_partitions=owned_terminal_partitions,
-            # a label must reach terminal risk before the window counts its transaction (a
-            # day of event time later, as the producer emits labels: seconds in a fast replay);
-            # the decisions only count after 7 days
-            first=[settings.topics.labels.name],
+        await loops.run(
+            consume_batches(
+                settings,
+                [decisions_topic, settings.topics.labels.name],
+                f"{group}-terminals",
+                recorder,
+                max_records=500,  # a round's CPU stays short: labels are looked at every round
+                assignor=SingleOwnerAssignor,
+                on_partitions=owned_terminal_partitions,
+                # a label must reach terminal risk before the window counts its transaction (a
+                # day of event time later, as the producer emits labels: seconds in a fast
+                # replay); the decisions only count after 7 days
+                first=[settings.topics.labels.name],
+                stop=loops.requested,
+            )
         )
 
     @app.task
     async def store_consumer() -> None:
-        await consume_batches(
-            settings,
-            [decisions_topic],
-            f"{group}-store",
-            store,
-            on_partitions=lambda owned: metrics.RECORDER_PARTITIONS.labels(task="store").set(
-                len(owned)
-            ),
+        await loops.run(
+            consume_batches(
+                settings,
+                [decisions_topic],
+                f"{group}-store",
+                store,
+                on_partitions=lambda owned: metrics.RECORDER_PARTITIONS.labels(task="store").set(
+                    len(owned)
+                ),
+                stop=loops.requested,
+            )
         )
 
     @app.timer(1.0)
@@ -351,18 +373,23 @@ def arm_stop_deadline(loop: asyncio.AbstractEventLoop, seconds: float) -> thread
 
 def main(settings: Settings, recorder: bool = False) -> int:
     """Run the scoring worker (``fraud score``), or with ``recorder`` the recording worker
-    (``fraud record``), until SIGTERM or SIGINT; a stop that takes longer than
-    :data:`STOP_DEADLINE_S` ends the process (see there)."""
+    (``fraud record``), until SIGTERM or SIGINT. A stop first asks the consumer loops to
+    leave (:class:`LoopStop`: each commits what it handled), then lets Faust stop the rest; a
+    stop that takes longer than :data:`STOP_DEADLINE_S` ends the process (see there)."""
     from faust import Worker
+
+    loops = LoopStop()
 
     class BoundedStopWorker(Worker):
         async def on_stop(self) -> None:  # mode's hook, the first step of a stop
             arm_stop_deadline(asyncio.get_running_loop(), STOP_DEADLINE_S)
+            if not await loops.stop(LOOPS_STOP_S):
+                log.warning("consumer_loops_still_running after %gs: cancelling", LOOPS_STOP_S)
             await super().on_stop()
 
     use_event_loop(settings)
     if recorder and settings.recorder.nice:
         os.nice(settings.recorder.nice)
-    app = build_recorder_app(settings) if recorder else build_app(settings)
+    app = build_recorder_app(settings, loops) if recorder else build_app(settings, loops=loops)
     BoundedStopWorker(app, loglevel=settings.scorer.loglevel, quiet=True).execute_from_commandline()
     return 0

@@ -90,10 +90,12 @@ def running(
     for _ in range(20):
         _get(f"{api}/v1/decisions/1240489", headers={"X-API-Key": key})
     yield private, env
-    for proc in procs:
+    others = procs[2:]  # the API and the producer; the workers stop (and are checked) below
+    for proc in others:
         proc.terminate()
-    for proc in procs:
+    for proc in others:
         proc.wait(timeout=60)
+    scorer.stop()
 
 
 def _get(url: str, **kwargs: object) -> bool:

@@ -1,0 +1,93 @@
+"""The workers' consumer loops leave when asked, on a real broker: the batch in hand is
+finished, what was handled is committed, and the loop returns instead of being cancelled, so a
+planned stop (a rolling restart) repeats nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+
+from services.common.settings import Settings
+from services.scorer.side_consumers import LoopStop, consume_batches, consume_transactions
+
+RECORDS = 60
+PARTITIONS = 3
+
+
+def _fill(kafka: str, topic: str) -> dict[TopicPartition, int]:
+    """Send :data:`RECORDS` records over the topic's partitions; return each one's end offset."""
+    producer = KafkaProducer(bootstrap_servers=kafka)
+    for i in range(RECORDS):
+        producer.send(topic, key=f"k{i}".encode(), value=b"{}", partition=i % PARTITIONS)
+    producer.flush()
+    producer.close()
+    return {TopicPartition(topic, p): RECORDS // PARTITIONS for p in range(PARTITIONS)}
+
+
+def _committed(kafka: str, group: str) -> dict[TopicPartition, int]:
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        offsets = admin.list_group_offsets({group: None})[group]
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        admin.close()
+
+
+async def _run_until_handled(loop: Callable[[Any, asyncio.Event], Any], seen: list[Any]) -> None:
+    """Start the loop under a :class:`LoopStop`, ask it to stop once every record was handled,
+    and check it returned on its own."""
+    loops = LoopStop()
+    task = asyncio.ensure_future(loops.run(loop(seen, loops.requested)))
+    for _ in range(600):
+        if len(seen) >= RECORDS or task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert len(seen) == RECORDS, f"handled {len(seen)} of {RECORDS} records"
+    assert await loops.stop(timeout_s=10.0), "the loop did not leave within 10 s of the request"
+    assert task.done() and not task.cancelled()
+    task.result()  # raises what the loop raised
+
+
+def test_a_side_consumer_asked_to_stop_commits_what_it_handled_and_returns(
+    settings: Settings, kafka: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(f"stop-side-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS)
+    group = f"stop-side-{uuid.uuid4().hex[:8]}"
+    ends = _fill(kafka, topic)
+
+    def loop(seen: list[Any], stop: asyncio.Event) -> Any:
+        async def handler(records: Any) -> None:
+            seen.extend(records)
+
+        return consume_batches(settings, [topic], group, handler, stop=stop)
+
+    asyncio.run(_run_until_handled(loop, []))
+    assert _committed(kafka, group) == ends
+
+
+def test_the_transactions_loop_asked_to_stop_commits_what_it_decided_and_returns(
+    settings: Settings, kafka: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(f"stop-tx-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS)
+    group = f"stop-tx-{uuid.uuid4().hex[:8]}"
+    ends = _fill(kafka, topic)
+    flushed: list[int] = []
+
+    def loop(seen: list[Any], stop: asyncio.Event) -> Any:
+        async def handler(records: Any) -> None:
+            seen.extend(records)
+
+        async def flush() -> None:
+            flushed.append(len(seen))
+
+        return consume_transactions(
+            settings, handler, topic=topic, group_id=group, flush=flush, stop=stop
+        )
+
+    asyncio.run(_run_until_handled(loop, []))
+    assert flushed and flushed[-1] == RECORDS  # held-back writes flushed before the last commit
+    assert _committed(kafka, group) == ends
