@@ -321,6 +321,16 @@ class ScorerSettings(BaseModel):
         description="the worker's event loop; uvloop's transports are written in C (the scorer's"
         " CPU per transaction, `fraud bench`), asyncio is the standard library's",
     )
+    broker_wait_s: float = Field(
+        300.0,
+        ge=10.0,
+        le=3600.0,
+        description="how long the scoring worker's decisions wait for a broker that is away"
+        " (a partition without a leader) before their delivery fails and the worker stops"
+        " with an error, its batch uncommitted; aiokafka's request_timeout_ms, whose default"
+        " of 40 s failed the decisions of a 25 s outage followed by a slow broker restart"
+        " (`fraud chaos`, producer-outage)",
+    )
     session_timeout_s: float = Field(
         10.0,
         ge=6.0,

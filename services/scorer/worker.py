@@ -110,6 +110,9 @@ class Runtime:
                 enable_idempotence=True,
                 linger_ms=0,
                 max_request_size=MAX_RECORD_BYTES + 64 * 1024,  # a dead-lettered 2 MiB event
+                # a batch for a partition without a leader fails after this long, even with
+                # idempotence: ride out a broker that is away, up to the setting
+                request_timeout_ms=int(self.settings.scorer.broker_wait_s * 1000),
             )
             await producer.start()
             self._producer = producer
