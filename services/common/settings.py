@@ -327,9 +327,9 @@ class ScorerSettings(BaseModel):
         le=3600.0,
         description="how long the scoring worker's decisions wait for a broker that is away"
         " (a partition without a leader) before their delivery fails and the worker's"
-        " transactions task crashes, its batch uncommitted; aiokafka's request_timeout_ms, whose default"
-        " of 40 s failed the decisions of a 25 s outage followed by a slow broker restart"
-        " (`fraud chaos`, producer-outage)",
+        " transactions task crashes, its batch uncommitted; aiokafka's request_timeout_ms,"
+        " whose default of 40 s failed the decisions of a 25 s outage followed by a slow"
+        " broker restart (`fraud chaos`, producer-outage)",
     )
     session_timeout_s: float = Field(
         10.0,
