@@ -37,11 +37,25 @@ def _committed(kafka: str, group: str) -> dict[TopicPartition, int]:
         admin.close()
 
 
-async def _run_until_handled(loop: Callable[[Any, asyncio.Event], Any], seen: list[Any]) -> None:
-    """Start the loop under a :class:`LoopStop`, ask it to stop once every record was handled,
-    and check it returned on its own."""
+def _filled_topic(
+    kafka: str, topic_factory: Callable[..., str], name: str
+) -> tuple[str, str, dict[TopicPartition, int]]:
+    """A new topic filled by :func:`_fill`, a new consumer group name, and the topic's end
+    offsets."""
+    topic = topic_factory(f"{name}-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS)
+    return topic, f"{name}-{uuid.uuid4().hex[:8]}", _fill(kafka, topic)
+
+
+async def _stop_once_handled(loop: Callable[[Any, asyncio.Event], Any], seen: list[Any]) -> None:
+    """Start ``loop(handler, stop)`` under a :class:`LoopStop` with a handler that collects
+    records into ``seen``, ask it to stop once every record was handled, and check it
+    returned on its own."""
+
+    async def handler(records: Any) -> None:
+        seen.extend(records)
+
     loops = LoopStop()
-    task = asyncio.ensure_future(loops.run(loop(seen, loops.requested)))
+    task = asyncio.ensure_future(loops.run(loop(handler, loops.requested)))
     for _ in range(600):
         if len(seen) >= RECORDS or task.done():
             break
@@ -55,39 +69,33 @@ async def _run_until_handled(loop: Callable[[Any, asyncio.Event], Any], seen: li
 def test_a_side_consumer_asked_to_stop_commits_what_it_handled_and_returns(
     settings: Settings, kafka: str, topic_factory: Callable[..., str]
 ) -> None:
-    topic = topic_factory(f"stop-side-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS)
-    group = f"stop-side-{uuid.uuid4().hex[:8]}"
-    ends = _fill(kafka, topic)
-
-    def loop(seen: list[Any], stop: asyncio.Event) -> Any:
-        async def handler(records: Any) -> None:
-            seen.extend(records)
-
-        return consume_batches(settings, [topic], group, handler, stop=stop)
-
-    asyncio.run(_run_until_handled(loop, []))
+    topic, group, ends = _filled_topic(kafka, topic_factory, "stop-side")
+    asyncio.run(
+        _stop_once_handled(
+            lambda handler, stop: consume_batches(settings, [topic], group, handler, stop=stop),
+            [],
+        )
+    )
     assert _committed(kafka, group) == ends
 
 
 def test_the_transactions_loop_asked_to_stop_commits_what_it_decided_and_returns(
     settings: Settings, kafka: str, topic_factory: Callable[..., str]
 ) -> None:
-    topic = topic_factory(f"stop-tx-{uuid.uuid4().hex[:8]}", partitions=PARTITIONS)
-    group = f"stop-tx-{uuid.uuid4().hex[:8]}"
-    ends = _fill(kafka, topic)
+    topic, group, ends = _filled_topic(kafka, topic_factory, "stop-tx")
+    seen: list[Any] = []
     flushed: list[int] = []
 
-    def loop(seen: list[Any], stop: asyncio.Event) -> Any:
-        async def handler(records: Any) -> None:
-            seen.extend(records)
+    async def flush() -> None:
+        flushed.append(len(seen))
 
-        async def flush() -> None:
-            flushed.append(len(seen))
-
-        return consume_transactions(
-            settings, handler, topic=topic, group_id=group, flush=flush, stop=stop
+    asyncio.run(
+        _stop_once_handled(
+            lambda handler, stop: consume_transactions(
+                settings, handler, topic=topic, group_id=group, flush=flush, stop=stop
+            ),
+            seen,
         )
-
-    asyncio.run(_run_until_handled(loop, []))
+    )
     assert flushed and flushed[-1] == RECORDS  # held-back writes flushed before the last commit
     assert _committed(kafka, group) == ends
