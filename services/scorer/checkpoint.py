@@ -11,6 +11,7 @@ production, a list in the unit tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -72,6 +73,17 @@ class Checkpoint:
             await delivery
             self._in_flight.popleft()
             self._done.update(offsets)
+
+    async def abandon(self) -> Offsets:
+        """After a failed delivery: wait for every batch still in flight (their failures are
+        expected and dropped), forget them, and return the offsets delivered before the
+        failure, from which the consumer repeats (partitions absent: from the last commit).
+        Repeating is safe: every effect of a batch is idempotent by transaction id."""
+        while self._in_flight:
+            delivery, _ = self._in_flight.popleft()
+            with contextlib.suppress(Exception):  # its batch is repeated, whatever the reason
+                await delivery
+        return dict(self._done)
 
     async def commit(self) -> None:
         """Wait for every delivery, flush, then commit what was delivered (before a commit

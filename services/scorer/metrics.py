@@ -73,6 +73,11 @@ LABELS = Counter("fraud_labels_total", "Labels applied to terminal risk.", ["sou
 STORED = Counter(
     "fraud_decisions_stored_total", "Decisions written to the decision store.", ["result"]
 )
+DELIVERY_REWINDS = Counter(
+    "fraud_scorer_delivery_rewinds_total",
+    "Times the scorer went back to the offsets delivered before a failed delivery or commit "
+    "(a broker away longer than FRAUD_SCORER__BROKER_WAIT_S) and decided from there again.",
+)
 ASSIGNED_PARTITIONS = Gauge(
     "fraud_scorer_assigned_partitions", "Partitions of the transactions topic this worker owns."
 )

@@ -92,6 +92,25 @@ async def _commit(consumer: Any, group_id: str, offsets: Offsets) -> None:
         log.warning("commit_failed group=%s (rebalance)", group_id)
 
 
+async def _rewind(consumer: Any, checkpoint: Checkpoint, error: Exception) -> None:
+    """After a failed delivery or commit: wait out the batches in flight, then seek every
+    owned partition back to the offset delivered before the failure (or, for a partition with
+    nothing delivered since, to the group's last commit), so the batches that failed are
+    consumed and decided again. Their decisions that did reach the topic appear twice there,
+    which the consumers of ``decisions`` absorb (idempotent by transaction id), and each
+    repeated transaction gets the features it got the first time."""
+    delivered = await checkpoint.abandon()
+    for tp in consumer.assignment():
+        offset = delivered.get(tp)
+        if offset is None:
+            offset = await consumer.committed(tp)
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)
+    log.error("delivery_failed error=%r: repeating from the last delivered offsets", error)
+
+
 def _next_offsets(fetched: dict[Any, list[Any]]) -> Offsets:
     """Partition -> the offset after its last fetched record (what a commit of them takes)."""
     return {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
@@ -187,6 +206,7 @@ async def consume_transactions(
     group_id: str | None = None,
     flush: Callable[[], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
+    on_rewind: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Consume ``topic`` (default: ``transactions``) in consumer group ``group_id`` (default:
     the scorer's) until ``stop`` is set (then commit what was decided, leave the group and
@@ -206,12 +226,18 @@ async def consume_transactions(
     ``on_partitions`` gets the owned partitions after each rebalance, ``on_lag`` the records
     behind the log end of each (every 5 s).
 
+    A delivery or a commit that fails with a Kafka error (a broker away for longer than the
+    producer's ``request_timeout_ms``) does not end the loop: it repeats from the offsets
+    delivered before the failure (:func:`_rewind`), then awaits ``on_rewind`` (the scorer
+    replaces its producer there: see ``Runtime.renew_producer``).
+
     Raises:
-        Exception: whatever ``handler`` or a delivery raises (the batch is not committed).
+        Exception: whatever else ``handler`` or a delivery raises (the batch is not committed).
     """
     import time
 
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka.errors import KafkaError
 
     cfg = settings.scorer
     group_id = group_id or cfg.app_id
@@ -250,13 +276,18 @@ async def consume_transactions(
                 more = await consumer.getmany(timeout_ms=0, max_records=cfg.batch_max - count)
                 for tp, records in more.items():
                     fetched.setdefault(tp, []).extend(records)
-            if fetched:
-                delivery = await handler([r for records in fetched.values() for r in records])
-                await checkpoint.handled(_next_offsets(fetched), delivery)
             now = time.monotonic()
-            if now - last_commit >= COMMIT_EVERY_S:
-                await checkpoint.commit()
-                last_commit = now
+            try:
+                if fetched:
+                    delivery = await handler([r for records in fetched.values() for r in records])
+                    await checkpoint.handled(_next_offsets(fetched), delivery)
+                if now - last_commit >= COMMIT_EVERY_S:
+                    await checkpoint.commit()
+                    last_commit = now
+            except KafkaError as error:  # a broker away past the producer's bound, say
+                await _rewind(consumer, checkpoint, error)
+                if on_rewind is not None:
+                    await on_rewind()
             if now - last_lag >= 5.0:
                 last_lag = now
                 lag = {}

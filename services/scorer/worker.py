@@ -33,6 +33,7 @@ effects are done: at-least-once with no duplicates in the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import gc
 import logging
@@ -73,6 +74,8 @@ STOP_DEADLINE_EXIT = 70
 LOOPS_STOP_S = 10.0
 """Seconds a stop waits for the consumer loops to leave on their own (:class:`LoopStop`)
 before Faust cancels them."""
+PRODUCER_RETRY_S = 1.0
+"""Seconds between attempts to start a new producer after a failed delivery."""
 REDIS_DEADLINE_S = 2.0
 """Deadline of the worker's own Redis calls (policy, model error), in seconds."""
 
@@ -114,9 +117,38 @@ class Runtime:
                 # idempotence: ride out a broker that is away, up to the setting
                 request_timeout_ms=int(self.settings.scorer.broker_wait_s * 1000),
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
             self._producer = producer
         return self._producer
+
+    async def renew_producer(self) -> Any:
+        """Replace the producer after a failed delivery, and return the new one.
+
+        An idempotent aiokafka producer whose batch failed keeps the sequence numbers it gave
+        that batch: every later batch to the partition is refused with
+        ``OutOfOrderSequenceNumber`` for ever (measured in ``fraud chaos``'s producer-outage
+        with ``FRAUD_SCORER__BROKER_WAIT_S=10``; Kafka's Java producer bumps its epoch
+        instead, aiokafka does not). A new producer gets a new producer id; while the broker
+        is still away, starting one is retried every :data:`PRODUCER_RETRY_S`."""
+        from aiokafka.errors import KafkaError
+
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:  # what it held was delivered or given up (Checkpoint.abandon)
+                await old.stop()
+            except Exception as error:
+                log.warning("producer_stop_failed error=%r", error)
+        while True:
+            try:
+                return await self.producer()
+            except KafkaError as error:
+                log.warning("producer_start_failed error=%r (retrying)", error)
+                await asyncio.sleep(PRODUCER_RETRY_S)
 
     async def _report_and_read_policy(self) -> bytes | None:
         if self.model.last_error:  # the API's /v1/models/active says why
@@ -200,6 +232,11 @@ def build_app(
             settings.topics.decisions.name,
             settings.topics.transactions_dlq.name,
         )
+
+        async def after_rewind() -> None:
+            metrics.DELIVERY_REWINDS.inc()
+            pipeline.publisher = await runtime.renew_producer()
+
         await loops.run(
             consume_transactions(
                 settings,
@@ -208,6 +245,7 @@ def build_app(
                 metrics.consumer_lag,
                 flush=scorer.flush,
                 stop=loops.requested,
+                on_rewind=after_rewind,
             )
         )
 

@@ -1,6 +1,7 @@
-"""The workers' consumer loops leave when asked, on a real broker: the batch in hand is
+"""The workers' consumer loops on a real broker. They leave when asked: the batch in hand is
 finished, what was handled is committed, and the loop returns instead of being cancelled, so a
-planned stop (a rolling restart) repeats nothing."""
+planned stop (a rolling restart) repeats nothing. A failed delivery does not end the
+transactions loop: it repeats from what was delivered."""
 
 from __future__ import annotations
 
@@ -98,4 +99,62 @@ def test_the_transactions_loop_asked_to_stop_commits_what_it_decided_and_returns
         )
     )
     assert flushed and flushed[-1] == RECORDS  # held-back writes flushed before the last commit
+    assert _committed(kafka, group) == ends
+
+
+def test_a_failed_delivery_repeats_the_batches_from_the_last_delivered_offsets(
+    settings: Settings, kafka: str, topic_factory: Callable[..., str]
+) -> None:
+    """A delivery that fails past the producer's bound (a broker away for minutes) must not
+    end the transactions loop, nor lose the batch: the loop goes back to what was delivered
+    and decides the failed batch again."""
+    from aiokafka.errors import LeaderNotAvailableError
+
+    topic, group, ends = _filled_topic(kafka, topic_factory, "rewind-tx")
+    seen: list[Any] = []
+    failed: list[Any] = []
+    rewinds: list[int] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def handler(records: Any) -> Any:
+            seen.extend(records)
+            delivery = loop.create_future()
+            if not failed:  # the first batch's decisions never reach the topic
+                failed.extend(records)
+                delivery.set_exception(LeaderNotAvailableError())
+            else:
+                delivery.set_result(None)
+            return delivery
+
+        async def rewound() -> None:
+            rewinds.append(len(seen))
+
+        loops = LoopStop()
+        task = asyncio.ensure_future(
+            loops.run(
+                consume_transactions(
+                    settings,
+                    handler,
+                    topic=topic,
+                    group_id=group,
+                    stop=loops.requested,
+                    on_rewind=rewound,
+                )
+            )
+        )
+        for _ in range(600):
+            if len(seen) >= RECORDS + len(failed) or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert await loops.stop(timeout_s=10.0), "the loop did not leave within 10 s"
+        task.result()  # raises what the loop raised
+
+    asyncio.run(run())
+    assert failed and len(rewinds) == 1
+    key = lambda record: (record.partition, record.offset)  # noqa: E731
+    assert {key(r) for r in seen} == {(tp.partition, o) for tp, n in ends.items() for o in range(n)}
+    repeated = [r for r in seen[rewinds[0] :] if key(r) in {key(f) for f in failed}]
+    assert sorted(map(key, repeated)) == sorted(map(key, failed))  # each failed one once more
     assert _committed(kafka, group) == ends

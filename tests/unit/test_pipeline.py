@@ -323,3 +323,30 @@ def test_a_commit_after_a_rebalance_drops_the_partitions_that_moved() -> None:
     _run(_commit(consumer, "g", {"decisions-0": 5, "decisions-1": 9}))
     _run(_commit(consumer, "g", {"decisions-1": 12}))  # nothing left of it: no commit
     assert consumer.committed == [{"decisions-0": 5}]
+
+
+def test_abandoning_after_a_failed_delivery_keeps_only_what_was_delivered_before_it() -> None:
+    async def run() -> tuple[dict[Any, int], list[Any]]:
+        commits: list[Any] = []
+
+        async def commit(offsets: Any) -> None:
+            commits.append(offsets)
+
+        loop = asyncio.get_running_loop()
+        first, second, third = (loop.create_future() for _ in range(3))
+        checkpoint = Checkpoint(commit, in_flight=2)
+        await checkpoint.handled({0: 10}, first)
+        first.set_result(None)
+        await checkpoint.handled({0: 20, 1: 5}, second)
+        await checkpoint.handled({0: 30, 1: 8}, third)
+        second.set_exception(RuntimeError("broker away"))
+        third.set_result(None)  # delivered, but after a failed batch: repeated too
+        with pytest.raises(RuntimeError, match="broker away"):
+            await checkpoint.settle(0)
+        delivered = await checkpoint.abandon()
+        await checkpoint.commit()  # nothing in flight any more: commits what came before
+        return delivered, commits
+
+    delivered, commits = _run(run())
+    assert delivered == {0: 10}
+    assert commits == [{0: 10}]
