@@ -25,6 +25,19 @@ def register(add: AddCommand) -> None:
         tool.register(add)
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end this process as SIGINT does, through ``finally`` blocks: a tool's
+    cleanup (stopping the workers it started) runs when it is stopped by ``timeout``, CI or
+    ``kill``, instead of leaving them running (a killed ``fraud chaos`` left its scorer
+    writing into the next run's Redis database, 2026-12-03). Exits with status 143."""
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def ensure_model(settings: Settings, log: Callable[..., None], progress: bool) -> None:
     """Train and activate a model with the quick grid when none is active."""
     from models.registry import ModelRegistry

@@ -86,8 +86,10 @@ def _bench_console(args: argparse.Namespace, settings: Settings) -> int:
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from services.stack.stack import Stack
-    from tools import ensure_model
+    from tools import ensure_model, exit_on_sigterm
     from tools.bench.runner import TARGETS, markdown, run
+
+    exit_on_sigterm()
 
     targets = tuple(args.targets.split(",")) if args.targets else TARGETS
     unknown = [t for t in targets if t not in TARGETS]
@@ -118,7 +120,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
+    from tools import exit_on_sigterm
     from tools.bench.memory_report import markdown, run
+
+    exit_on_sigterm()
 
     report = run(
         settings,

@@ -57,8 +57,10 @@ def register(add: AddCommand) -> None:
 
 def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     from services.stack.stack import Stack
-    from tools import ensure_model
+    from tools import ensure_model, exit_on_sigterm
     from tools.chaos.scenarios import CLUSTER_SCENARIOS, SCENARIOS, markdown, run
+
+    exit_on_sigterm()
 
     known = CLUSTER_SCENARIOS if args.cluster else SCENARIOS
     wrong = [n for n in args.scenario or [] if n not in known]
