@@ -10,7 +10,9 @@
   back): the old model stays active and the API says why;
 - ``producer-outage``: ``fraud produce`` replays while the broker is away for longer than the
   producer waits (``--max-outage-s``): it must stop without a traceback, exit 4 and print
-  where to resume; rerun from there, nothing is lost or decided twice.
+  where to resume; rerun from there, nothing is lost or decided twice. The scorer's own wait
+  for the broker is as short, so its decisions in flight fail too: it must go back to what
+  was delivered and decide the rest again.
 
 On the cluster stack (``fraud chaos --cluster``, issue #16):
 
@@ -59,8 +61,10 @@ from tools.chaos.harness import (
 REDIS_OUTAGE_S = 30.0
 BROKER_DOWN_S = 5.0
 PRODUCER_WAITS_S = 10.0
-"""``fraud produce --max-outage-s`` in the producer-outage scenario; the broker stays away
-:data:`PRODUCER_OUTAGE_S`, longer."""
+"""``fraud produce --max-outage-s`` in the producer-outage scenario, and the scorer's
+``FRAUD_SCORER__BROKER_WAIT_S`` there; the broker stays away :data:`PRODUCER_OUTAGE_S`,
+longer, so both give up on it: the producer exits, the scorer goes back to what was
+delivered."""
 PRODUCER_OUTAGE_S = 25.0
 CLUSTER_BROKER_DOWN_S = 15.0
 REDIS_NODE_DOWN_S = 20.0
@@ -438,6 +442,7 @@ def producer_outage(ctx: Context) -> ScenarioResult:
     broker = KafkaBroker(ctx.settings).process()
     count = len(ctx.events)
     try:
+        ns.env["FRAUD_SCORER__BROKER_WAIT_S"] = str(PRODUCER_WAITS_S)
         scorer = ns.scorer()
         scorer.start()
         scorer.wait_owning(ns.settings.topics.transactions.partitions)
@@ -478,6 +483,12 @@ def producer_outage(ctx: Context) -> ScenarioResult:
         ids = {str(orjson.loads(e.value)["transaction_id"]) for e in ctx.events}
         result.audit = ctx.finish(ns, _Produced(ids))  # type: ignore[arg-type]
         result.checks["scorer_survived"] = scorer.alive()
+        # its decisions in flight failed after its wait: it went back and decided them again
+        rewinds = scorer.metric("fraud_scorer_delivery_rewinds_total")
+        result.checks["scorer_went_back"] = bool(rewinds)
+        result.faults.append(
+            f"the scorer went back to the delivered offsets {rewinds or 0:.0f} times"
+        )
     finally:
         broker.start(ctx.settings.service_timeout_s)  # whatever happened, leave it running
         ns.close()
