@@ -326,8 +326,9 @@ class ScorerSettings(BaseModel):
         ge=10.0,
         le=3600.0,
         description="how long the scoring worker's decisions wait for a broker that is away"
-        " (a partition without a leader) before their delivery fails and the worker's"
-        " transactions task crashes, its batch uncommitted; aiokafka's request_timeout_ms,"
+        " (a partition without a leader) before their delivery fails and the worker goes"
+        " back to the offsets delivered before it and decides from there again with a new"
+        " producer (fraud_scorer_delivery_rewinds_total); aiokafka's request_timeout_ms,"
         " whose default of 40 s failed the decisions of a 25 s outage followed by a slow"
         " broker restart (`fraud chaos`, producer-outage)",
     )
