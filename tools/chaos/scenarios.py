@@ -11,8 +11,8 @@
 - ``producer-outage``: ``fraud produce`` replays while the broker is away for longer than the
   producer waits (``--max-outage-s``): it must stop without a traceback, exit 4 and print
   where to resume; rerun from there, nothing is lost or decided twice. The scorer's own wait
-  for the broker is as short, so its decisions in flight fail too: it must go back to what
-  was delivered and decide the rest again.
+  for the broker is as short, so decisions in flight as the broker left (when the scorer had
+  not caught up) fail too: it must go back to what was delivered and decide the rest again.
 
 On the cluster stack (``fraud chaos --cluster``, issue #16):
 
@@ -483,11 +483,12 @@ def producer_outage(ctx: Context) -> ScenarioResult:
         ids = {str(orjson.loads(e.value)["transaction_id"]) for e in ctx.events}
         result.audit = ctx.finish(ns, _Produced(ids))  # type: ignore[arg-type]
         result.checks["scorer_survived"] = scorer.alive()
-        # its decisions in flight failed after its wait: it went back and decided them again
-        rewinds = scorer.metric("fraud_scorer_delivery_rewinds_total")
-        result.checks["scorer_went_back"] = bool(rewinds)
+        # decisions in flight as the broker left fail after the scorer's wait: it goes back
+        # and decides them again. Not a check: whether any was in flight depends on timing
+        # (a scorer that had caught up has none: fresh-clone CI, 2026-12-03)
+        rewinds = scorer.metric("fraud_scorer_delivery_rewinds_total") or 0
         result.faults.append(
-            f"the scorer went back to the delivered offsets {rewinds or 0:.0f} times"
+            f"the scorer went back to the delivered offsets: {rewinds:.0f} time(s)"
         )
     finally:
         broker.start(ctx.settings.service_timeout_s)  # whatever happened, leave it running
