@@ -56,12 +56,27 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print("\n" + format_summary(summary))
     api = f"http://{settings.api.host}:{settings.api.port}"
+    fraud = _command_name()
     print(f"""
 The stack, the scoring and recording workers and the API keep running. Query them:
-  KEY=$(fraud api-key create --role viewer --name me --quiet)
+  KEY=$({fraud} api-key create --role viewer --name me --quiet)
   curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489
   curl -H "X-API-Key: $KEY" {api}/v1/decisions/1240489/explanation
   curl -H "X-API-Key: $KEY" '{api}/v1/decisions?outcome=review&limit=5'
 API docs: {api}/docs   metrics: {settings.prometheus.url} (query fraud_decisions_total)
-Stop everything: fraud down   (or: make down)""")
+Stop everything: {fraud} down   (or: make down)""")
     return 0
+
+
+def _command_name() -> str:
+    """How the user can run ``fraud`` again from here: ``fraud`` when that is on the PATH
+    and is this one, else this executable's path (``.venv/bin/fraud`` after ``make run``)."""
+    import os
+    import shutil
+    import sys
+
+    me = os.path.abspath(sys.argv[0])
+    found = shutil.which("fraud")
+    if found and os.path.abspath(found) == me:
+        return "fraud"
+    return os.path.relpath(me) if me.startswith(os.getcwd() + os.sep) else me
