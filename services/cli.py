@@ -460,12 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for an unreachable broker, then stop and print where to resume "
         "(exit 4)",
     )
-    p.add_argument("--customers", type=int, default=5000)
-    p.add_argument("--terminals", type=int, default=10000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--customers", type=int, default=5000, help="cards of the simulator (--simulate)"
+    )
+    p.add_argument(
+        "--terminals", type=int, default=10000, help="terminals of the simulator (--simulate)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="the simulator's seed (--simulate)")
     p.add_argument("--json", action="store_true", help="print JSON, no progress bar")
     p.add_argument("--metrics-port", type=int, help="serve /metrics on this port (0: any)")
-    p.add_argument("--metrics-host", default="127.0.0.1")
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of /metrics (default 127.0.0.1)"
+    )
 
     add("score", _score, "run the scoring worker (Faust) until stopped")
     add(

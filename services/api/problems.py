@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -98,9 +99,20 @@ async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
         422,
         "validation-error",
         "The request is not valid",
-        "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)[:1000],
+        "; ".join(
+            f"{_where(e['loc'], raw.get('type'))}: {e['msg']}"
+            for e, raw in zip(errors, exc.errors(), strict=True)
+        )[:1000],
         errors=errors[:20],
     )
+
+
+def _where(loc: Sequence[str], kind: Any) -> str:
+    """Where an error is, for the detail: ``body.items.0.field``; a body that is not JSON is
+    located by character (pydantic's ``loc`` then holds the offset, which reads as a field)."""
+    if kind == "json_invalid" and len(loc) == 2 and loc[0] == "body":
+        return f"body, at character {loc[1]}"
+    return ".".join(loc)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

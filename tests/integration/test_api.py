@@ -375,6 +375,14 @@ def test_policy_is_validated_versioned_and_audited(
     _assert_problem(
         client.put("/v1/policy", json={"surprise": 1}, headers=admin), 422, "validation-error"
     )
+    garbled = client.put(
+        "/v1/policy",
+        content=b'{"review_threshold": 0.5,}',
+        headers={**admin, "content-type": "application/json"},
+    )
+    _assert_problem(garbled, 422, "validation-error")
+    # the "}" after the trailing comma is character 25 (0-based)
+    assert garbled.json()["detail"].startswith("body, at character 25: JSON decode error")
     assert client.get("/v1/policy", headers=admin).json() == stored
     client.put("/v1/policy", json={}, headers=admin)  # back to the model's thresholds
 

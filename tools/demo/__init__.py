@@ -29,7 +29,7 @@ def register(add: AddCommand) -> None:
         default=dt.date(2018, 8, 8),  # job.DEFAULT_START
         help="first day of the replay (default 2018-08-08, the chapter 3 test week)",
     )
-    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--days", type=int, default=7, help="days to replay from --from (default 7)")
     p.add_argument(
         "--rate",
         type=float,
