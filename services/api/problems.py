@@ -87,22 +87,21 @@ async def handle_http(request: Request, exc: Exception) -> JSONResponse:
 async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # the input is never echoed, and a field name or message may be a card number: masked
+    raw = exc.errors()
     errors = [
         {
             "loc": [mask_card_numbers(str(p)) for p in e.get("loc", ())],
             "msg": mask_card_numbers(str(e.get("msg", ""))),
         }
-        for e in exc.errors()
+        for e in raw
     ]
+    where = [_where(e["loc"], r.get("type")) for e, r in zip(errors, raw, strict=True)]
     return problem_response(
         request,
         422,
         "validation-error",
         "The request is not valid",
-        "; ".join(
-            f"{_where(e['loc'], raw.get('type'))}: {e['msg']}"
-            for e, raw in zip(errors, exc.errors(), strict=True)
-        )[:1000],
+        "; ".join(f"{at}: {e['msg']}" for at, e in zip(where, errors, strict=True))[:1000],
         errors=errors[:20],
     )
 
