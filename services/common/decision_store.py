@@ -21,7 +21,9 @@ API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by de
   the few fields that decide an outcome (:class:`Brief`, about 80 bytes): what the policy
   preview decides again (one command reads 10,000); it expires like the outcome indexes;
 - ``dec:review``: the review queue, the same for the decisions in review that no analyst has
-  given a verdict yet (the console removes them);
+  given a verdict yet (the console and an analyst label remove them; a decision stored again,
+  by a redelivery, a second replay or a rebuild, comes back only if neither of
+  :func:`verdict_keys` exists);
 - ``shadow:{challenger}:counts``: outcome counts of the decisions a challenger in shadow
   scored too (:mod:`services.common.shadow_store`).
 
@@ -66,6 +68,27 @@ SCRIPT_MEMBERS = 1000
 
 def decision_key(transaction_id: str) -> str:
     return f"dec:{transaction_id}"
+
+
+def verdict_key(transaction_id: str) -> str:
+    """The console's record of an analyst's verdict on a transaction (fraud, genuine or
+    inconclusive)."""
+    return f"console:verdict:{transaction_id}"
+
+
+def label_key(transaction_id: str, source: str) -> str:
+    """The label a source (chargeback, analyst) gave a transaction, as the API took it."""
+    return f"label:{transaction_id}:{source}"
+
+
+VERDICT_KEYS = 2
+"""How many keys :func:`verdict_keys` gives."""
+
+
+def verdict_keys(transaction_id: str) -> tuple[str, str]:
+    """Keys any of which says an analyst has given the transaction a verdict (in the console,
+    or as an analyst label through ``POST /v1/labels``): it leaves the review queue for good."""
+    return verdict_key(transaction_id), label_key(transaction_id, "analyst")
 
 
 def customer_index_key(customer_id: str) -> str:
@@ -148,14 +171,26 @@ class DecisionStore:
             expires = decision.decided_at_ms + keep
             pipe.set(decision_key(decision.transaction_id), value, nx=True, pxat=expires)
         created = await pipe.execute()
+        # a decision stored before: the first one is indexed, and it goes back into the
+        # review queue only if no analyst has given it a verdict since (a redelivery, a
+        # second replay or a rebuild must not undo a review; a crash between the writes
+        # must not lose it from the queue either)
+        again = [d for d, new in zip(decisions, created, strict=True) if not new]
         pipe = self._redis.pipeline(transaction=False)
-        kept = []
-        for decision, new in zip(decisions, created, strict=True):
-            if not new:  # index the decision that was stored first, not this one
-                pipe.get(decision_key(decision.transaction_id))
-        stored = iter(await pipe.execute()) if not all(created) else iter(())
-        for decision, new in zip(decisions, created, strict=True):
-            kept.append(decision if new else decode(next(stored)))
+        for decision in again:
+            pipe.get(decision_key(decision.transaction_id))
+            for key in verdict_keys(decision.transaction_id):  # one key a command: a cluster
+                pipe.exists(key)
+        replies = iter(await pipe.execute()) if again else iter(())
+        first: dict[str, Decision] = {}
+        reviewed: set[str] = set()
+        for decision in again:
+            first[decision.transaction_id] = decode(next(replies))
+            if any([next(replies) for _ in range(VERDICT_KEYS)]):
+                reviewed.add(decision.transaction_id)
+        kept = [
+            d if new else first[d.transaction_id] for d, new in zip(decisions, created, strict=True)
+        ]
         pipe = self._redis.pipeline(transaction=False)
         entities: dict[str, dict[str, int]] = {}  # index key -> {transaction id: event time}
         outcomes: dict[str, dict[str, int]] = {}  # index key -> {transaction id: decided at}
@@ -170,7 +205,7 @@ class DecisionStore:
             outcomes.setdefault(outcome_index_key(decision.outcome), {})[tx_id] = (
                 decision.decided_at_ms
             )
-            if decision.outcome == "review":
+            if decision.outcome == "review" and tx_id not in reviewed:
                 review[tx_id] = decision.decided_at_ms
         for key, members in entities.items():  # an entity's index keeps the retention's span
             _queue_index(pipe, key, members, max(members.values()) - keep, keep)

@@ -21,8 +21,10 @@ from services.common.decision_store import (
     DecisionStore,
     customer_index_key,
     decision_key,
+    label_key,
     outcome_index_key,
     terminal_index_key,
+    verdict_key,
 )
 from services.common.settings import Settings
 from tools.bench.private_redis import private_redis
@@ -97,6 +99,26 @@ def test_decisions_and_their_indexes_keep_the_retention(port: int) -> None:
     assert sync.zrange(outcome_index_key("review"), 0, -1) == [b"t-0", b"t-1"]
     # a redelivery stores nothing and keeps the first decision's expiry
     assert _put(port, retention, [later]) == 0
+
+
+def test_a_decision_stored_again_stays_out_of_the_queue_once_reviewed(port: int) -> None:
+    """A second replay, a redelivery or a rebuild stores a decision again: one an analyst gave
+    a verdict (in the console, or an analyst label) must not come back into the review queue;
+    one whose queue entry was never written (a crash between the writes) must."""
+    sync = redis.Redis(port=port)
+    now_ms = int(time.time() * 1000)
+    batch = [_decision(i, EVENT_MS + i, now_ms + i) for i in range(4)]
+    assert _put(port, RETENTION_MS, batch) == 4
+    assert sync.zrange(REVIEW_QUEUE_KEY, 0, -1) == [b"t-0", b"t-1", b"t-2", b"t-3"]
+    # t-0: a console verdict; t-1: an analyst label through the API (each takes it off the
+    # queue as the console and the API do); t-2: its queue entry lost; t-3: still waiting
+    sync.set(verdict_key("t-0"), b"{}")
+    sync.set(label_key("t-1", "analyst"), b"{}")
+    sync.set(label_key("t-3", "chargeback"), b"{}")  # not an analyst's verdict
+    sync.zrem(REVIEW_QUEUE_KEY, "t-0", "t-1", "t-2")
+    assert _put(port, RETENTION_MS, batch) == 0
+    assert sync.zrange(REVIEW_QUEUE_KEY, 0, -1) == [b"t-2", b"t-3"]
+    assert sync.zscore(REVIEW_QUEUE_KEY, "t-2") == now_ms + 2  # its first decision's time
 
 
 def test_one_batch_indexes_every_member_and_trims_from_its_newest(

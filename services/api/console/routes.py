@@ -48,13 +48,15 @@ from services.api.console.web import (
 from services.api.deps import ApiState
 from services.api.problems import Problem
 from services.api.routes.decisions import explanation_of
-from services.api.routes.labels import label_key, take_label
+from services.api.routes.labels import take_label
 from services.common.decision import OUTCOMES, Decision, RuleHit
 from services.common.decision_store import (
     REVIEW_QUEUE_KEY,
     customer_index_key,
+    label_key,
     outcome_index_key,
     terminal_index_key,
+    verdict_key,
 )
 
 CLAIM_TTL_S = 30 * 60
@@ -74,10 +76,6 @@ LISTS: dict[str, tuple[str, bool]] = {
 
 def claim_key(transaction_id: str) -> str:
     return f"console:claim:{transaction_id}"
-
-
-def verdict_key(transaction_id: str) -> str:
-    return f"console:verdict:{transaction_id}"
 
 
 @router.get("")

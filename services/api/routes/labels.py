@@ -13,14 +13,10 @@ from services.api.deps import Analyst, ApiState, State
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import LabelIn, LabelOut
-from services.common.decision_store import REVIEW_QUEUE_KEY
+from services.common.decision_store import REVIEW_QUEUE_KEY, label_key
 from services.common.events import format_time
 
 router = APIRouter(prefix="/v1", tags=["labels"])
-
-
-def label_key(transaction_id: str, source: str) -> str:
-    return f"label:{transaction_id}:{source}"
 
 
 @router.post(
