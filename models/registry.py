@@ -220,12 +220,16 @@ class ModelRegistry:
         """Make ``version`` active after checking that it loads. A challenger in shadow that
         is promoted leaves the shadow (the old champion does not take its place there).
 
+        Promoting the active version changes nothing and is not recorded.
+
         Raises:
             RegistryError: it does not load; the active version stays as it was.
         """
         loaded = self.load(version)
         with self._locked():
             state = self._state()
+            if state["active"] == version:  # already active: nothing changes, nothing recorded
+                return loaded
             state["history"].append(
                 {"version": version, "at": _now(), "by": by, "previous": state["active"]}
             )
@@ -241,13 +245,19 @@ class ModelRegistry:
         Raises:
             RegistryError: there is no earlier version to return to, or it does not load.
         """
-        previous = next(
-            (h["previous"] for h in reversed(self.history()) if h["version"] == self.active()),
-            None,
-        )
+        previous = self.rollback_target()
         if previous is None:
             raise RegistryError("no earlier active version to roll back to")
         return self.promote(previous, by=by)
+
+    def rollback_target(self) -> str | None:
+        """The version :meth:`rollback` would re-activate: the one active before the current
+        version's last promotion; None when there is none (the first version, or no model)."""
+        active = self.active()
+        for entry in reversed(self.history()):
+            if entry["version"] == active and entry["previous"] != active:  # not a no-op
+                return None if entry["previous"] is None else str(entry["previous"])
+        return None
 
     def delete(self, version: str) -> None:
         """Remove an inactive version.

@@ -358,7 +358,14 @@ def _api_key(args: argparse.Namespace, settings: Settings) -> int:
         for row in list_keys(client):
             print(f"{row['key_id']:<14} {row['role']:<8} {row['name']:<24} {row['created_at']}")
     else:
-        print("revoked" if revoke_key(client, args.key_id) else "no such key")
+        key_id = args.key_id or args.id
+        if not key_id:
+            print("fraud api-key revoke: name the key (KEY_ID)", file=sys.stderr)
+            return 2
+        if not revoke_key(client, key_id):
+            print(f"no such key: {key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {key_id}")
     return 0
 
 
@@ -503,9 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("api-key", _api_key, "create, list or revoke API keys (stored hashed in Redis)")
     p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("id", nargs="?", metavar="KEY_ID", help="the key to revoke (revoke)")
     p.add_argument("--name", default="cli", help="who the key is for (create)")
     p.add_argument("--role", choices=["viewer", "analyst", "admin"], default="viewer")
-    p.add_argument("--key-id", help="the key to revoke")
+    p.add_argument("--key-id", help="the key to revoke, as KEY_ID")
     p.add_argument("--quiet", action="store_true", help="print the key alone (create)")
 
     p = add("evaluate", _evaluate, "chapter 3 and chapter 5 metrics beside the published ones")

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.registry import ModelRegistry
 from services.api import console, problems
 from services.api.deps import ApiState, refuse_duplicate_keys
+from services.api.limits import BodyLimit
 from services.api.routes import (
     decisions,
     features,
@@ -109,7 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, problems.handle_unexpected)
     for module in (decisions, features, labels, models_routes, policy_routes, health, console):
         app.include_router(module.router)
-    app.middleware("http")(_request_context)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.middleware("http")(_request_context)  # outermost: a refused body gets its id too
     return app
 
 

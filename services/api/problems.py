@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import redis.exceptions
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -49,6 +50,7 @@ _STATUS_KINDS = {
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
     409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "The request body is too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     422: ("validation-error", "The request is not valid"),
     503: ("unavailable", "A dependency is unavailable"),
@@ -114,11 +116,21 @@ def _where(loc: Sequence[str], kind: Any) -> str:
     return ".".join(loc)
 
 
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,  # loading, too many connections included
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # a cluster that is down or failing over
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,  # a replica being promoted
+)
+"""Redis errors that mean the store is (for now) away: 503, retry later."""
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     import logging
 
     logging.getLogger("fraud.api").exception("unhandled_error path=%s", request.url.path)
-    if type(exc).__module__.startswith("redis"):
+    if isinstance(exc, UNAVAILABLE):  # not any Redis error: a refused command is a bug
         return problem_response(
             request,
             503,

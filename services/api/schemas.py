@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.common.decision import Outcome
-from services.common.events import contains_card_number
+from services.common.events import contains_card_number, id_problem
+
+
+def _entity_id(value: str) -> str:
+    """The event contract's rules for a card or terminal id (:func:`events.id_problem`)."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise ValueError(f"an id {problem}")
+    return value
+
+
+EntityId = Annotated[str, AfterValidator(_entity_id)]
+"""A ``customer_id`` or ``terminal_id`` as the transaction contract accepts it."""
+POLICY_LIST_MAX = 10_000
+"""Ids per allow or block list at most (the policy history keeps every version whole)."""
 
 
 class ProblemDetails(BaseModel):
@@ -190,16 +204,21 @@ class PolicyIn(BaseModel):
 
     review_threshold: float | None = Field(None, ge=0.0, le=1.0)
     decline_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    allow_customers: list[str] = Field(default_factory=list, max_length=100_000)
-    block_customers: list[str] = Field(default_factory=list, max_length=100_000)
-    allow_terminals: list[str] = Field(default_factory=list, max_length=100_000)
-    block_terminals: list[str] = Field(default_factory=list, max_length=100_000)
+    allow_customers: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    block_customers: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    allow_terminals: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    block_terminals: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
     degraded_outcome: Outcome = "review"
 
 
 class PolicyOut(PolicyIn):
     model_config = ConfigDict(extra="forbid")
 
+    # as stored: a version written before the ids' rules were checked is still shown
+    allow_customers: list[str] = Field(default_factory=list)
+    block_customers: list[str] = Field(default_factory=list)
+    allow_terminals: list[str] = Field(default_factory=list)
+    block_terminals: list[str] = Field(default_factory=list)
     version: int
 
 

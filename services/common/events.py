@@ -70,6 +70,19 @@ def contains_card_number(text: str) -> bool:
     return bool(_card_numbers(text))
 
 
+def id_problem(value: str, max_len: int = 64) -> str | None:
+    """Why ``value`` is not an id the transaction contract accepts (a card token, a terminal
+    id), or None: 1 to ``max_len`` printable characters, no leading or trailing whitespace,
+    never a card number. For ids that arrive elsewhere than in an event (the policy's lists)."""
+    if not 1 <= len(value) <= max_len or not value.isprintable():
+        return f"must be 1-{max_len} printable characters"
+    if value != value.strip():  # " c-17 " would never match the card "c-17"
+        return "has leading or trailing whitespace"
+    if contains_card_number(value):
+        return "is a card number, not a card token"
+    return None
+
+
 def mask_card_numbers(text: str) -> str:
     """Replace every Luhn-valid 13-19 digit run with a mask keeping its last four digits."""
     for number in _card_numbers(text):

@@ -376,6 +376,11 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="the largest request body the API reads (bytes); larger ones get 413",
+    )
     bootstrap_admin_key: SecretStr | None = Field(
         None,
         description="if set, an admin key with this value is ensured at start (for automation);"

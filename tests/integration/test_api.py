@@ -375,6 +375,10 @@ def test_policy_is_validated_versioned_and_audited(
     _assert_problem(
         client.put("/v1/policy", json={"surprise": 1}, headers=admin), 422, "validation-error"
     )
+    for ids in (["4111111111111111"], [" c-12 "], [""]):  # the transaction contract's ids only
+        refused = client.put("/v1/policy", json={"block_customers": ids}, headers=admin)
+        _assert_problem(refused, 422, "validation-error")
+        assert "4111111111111111" not in refused.text
     garbled = client.put(
         "/v1/policy",
         content=b'{"review_threshold": 0.5,}',
@@ -400,5 +404,12 @@ def test_hostile_bodies_get_4xx_problems(client: TestClient, keys: dict[str, str
         assert 400 <= response.status_code < 500, (name, response.status_code)
         assert response.headers["content-type"] == PROBLEM, name
         assert "4111111111111111" not in response.text, name
+    # a body over FRAUD_API__MAX_BODY_BYTES is refused before it is read, key or no key
+    huge = b"[" + b"0," * 600_000 + b"0]"
+    for headers in ({}, _h(keys["analyst"])):
+        response = client.post(
+            "/v1/labels", content=huge, headers={**headers, "Content-Type": "application/json"}
+        )
+        _assert_problem(response, 413, "payload-too-large")
     lookup = client.get("/v1/decisions/4111111111111111", headers=_h(keys["viewer"]))
     assert lookup.status_code == 404 and "4111111111111111" not in lookup.text

@@ -192,12 +192,25 @@ def test_queue_pages_follow_one_another(
     while url and len(pages) < 20:
         html = client.get(url).text
         pages.append(_queue_ids(html))
-        more = re.search(r'<a href="(/console/queue\?[^"]+)">Older decisions</a>', html)
+        # the review queue is oldest first: the next page holds newer decisions
+        more = re.search(r'<a href="(/console/queue\?[^"]+)">Newer decisions</a>', html)
         url = unescape(more.group(1)) if more else ""
     assert all(len(p) == 4 for p in pages[:-1]) and len(pages) > 2
     assert [t for p in pages for t in p] == [
         m.decode() for m in sync.zrange(REVIEW_QUEUE_KEY, 0, -1)
     ]
+
+
+def test_an_offset_past_the_end_or_an_unknown_id_gets_a_clear_answer(
+    app: TestClient, keys: dict[str, str]
+) -> None:
+    """A new user's trial: an offset beyond Redis's integers gave a 500, and a claim of a
+    transaction that has no decision succeeded (and left a claim key behind)."""
+    client, csrf = _sign_in(app, keys["analyst"])
+    page = client.get("/console/queue", params={"offset": "9" * 23})
+    assert page.status_code == 200 and "No decisions" in page.text
+    reply = client.post("/console/decisions/no-such-tx/claim", data={"csrf": csrf})
+    assert reply.status_code == 404 and "No decision for transaction no-such-tx" in reply.text
 
 
 def test_a_viewer_cannot_claim_or_label(

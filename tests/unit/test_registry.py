@@ -62,3 +62,37 @@ def test_rollback_needs_an_earlier_version(tmp_path: Path) -> None:
     registry.promote(registry.register(_booster(), _meta()))
     with pytest.raises(RegistryError, match="no earlier"):
         registry.rollback()
+
+
+def test_promoting_the_active_version_is_a_no_op_and_gives_no_rollback(tmp_path: Path) -> None:
+    """Promoting v1 while v1 is active records nothing, so there is still nothing to roll
+    back to (a new user's trial: it was recorded as "v1, before v1" and a rollback then
+    'succeeded' by promoting v1 again)."""
+    registry = ModelRegistry(tmp_path)
+    v1 = registry.register(_booster(), _meta())
+    registry.promote(v1, by="alice")
+    registry.promote(v1, by="bob")
+    assert [h["by"] for h in registry.history()] == ["alice"]
+    assert registry.rollback_target() is None
+    with pytest.raises(RegistryError, match="no earlier"):
+        registry.rollback()
+    v2 = registry.register(_booster(), _meta())
+    registry.promote(v2, by="carol")
+    assert registry.rollback_target() == v1
+
+
+def test_a_recorded_self_promotion_does_not_hide_the_real_one(tmp_path: Path) -> None:
+    """Registries written before the no-op rule may hold "v2, before v2" entries: the
+    rollback skips them and returns to the version before v2's real promotion."""
+    import json
+
+    registry = ModelRegistry(tmp_path)
+    v1, v2 = registry.register(_booster(), _meta()), registry.register(_booster(), _meta())
+    registry.promote(v1)
+    registry.promote(v2)
+    state_file = next(p for p in tmp_path.iterdir() if p.suffix == ".json")
+    state = json.loads(state_file.read_text())
+    state["history"].append({"version": v2, "at": "x", "by": "old", "previous": v2})
+    state_file.write_text(json.dumps(state))
+    assert registry.rollback_target() == v1
+    assert registry.rollback().version == v1

@@ -201,7 +201,9 @@ def test_a_challenger_that_does_not_load_is_reported_and_forgotten_when_stopped(
 
 
 def test_concurrent_registry_writers_lose_no_write(tmp_path: Path) -> None:
-    """Eight threads promote at once: every promotion is in the history."""
+    """Eight threads promote v1 and v2 at once: the history is one unbroken chain (each
+    entry's previous version is the version of the entry before it; a lost write would
+    break it), no entry is a no-op, and it ends at the active version."""
     import threading
 
     registry = _registry(tmp_path)
@@ -219,6 +221,10 @@ def test_concurrent_registry_writers_lose_no_write(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(h["by"] for h in registry.history()) == sorted(
-        ["alice", *(f"w{i}" for i in range(8))]
-    )
+    history = registry.history()
+    assert history[0]["by"] == "alice" and {h["by"] for h in history[1:]} <= {
+        f"w{i}" for i in range(8)
+    }
+    for before, after in zip(history, history[1:], strict=False):
+        assert after["previous"] == before["version"] != after["version"]
+    assert registry.active() == history[-1]["version"]

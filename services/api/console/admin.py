@@ -30,8 +30,10 @@ from services.api.console.web import (
     state_of,
 )
 from services.api.deps import ApiState
+from services.api.schemas import POLICY_LIST_MAX
 from services.common.decision import OUTCOMES
 from services.common.decision_store import RECENT_MAX
+from services.common.events import id_problem, mask_card_numbers
 from services.common.policy import Policy, outcome_changes
 
 PREVIEW_DEFAULT = 1000
@@ -73,6 +75,11 @@ def _form_policy(form: dict[str, str]) -> Policy:
             raise ValueError(f"{name.replace('_', ' ')} is not a number: {text!r}") from None
     for name in LISTS:
         data[name] = frozenset(i for i in _SPLIT.split(form.get(name, "")) if i)
+        if len(data[name]) > POLICY_LIST_MAX:
+            raise ValueError(f"{name.replace('_', ' ')}: more than {POLICY_LIST_MAX:,} ids")
+        for i in sorted(data[name]):
+            if (problem := id_problem(i)) is not None:
+                raise ValueError(f"{name.replace('_', ' ')}: {mask_card_numbers(i)!r} {problem}")
     data["degraded_outcome"] = form.get("degraded_outcome", "review")
     try:
         return Policy(**data)
@@ -176,16 +183,17 @@ async def models_page(request: Request) -> Response:
         return sign_in_first(request)
     state = state_of(request)
 
-    def read() -> tuple[list[dict[str, Any]], str | None, list[dict[str, Any]]]:
+    def read() -> tuple[list[dict[str, Any]], str | None, list[dict[str, Any]], str | None]:
         rows = []
         for version in state.registry.versions():
             try:
                 rows.append({"version": version, **state.registry.metadata(version)})
             except RegistryError:
                 continue  # half-written or damaged: not listed (as GET /v1/models)
-        return rows, state.registry.active(), state.registry.history()
+        registry = state.registry
+        return rows, registry.active(), registry.history(), registry.rollback_target()
 
-    rows, active, history = await asyncio.to_thread(read)
+    rows, active, history, back_to = await asyncio.to_thread(read)
     return render(
         request,
         "models.html",
@@ -193,6 +201,7 @@ async def models_page(request: Request) -> Response:
             "rows": list(reversed(rows)),
             "active": active,
             "history": list(reversed(history)),
+            "back_to": back_to,
             "notice": request.query_params.get("notice"),
         },
     )

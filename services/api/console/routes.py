@@ -181,6 +181,7 @@ async def queue(request: Request) -> Response:
         return refuse(request, 400, "Bad filter", "Scores are numbers, dates YYYY-MM-DD.")
     read = state.redis.zrange if oldest_first else state.redis.zrevrange
     total = await state.redis.zcard(key)
+    offset = min(offset, total)  # past the end: an empty page (Redis refuses huge indexes)
     rows: list[Decision] = []
     position, scan_end = offset, offset + QUEUE_SCAN
     while len(rows) < QUEUE_PAGE and position < scan_end:
@@ -360,6 +361,8 @@ async def claim(request: Request, transaction_id: str) -> Response:
         if holder is not None and holder.decode() == me:
             await redis.delete(claim_key(transaction_id))
         return redirect(here)
+    if await state_of(request).decisions.get(transaction_id) is None:  # no claim of nothing
+        return refuse(request, 404, "Not found", f"No decision for transaction {transaction_id}.")
     if not await redis.set(claim_key(transaction_id), me, nx=True, ex=CLAIM_TTL_S):
         holder = (await redis.get(claim_key(transaction_id)) or b"").decode()
         if holder != me:

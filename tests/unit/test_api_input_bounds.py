@@ -1,0 +1,101 @@
+"""Bounds on what the admin API accepts, without services: request bodies over the limit get
+413 before the route reads them (declared or chunked), and the policy's lists take only ids
+the transaction contract accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pydantic
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from services.api import problems
+from services.api.console.admin import _form_policy
+from services.api.limits import BodyLimit
+from services.api.schemas import POLICY_LIST_MAX, PolicyIn
+
+LIMIT = 2048
+CARD = "4111111111111111"  # the Luhn-valid test number of the card schemes
+
+
+@pytest.fixture
+def client() -> TestClient:
+    app = FastAPI()
+    app.add_exception_handler(problems.Problem, problems.handle_problem)
+    seen: list[int] = []
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        body = await request.body()
+        seen.append(len(body))
+        return {"bytes": len(body)}
+
+    app.add_middleware(BodyLimit, limit=LIMIT)
+    test_client = TestClient(app)
+    test_client.seen = seen  # type: ignore[attr-defined]
+    return test_client
+
+
+def _chunks(total: int, size: int = 512) -> Iterator[bytes]:
+    while total > 0:
+        yield b"x" * min(size, total)
+        total -= size
+
+
+def test_a_body_at_the_limit_is_read(client: TestClient) -> None:
+    assert client.post("/echo", content=b"x" * LIMIT).json() == {"bytes": LIMIT}
+    assert client.post("/echo", content=_chunks(LIMIT)).json() == {"bytes": LIMIT}
+
+
+def test_a_declared_body_over_the_limit_is_refused_unread(client: TestClient) -> None:
+    response = client.post("/echo", content=b"x" * (LIMIT + 1))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == problems.PROBLEM_JSON
+    assert response.json()["type"] == "/problems/payload-too-large"
+    assert f"{LIMIT:,} bytes" in response.json()["detail"]
+    assert client.seen == []  # type: ignore[attr-defined]
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(client: TestClient) -> None:
+    response = client.post("/echo", content=_chunks(LIMIT + 1))  # no Content-Length
+    assert response.status_code == 413
+    assert response.json()["type"] == "/problems/payload-too-large"
+    assert client.seen == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("ids", "why"),
+    [
+        ([CARD], "card number"),
+        ([" c-12 "], "whitespace"),
+        ([""], "1-64 printable"),
+        (["x" * 65], "1-64 printable"),
+        (["a\tb"], "1-64 printable"),
+    ],
+)
+def test_the_apis_policy_lists_take_only_contract_ids(ids: list[str], why: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=why):
+        PolicyIn(block_customers=ids)
+    assert PolicyIn(block_customers=["c-12", "7"]).block_customers == ["c-12", "7"]
+
+
+def test_the_consoles_policy_form_refuses_what_its_separators_do_not_remove() -> None:
+    """The form splits on spaces, commas and new lines: whitespace and empty ids cannot
+    reach the lists, a card number or an over-long id can."""
+    with pytest.raises(ValueError, match="card number") as refused:
+        _form_policy({"block_customers": f"c-1, {CARD}"})
+    assert CARD not in str(refused.value)  # the message masks it
+    with pytest.raises(ValueError, match="1-64 printable"):
+        _form_policy({"allow_terminals": "x" * 65})
+    assert _form_policy({"block_customers": " c-1 ,\n c-2 "}).block_customers == {"c-1", "c-2"}
+
+
+def test_policy_lists_are_bounded() -> None:
+    many = [f"c-{i}" for i in range(POLICY_LIST_MAX + 1)]
+    with pytest.raises(pydantic.ValidationError):
+        PolicyIn(allow_terminals=many)
+    with pytest.raises(ValueError, match="more than"):
+        _form_policy({"allow_terminals": " ".join(many)})
+    assert len(PolicyIn(allow_terminals=many[:-1]).allow_terminals) == POLICY_LIST_MAX
