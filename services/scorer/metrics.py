@@ -6,6 +6,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common.decision import OUTCOMES
 from services.common.events import REASONS
 
 LATENCY_BUCKETS = (
@@ -43,6 +44,8 @@ STAGE_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 DECISIONS = Counter("fraud_decisions_total", "Decisions produced.", ["outcome"])
+for _outcome in OUTCOMES:  # a series each from the start: the first scrape reads 0, so
+    DECISIONS.labels(outcome=_outcome)  # increase() over a window counts the first decisions
 DEGRADED = Counter("fraud_degraded_decisions_total", "Decisions made in degraded mode.")
 DEAD_LETTERS = Counter(
     "fraud_dead_letters_total", "Events sent to the dead-letter topic.", ["reason"]
