@@ -258,6 +258,12 @@ def test_two_analysts_never_get_the_same_decision(
     assert "test-analyst" in page and "Fraud</button>" not in page
     refused = second.post(f"{a}/verdict", data={"csrf": second_csrf, "verdict": "genuine"})
     assert "not labelled" in unescape(refused.headers["location"].replace("%20", " "))
+    # the notice shows in the session it was made for, not from a link made elsewhere
+    notice = "Claimed by test-analyst; not labelled."
+    assert notice in unescape(second.get(refused.headers["location"]).text)
+    assert notice not in unescape(first.get(refused.headers["location"]).text)
+    forged = second.get(a, params={"notice": "Session expired: sign in at evil.example"}).text
+    assert "evil.example" not in forged
     assert sync.get(f"label:{oldest[0]}:analyst") is None
     for client, csrf, url in ((first, first_csrf, a), (second, second_csrf, b)):
         client.post(f"{url}/claim", data={"csrf": csrf, "release": "1"})

@@ -5,6 +5,7 @@ outcome changing. Expected values are worked out by hand from the fakes' definit
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,6 @@ def test_concurrent_registry_writers_lose_no_write(tmp_path: Path) -> None:
     assert history[0]["by"] == "alice" and {h["by"] for h in history[1:]} <= {
         f"w{i}" for i in range(8)
     }
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert after["previous"] == before["version"] != after["version"]
     assert registry.active() == history[-1]["version"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -21,13 +20,14 @@ from pydantic import ValidationError
 from models.registry import RegistryError
 from services.api.console.web import (
     current_session,
+    notice_of,
     posted,
-    redirect,
     refuse,
     render,
     router,
     sign_in_first,
     state_of,
+    with_notice,
 )
 from services.api.deps import ApiState
 from services.api.schemas import POLICY_LIST_MAX
@@ -123,7 +123,7 @@ async def _policy_page(
             "preview": preview,
             "preview_count": (preview or {}).get("asked", PREVIEW_DEFAULT),
             "problem": problem,
-            "notice": request.query_params.get("notice"),
+            "notice": notice_of(request),
         },
         status,
     )
@@ -156,7 +156,7 @@ async def policy_change(request: Request) -> Response:
         stored = await asyncio.to_thread(
             state.policies.replace, policy, actor=session.principal.name
         )
-        return redirect("/console/policy?notice=" + quote(f"Saved policy v{stored.version}."))
+        return with_notice(request, "/console/policy", f"Saved policy v{stored.version}.")
     try:
         asked = min(max(int(form.get("preview_count") or PREVIEW_DEFAULT), 1), PREVIEW_MAX)
     except ValueError:
@@ -202,7 +202,7 @@ async def models_page(request: Request) -> Response:
             "active": active,
             "history": list(reversed(history)),
             "back_to": back_to,
-            "notice": request.query_params.get("notice"),
+            "notice": notice_of(request),
         },
     )
 
@@ -218,9 +218,9 @@ async def rollback(request: Request) -> Response:
     try:
         await asyncio.to_thread(state.registry.rollback, by=session.principal.name)
     except RegistryError as error:
-        return redirect("/console/models?notice=" + quote(f"Cannot roll back: {error}"))
+        return with_notice(request, "/console/models", f"Cannot roll back: {error}")
     active = await asyncio.to_thread(state.registry.active)
-    return redirect("/console/models?notice=" + quote(f"Rolled back; {active} is active."))
+    return with_notice(request, "/console/models", f"Rolled back; {active} is active.")
 
 
 @router.post("/models/{version}/promote")
@@ -236,7 +236,7 @@ async def promote(request: Request, version: str) -> Response:
     try:
         await asyncio.to_thread(state.registry.promote, version, by=session.principal.name)
     except RegistryError as error:
-        return redirect(
-            "/console/models?notice=" + quote(f"{version} does not load; nothing changed: {error}")
+        return with_notice(
+            request, "/console/models", f"{version} does not load; nothing changed: {error}"
         )
-    return redirect("/console/models?notice=" + quote(f"{version} is active."))
+    return with_notice(request, "/console/models", f"{version} is active.")

@@ -36,6 +36,7 @@ from services.api.console.session import (
 )
 from services.api.console.web import (
     current_session,
+    notice_of,
     posted,
     read_form,
     redirect,
@@ -44,6 +45,7 @@ from services.api.console.web import (
     router,
     sign_in_first,
     state_of,
+    with_notice,
 )
 from services.api.deps import ApiState
 from services.api.problems import Problem
@@ -224,7 +226,7 @@ async def queue(request: Request) -> Response:
             "outcomes": list(LISTS),
             "oldest_first": oldest_first,
             "next_query": next_query,
-            "notice": query.get("notice"),
+            "notice": notice_of(request),
         },
     )
 
@@ -267,7 +269,7 @@ async def next_unclaimed(request: Request) -> Response:
             holder = await redis.get(claim_key(tx))
             if holder is not None and holder.decode() == me:
                 return redirect(f"/console/decisions/{quote(tx, safe='')}")
-    return redirect("/console/queue?notice=" + quote("Every decision in the queue is claimed."))
+    return with_notice(request, "/console/queue", "Every decision in the queue is claimed.")
 
 
 @router.get("/decisions/{transaction_id}")
@@ -318,7 +320,7 @@ async def decision_page(request: Request, transaction_id: str) -> Response:
             "claim": claim.decode() if claim else None,
             "verdict": json.loads(verdict) if verdict else None,
             "in_queue": in_queue,
-            "notice": request.query_params.get("notice"),
+            "notice": notice_of(request),
         },
     )
 
@@ -366,7 +368,7 @@ async def claim(request: Request, transaction_id: str) -> Response:
     if not await redis.set(claim_key(transaction_id), me, nx=True, ex=CLAIM_TTL_S):
         holder = (await redis.get(claim_key(transaction_id)) or b"").decode()
         if holder != me:
-            return redirect(here + "?notice=" + quote(f"Already claimed by {holder}."))
+            return with_notice(request, here, f"Already claimed by {holder}.")
     return redirect(here)
 
 
@@ -386,7 +388,7 @@ async def verdict(request: Request, transaction_id: str) -> Response:
         return refuse(request, 400, "Bad verdict", "Choose fraud, genuine or inconclusive.")
     holder = await state.redis.get(claim_key(transaction_id))
     if holder is not None and holder.decode() != me:
-        return redirect(here + "?notice=" + quote(f"Claimed by {holder.decode()}; not labelled."))
+        return with_notice(request, here, f"Claimed by {holder.decode()}; not labelled.")
     is_fraud = VERDICTS[choice]
     now = dt.datetime.now(dt.UTC)
     try:
@@ -397,7 +399,7 @@ async def verdict(request: Request, transaction_id: str) -> Response:
                 request, 404, "Not found", f"No decision for transaction {transaction_id}."
             )
     except Problem as problem:
-        return redirect(here + "?notice=" + quote(problem.detail or problem.title))
+        return with_notice(request, here, problem.detail or problem.title)
     record = {
         "verdict": choice,
         "comment": comment,
@@ -411,7 +413,7 @@ async def verdict(request: Request, transaction_id: str) -> Response:
     )
     await state.redis.zrem(REVIEW_QUEUE_KEY, transaction_id)
     await state.redis.delete(claim_key(transaction_id))
-    return redirect("/console/queue?notice=" + quote(f"{transaction_id}: {choice}."))
+    return with_notice(request, "/console/queue", f"{transaction_id}: {choice}.")
 
 
 @router.get("/cards/{customer_id}")

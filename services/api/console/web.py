@@ -3,6 +3,8 @@ session of a request and the checks of a state-changing form."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,28 @@ def redirect(url: str) -> Response:
     response = RedirectResponse(url, status_code=303)
     response.headers.update(HEADERS)
     return response
+
+
+def _notice_tag(session: Session, text: str) -> str:
+    return hmac.new(session.csrf.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def with_notice(request: Request, url: str, text: str) -> Response:
+    """A redirect to ``url`` whose page shows ``text``: it travels in the URL with an HMAC
+    keyed by the session's CSRF token, so a link someone else made shows no message in the
+    console (a notice is only ever the console's own words). Call after :func:`posted`."""
+    tag = _notice_tag(request.state.console, text)
+    return redirect(f"{url}{'&' if '?' in url else '?'}notice={quote(text)}&tag={tag}")
+
+
+def notice_of(request: Request) -> str | None:
+    """The notice of :func:`with_notice` in this request's URL, if its tag is this
+    session's; None otherwise."""
+    text, tag = request.query_params.get("notice"), request.query_params.get("tag")
+    session = getattr(request.state, "console", None)
+    if not text or not tag or session is None:
+        return None
+    return text if hmac.compare_digest(_notice_tag(session, text), tag) else None
 
 
 async def current_session(request: Request) -> Session | None:
