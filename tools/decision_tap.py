@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import orjson
+import uvloop
 
 from services.common.connections import aiokafka_kwargs
 from services.common.decision import Decision, decode
@@ -70,7 +71,7 @@ class DecisionTap:
         return self
 
     def _run(self) -> None:
-        asyncio.run(self._consume())
+        uvloop.run(self._consume())
 
     async def _consume(self) -> None:
         """aiokafka parses record batches (and checks their CRC-32C) in C: kafka-python did
