@@ -1,6 +1,9 @@
-"""The console's overview: the last hour of decisions, review queue, dead letters and latency,
-read from Prometheus (the scorers' and the API's metrics), with the queue's length now from
-Redis. When Prometheus does not answer, the page says so and shows what Redis knows."""
+"""The console's overview: the last hour of decisions, review queue, dead letters and latency.
+
+The hour's decisions by outcome are counted exactly in the decision store (its outcome
+indexes, by decision time); the charts, the dead letters and the latency come from Prometheus
+(the scorers' metrics), and the queue's length now from Redis. When Prometheus does not
+answer, the page says so and shows what Redis knows."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from fastapi.responses import Response
 from services.api.console import charts
 from services.api.console.web import current_session, render, router, sign_in_first, state_of
 from services.common.decision import OUTCOMES
-from services.common.decision_store import REVIEW_QUEUE_KEY
+from services.common.decision_store import REVIEW_QUEUE_KEY, outcome_index_key
 from services.common.settings import Settings
 from services.observability.prometheus import ReportError, instant, range_series
 
@@ -32,12 +35,22 @@ RANGES = {
     "dead_letters": "sum(rate(fraud_dead_letters_total[1m]))",
 }
 TOTALS = {
-    "decisions": "sum by (outcome) (increase(fraud_decisions_total[1h]))",
     "dead_letters": "sum by (reason) (increase(fraud_dead_letters_total[1h]))",
     "p99": "histogram_quantile(0.99, sum by (le) (increase(fraud_e2e_latency_seconds_bucket[1h])))",
 }
 """Instant queries over the last hour (``increase`` extrapolates to the window's edges, so
-counts are estimates, not exact)."""
+counts are estimates, not exact: the decisions are counted in the store instead; Prometheus's
+estimate of a replay's hour was 65,383 of 67,080 when the counters had no series before the
+first decision, 10,380 of 9,740 once they did)."""
+
+
+async def decided_since(redis: Any, since_ms: int) -> dict[str, int]:
+    """Decisions stored per outcome whose decision time is ``since_ms`` or later (exact: a
+    ``ZCOUNT`` of each outcome index; one key a command, so a Redis Cluster works too)."""
+    pipe = redis.pipeline(transaction=False)
+    for outcome in OUTCOMES:
+        pipe.zcount(outcome_index_key(outcome), since_ms, "+inf")
+    return dict(zip(OUTCOMES, map(int, await pipe.execute()), strict=True))
 
 
 async def _read(settings: Settings, end: float) -> dict[str, Any]:
@@ -69,14 +82,18 @@ async def overview(request: Request) -> Response:
         return sign_in_first(request)
     state = state_of(request)
     queue_now = await state.redis.zcard(REVIEW_QUEUE_KEY)
-    context: dict[str, Any] = {"queue_now": queue_now, "prometheus": state.settings.prometheus.url}
+    now = time.time()
+    context: dict[str, Any] = {
+        "queue_now": queue_now,
+        "prometheus": state.settings.prometheus.url,
+        "decisions": await decided_since(state.redis, int((now - HOUR_S) * 1000)),
+    }
     try:
-        read = await _read(state.settings, time.time())
+        read = await _read(state.settings, now)
     except ReportError as error:
         context["unavailable"] = str(error)
         return render(request, "overview.html", context)
     ranges, totals = read["ranges"], read["totals"]
-    by_outcome = {labels.get("outcome", ""): value for labels, value in totals["decisions"]}
     rates = {labels.get("outcome", ""): points for labels, points in ranges["rates"]}
 
     def one(name: str) -> list[tuple[float, float]]:
@@ -85,7 +102,6 @@ async def overview(request: Request) -> Response:
     p99 = totals["p99"][0][1] if totals["p99"] else None
     context.update(
         {
-            "decisions": {o: round(by_outcome.get(o, 0.0)) for o in OUTCOMES},
             "dead_letters": sorted(
                 (
                     (labels.get("reason", ""), round(v))
