@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import ModelRegistry
 from services.api import console, problems
+from services.api.console.web import http_error_page
 from services.api.deps import ApiState, refuse_duplicate_keys
 from services.api.limits import BodyLimit
 from services.api.routes import (
@@ -105,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(refuse_duplicate_keys)],
     )
     app.add_exception_handler(problems.Problem, problems.handle_problem)
-    app.add_exception_handler(StarletteHTTPException, problems.handle_http)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, problems.handle_validation)
     app.add_exception_handler(Exception, problems.handle_unexpected)
     for module in (decisions, features, labels, models_routes, policy_routes, health, console):
@@ -113,6 +114,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.middleware("http")(_request_context)  # outermost: a refused body gets its id too
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A route not found or a method not allowed: an HTML page under ``/console``, a problem
+    document everywhere else."""
+    assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith("/console/") and exc.status_code in (404, 405):
+        return await http_error_page(request, exc.status_code)
+    return await problems.handle_http(request, exc)
 
 
 async def _request_context(

@@ -211,6 +211,12 @@ def test_an_offset_past_the_end_or_an_unknown_id_gets_a_clear_answer(
     assert page.status_code == 200 and "No decisions" in page.text
     reply = client.post("/console/decisions/no-such-tx/claim", data={"csrf": csrf})
     assert reply.status_code == 404 and "No decision for transaction no-such-tx" in reply.text
+    for path in ("/console/no-such-page", "/console/decisions/a%2Fb"):  # HTML, not JSON
+        page = client.get(path)
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+        assert "No console page at this address." in page.text and "Sign out" in page.text
+    api = client.get("/v1/no-such-route")
+    assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
 
 
 def test_a_viewer_cannot_claim_or_label(

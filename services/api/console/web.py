@@ -47,6 +47,18 @@ def refuse(request: Request, status: int, title: str, detail: str) -> Response:
     return render(request, "error.html", {"title": title, "detail": detail}, status)
 
 
+async def http_error_page(request: Request, status: int) -> Response:
+    """A console URL that matches no page (404), or not with this method (405): an HTML page
+    in the console's frame rather than the API's problem document."""
+    await current_session(request)  # who is signed in, for the page's header
+    title, detail = (
+        ("Not found", "No console page at this address.")
+        if status == 404
+        else ("Not allowed", "This page does not take that request.")
+    )
+    return refuse(request, status, title, detail)
+
+
 def redirect(url: str) -> Response:
     response = RedirectResponse(url, status_code=303)
     response.headers.update(HEADERS)
