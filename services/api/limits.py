@@ -4,7 +4,8 @@ Without it a client, with or without a key, could make the API hold any body in 
 before a route refuses it (a 208 MB body took the API from 411 to 1,397 MB of resident
 memory before its 401). A declared ``Content-Length`` over the bound is refused before any
 byte is read; a body without one (chunked) is counted as it arrives and refused at the
-first byte past the bound. Both answer 413 with a problem document.
+first byte past the bound, before the application sees any of it (it holds at most the bound in
+memory). Both answer 413 with a problem document.
 """
 
 from __future__ import annotations
@@ -53,15 +54,41 @@ class BodyLimit:
             response = await handle_problem(Request(scope), too_large(self.limit))
             await response(scope, receive, send)
             return
-        received = 0
+        if declared is None:  # chunked: read it here, within the bound, then hand it on
+            body = await self._read_bounded(receive)
+            if body is None:
+                response = await handle_problem(Request(scope), too_large(self.limit))
+                await response(scope, receive, send)
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
-        async def counted() -> Message:
-            nonlocal received
+    async def _read_bounded(self, receive: Receive) -> bytes | None:
+        """The whole body, or None at the first byte past the limit (an exception raised in
+        the app's own read would reach FastAPI's body parsing, which answers 400)."""
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise too_large(self.limit)  # the API's handler answers it
-            return message
+            if message["type"] != "http.request":  # the client left: nothing to answer
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-        await self.app(scope, counted, send)
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then whatever the connection says next."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

@@ -407,9 +407,12 @@ def test_hostile_bodies_get_4xx_problems(client: TestClient, keys: dict[str, str
     # a body over FRAUD_API__MAX_BODY_BYTES is refused before it is read, key or no key
     huge = b"[" + b"0," * 600_000 + b"0]"
     for headers in ({}, _h(keys["analyst"])):
-        response = client.post(
-            "/v1/labels", content=huge, headers={**headers, "Content-Type": "application/json"}
-        )
-        _assert_problem(response, 413, "payload-too-large")
+        for content in (huge, iter([huge[:700_000], huge[700_000:]])):  # declared, chunked
+            response = client.post(
+                "/v1/labels",
+                content=content,
+                headers={**headers, "Content-Type": "application/json"},
+            )
+            _assert_problem(response, 413, "payload-too-large")
     lookup = client.get("/v1/decisions/4111111111111111", headers=_h(keys["viewer"]))
     assert lookup.status_code == 404 and "4111111111111111" not in lookup.text
