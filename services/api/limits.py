@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import Request
 
-from services.api.problems import Problem, handle_problem
+from services.api.problems import STATUS_KINDS, Problem, handle_problem
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,11 +25,9 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def too_large(limit: int) -> Problem:
+    kind, title = STATUS_KINDS[413]
     return Problem(
-        413,
-        "payload-too-large",
-        "The request body is too large",
-        f"bodies are limited to {limit:,} bytes (FRAUD_API__MAX_BODY_BYTES)",
+        413, kind, title, f"bodies are limited to {limit:,} bytes (FRAUD_API__MAX_BODY_BYTES)"
     )
 
 

@@ -42,7 +42,7 @@ class Problem(FraudError):
         )
 
 
-_STATUS_KINDS = {
+STATUS_KINDS = {
     400: ("bad-request", "Bad request"),
     401: ("unauthenticated", "A valid API key is required"),
     403: ("forbidden", "The API key's role does not allow this"),
@@ -81,7 +81,7 @@ async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kind, title = _STATUS_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
+    kind, title = STATUS_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
     return problem_response(request, exc.status_code, kind, title, detail)
 

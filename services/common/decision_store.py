@@ -81,10 +81,6 @@ def label_key(transaction_id: str, source: str) -> str:
     return f"label:{transaction_id}:{source}"
 
 
-VERDICT_KEYS = 2
-"""How many keys :func:`verdict_keys` gives."""
-
-
 def verdict_keys(transaction_id: str) -> tuple[str, str]:
     """Keys any of which says an analyst has given the transaction a verdict (in the console,
     or as an analyst label through ``POST /v1/labels``): it leaves the review queue for good."""
@@ -186,7 +182,7 @@ class DecisionStore:
         reviewed: set[str] = set()
         for decision in again:
             first[decision.transaction_id] = decode(next(replies))
-            if any([next(replies) for _ in range(VERDICT_KEYS)]):
+            if any([next(replies) for _ in verdict_keys(decision.transaction_id)]):
                 reviewed.add(decision.transaction_id)
         kept = [
             d if new else first[d.transaction_id] for d, new in zip(decisions, created, strict=True)
