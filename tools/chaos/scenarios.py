@@ -55,7 +55,7 @@ from tools.chaos.harness import (
     Replay,
     audit,
     chaos_events,
-    reference_run,
+    clean_run,
 )
 
 REDIS_OUTAGE_S = 30.0
@@ -129,8 +129,9 @@ class Context:
     def finish(self, ns: Namespace, replay: Replay) -> Audit:
         replay.wait(self.replay_s + 300)
         self.log(f"{ns.name}: replay done ({len(replay.sent)} acknowledged); auditing")
-        reference = reference_run(ns.reference, [e for e in self.events])
-        return audit(ns, replay, reference, timeout_s=120 + len(self.events) / 500)
+        reference, clean = clean_run(ns.reference, self.events)
+        timeout_s = 120 + len(self.events) / 500
+        return audit(ns, replay, reference, timeout_s=timeout_s, clean_state=clean)
 
 
 def _kill_times(ctx: Context, kills: int) -> list[float]:
