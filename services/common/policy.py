@@ -156,9 +156,19 @@ class PolicyStore:
                     if type(error).__name__ != "WatchError":
                         raise
 
-    def history(self) -> list[dict[str, Any]]:
-        """Audit entries, oldest first."""
-        return [json.loads(x) for x in self._redis.lrange(HISTORY_KEY, 0, -1)]
+    def history(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit entries, newest first: ``limit`` of them (all when None) after skipping the
+        ``offset`` newest. An entry's ``changes`` may hold whole lists (up to
+        :data:`services.api.schemas.POLICY_LIST_MAX` ids each), so readers page."""
+        if offset < 0 or (limit is not None and limit < 1):
+            raise ValueError("offset must be >= 0 and limit >= 1")
+        start = -(offset + limit) if limit is not None else 0  # entries are appended
+        raw = self._redis.lrange(HISTORY_KEY, start, -(offset + 1))
+        return [json.loads(x) for x in reversed(raw)]
+
+    def history_length(self) -> int:
+        """How many audit entries there are (one per stored version)."""
+        return int(self._redis.llen(HISTORY_KEY))
 
 
 def _diff(old: Policy, new: Policy) -> dict[str, dict[str, Any]]:

@@ -362,7 +362,7 @@ def test_policy_is_validated_versioned_and_audited(
     stored = client.put("/v1/policy", json=new, headers=admin).json()
     assert stored["version"] == before["version"] + 1 and stored["block_terminals"] == ["t-1"]
     assert client.get("/v1/policy", headers=_h(keys["viewer"])).json() == stored
-    last = client.get("/v1/policy/history", headers=admin).json()[-1]
+    last = client.get("/v1/policy/history", headers=admin).json()[0]  # newest first
     assert last["actor"] == "test-admin" and last["version"] == stored["version"]
     assert last["changes"]["decline_threshold"] == {"from": before["decline_threshold"], "to": 0.8}
     bad = {"review_threshold": 0.9, "decline_threshold": 0.5}
@@ -389,6 +389,32 @@ def test_policy_is_validated_versioned_and_audited(
     assert garbled.json()["detail"].startswith("body, at character 25: JSON decode error")
     assert client.get("/v1/policy", headers=admin).json() == stored
     client.put("/v1/policy", json={}, headers=admin)  # back to the model's thresholds
+
+
+def test_policy_history_comes_a_page_at_a_time_newest_first(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    admin = _h(keys["admin"])
+    first = client.get("/v1/policy", headers=admin).json()["version"] + 1
+    for k in range(5):  # versions first .. first + 4, each a different review threshold
+        client.put("/v1/policy", json={"review_threshold": 0.1 + k / 100}, headers=admin)
+
+    def versions(query: str) -> list[int]:
+        page = client.get(f"/v1/policy/history?{query}", headers=admin)
+        assert page.status_code == 200, page.text
+        return [entry["version"] for entry in page.json()]
+
+    newest = first + 4
+    assert versions("limit=2") == [newest, newest - 1]
+    assert versions("limit=2&offset=2") == [newest - 2, newest - 3]
+    assert versions(f"limit=2&offset={newest - 1}") == [1]  # the last page: fewer than limit
+    assert versions(f"offset={newest}") == []
+    assert versions("")[:5] == list(range(newest, newest - 5, -1))
+    for bad in ("limit=0", "limit=201", "offset=-1"):
+        _assert_problem(
+            client.get(f"/v1/policy/history?{bad}", headers=admin), 422, "validation-error"
+        )
+    client.put("/v1/policy", json={}, headers=admin)
 
 
 def test_hostile_bodies_get_4xx_problems(client: TestClient, keys: dict[str, str]) -> None:

@@ -21,10 +21,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
+from services.api.console.admin import CONSOLE_HISTORY
 from services.api.console.charts import waterfall
 from services.api.keys import create_key, revoke_key
 from services.common.decision_store import REVIEW_QUEUE_KEY
-from services.common.policy import Policy
+from services.common.policy import Policy, PolicyStore
 from services.common.settings import Settings
 from tests.conftest import TrainedModel
 from tests.decided import decide_day, private_settings, published_labels
@@ -459,6 +460,14 @@ def test_policy_preview_and_save_as_an_admin(
     assert policy["block_customers"] == [blocked]
     history = admin.get("/console/policy").text
     assert f"v{policy['version']}</td><td>test-admin</td>" in history
+    store = PolicyStore(sync)
+    while store.history_length() <= CONSOLE_HISTORY:  # more changes than the page shows
+        store.replace(store.current(), actor="test-console")  # the same policy again
+    total = store.history_length()
+    history = admin.get("/console/policy").text
+    rows = re.findall(r"<tr><td>v(\d+)</td>", history)
+    assert [int(v) for v in rows] == list(range(total, total - CONSOLE_HISTORY, -1))
+    assert f"the last {CONSOLE_HISTORY} of {total} changes" in history
 
 
 def test_overview_reads_prometheus_and_counts_the_hour_in_the_store(

@@ -37,6 +37,8 @@ from services.common.events import id_problem, mask_card_numbers
 from services.common.policy import Policy, outcome_changes
 
 PREVIEW_DEFAULT = 1000
+CONSOLE_HISTORY = 20
+"""Policy changes the console's policy page shows (the newest); the API pages the rest."""
 PREVIEW_MAX = RECENT_MAX
 """The preview decides again at most this many of the latest decisions (``dec:recent``)."""
 LISTS = ("allow_customers", "block_customers", "allow_terminals", "block_terminals")
@@ -106,7 +108,8 @@ async def _policy_page(
     status: int = 200,
 ) -> Response:
     current = await asyncio.to_thread(state.policies.current)
-    history = await asyncio.to_thread(state.policies.history)
+    history = await asyncio.to_thread(state.policies.history, 0, CONSOLE_HISTORY)
+    changes = await asyncio.to_thread(state.policies.history_length)
     active = await asyncio.to_thread(state.registry.active)
     model_thresholds = _thresholds_of(state)(active) if active else None
     return render(
@@ -117,7 +120,8 @@ async def _policy_page(
             "lists": {name: sorted(getattr(current, name)) for name in LISTS},
             "active_model": active,
             "model_thresholds": model_thresholds or {},
-            "history": list(reversed(history)),
+            "history": history,
+            "history_total": changes,
             "values": values or _form_values(current),
             "outcomes": OUTCOMES,
             "preview": preview,

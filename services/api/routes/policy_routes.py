@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from services.api.deps import Admin, State, Viewer
@@ -12,6 +14,9 @@ from services.api.schemas import AuditEntry, PolicyIn, PolicyOut
 from services.common.policy import Policy
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])
+
+HISTORY_PAGE_MAX = 200
+"""Audit entries per page of ``GET /v1/policy/history`` at most."""
 
 
 def _out(policy: Policy) -> PolicyOut:
@@ -55,7 +60,14 @@ def put_policy(body: PolicyIn, state: State, principal: Admin) -> PolicyOut:
     "/history",
     response_model=list[AuditEntry],
     responses=problems(*AUTHED),
-    summary="Who changed the policy, when and what, oldest first",
+    summary="Who changed the policy, when and what, newest first, a page at a time",
 )
-def policy_history(state: State, _: Viewer) -> list[AuditEntry]:
-    return [AuditEntry(**entry) for entry in state.policies.history()]
+def policy_history(
+    state: State,
+    _: Viewer,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX, description="entries per page")] = 50,
+    offset: Annotated[int, Query(ge=0, description="newest entries to skip")] = 0,
+) -> list[AuditEntry]:
+    """A page with fewer than ``limit`` entries is the last one. Each entry's ``changes``
+    holds the changed fields whole (a list of up to 10,000 ids among them)."""
+    return [AuditEntry(**entry) for entry in state.policies.history(offset, limit)]
