@@ -318,6 +318,11 @@ def terminal_features(
     return out
 
 
+_COLUMN = {name: j for j, name in enumerate(d.ALL_FEATURES)}
+_CUSTOMER_COLUMNS = np.array([_COLUMN[name] for name in CUSTOMER_BLOCK])
+_TERMINAL_COLUMNS = np.array([_COLUMN[name] for name in TERMINAL_BLOCK])
+
+
 def batch_features(
     batch: Sequence[TransactionLike],
     customers: Mapping[str, CustomerHistory],
@@ -326,17 +331,19 @@ def batch_features(
     """Every feature of a micro-batch, shape (len(batch), len(ALL_FEATURES)), columns in
     :data:`definitions.ALL_FEATURES` order. Adds the batch to the card histories; recording
     the transactions on their terminals is the caller's (they do not count for 7 days)."""
-    times = np.array([tx.time_ms for tx in batch], dtype=np.int64)
-    amounts = np.array([tx.amount for tx in batch], dtype=np.float64)
-    customer = customer_features(batch, customers)
-    terminal = terminal_features(times, [tx.terminal_id for tx in batch], terminals)
+    n = len(batch)
+    times = np.fromiter((tx.time_ms for tx in batch), dtype=np.int64, count=n)
+    amounts = np.fromiter((tx.amount for tx in batch), dtype=np.float64, count=n)
+    out = np.empty((n, len(d.ALL_FEATURES)))  # every column is written below
+    out[:, _CUSTOMER_COLUMNS] = customer_features(batch, customers)
+    out[:, _TERMINAL_COLUMNS] = terminal_features(
+        times, [tx.terminal_id for tx in batch], terminals
+    )
     weekend, night = calendar_flags(times)
-    columns: dict[str, FloatArray] = {
-        d.AMOUNT: amounts,
-        d.WEEKEND: weekend.astype(np.float64),
-        d.NIGHT: night.astype(np.float64),
-    }
-    columns.update({name: customer[:, j] for j, name in enumerate(CUSTOMER_BLOCK)})
-    columns.update({name: terminal[:, j] for j, name in enumerate(TERMINAL_BLOCK)})
-    columns.update(amount_ratios(amounts, columns))
-    return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in d.ALL_FEATURES])
+    out[:, _COLUMN[d.AMOUNT]] = amounts
+    out[:, _COLUMN[d.WEEKEND]] = weekend
+    out[:, _COLUMN[d.NIGHT]] = night
+    means = {name: out[:, _COLUMN[name]] for name in map(d.customer_mean, d.WINDOWS_DAYS)}
+    for name, ratio in amount_ratios(amounts, means).items():
+        out[:, _COLUMN[name]] = ratio
+    return out
