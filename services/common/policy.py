@@ -156,19 +156,19 @@ class PolicyStore:
                     if type(error).__name__ != "WatchError":
                         raise
 
-    def history(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        """Audit entries, newest first: ``limit`` of them (all when None) after skipping the
-        ``offset`` newest. An entry's ``changes`` may hold whole lists (up to
-        :data:`services.api.schemas.POLICY_LIST_MAX` ids each), so readers page."""
-        if offset < 0 or (limit is not None and limit < 1):
-            raise ValueError("offset must be >= 0 and limit >= 1")
-        start = -(offset + limit) if limit is not None else 0  # entries are appended
-        raw = self._redis.lrange(HISTORY_KEY, start, -(offset + 1))
-        return [json.loads(x) for x in reversed(raw)]
+    def history(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Audit entries, newest first: ``limit`` of them after skipping the ``offset`` newest.
+        There is one per stored version, so the current policy's ``version`` counts them. An
+        entry's ``changes`` may hold whole lists (up to
+        :data:`services.api.schemas.POLICY_LIST_MAX` ids each), so readers page.
 
-    def history_length(self) -> int:
-        """How many audit entries there are (one per stored version)."""
-        return int(self._redis.llen(HISTORY_KEY))
+        Raises:
+            ValueError: ``offset`` below 0 or ``limit`` below 1.
+        """
+        if offset < 0 or limit < 1:
+            raise ValueError("offset must be >= 0 and limit >= 1")
+        raw = self._redis.lrange(HISTORY_KEY, -(offset + limit), -(offset + 1))  # appended
+        return [json.loads(x) for x in reversed(raw)]
 
 
 def _diff(old: Policy, new: Policy) -> dict[str, dict[str, Any]]:

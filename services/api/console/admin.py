@@ -109,7 +109,6 @@ async def _policy_page(
 ) -> Response:
     current = await asyncio.to_thread(state.policies.current)
     history = await asyncio.to_thread(state.policies.history, 0, CONSOLE_HISTORY)
-    changes = await asyncio.to_thread(state.policies.history_length)
     active = await asyncio.to_thread(state.registry.active)
     model_thresholds = _thresholds_of(state)(active) if active else None
     return render(
@@ -121,7 +120,7 @@ async def _policy_page(
             "active_model": active,
             "model_thresholds": model_thresholds or {},
             "history": history,
-            "history_total": changes,
+            "history_total": current.version,  # one audit entry per stored version
             "values": values or _form_values(current),
             "outcomes": OUTCOMES,
             "preview": preview,
