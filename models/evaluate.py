@@ -18,11 +18,12 @@ import pandas as pd
 
 from models import published
 from models.ceiling import oracle_scores, revealed_frauds
+from models.device import choose_device
 from models.inference import predict
 from models.metrics import card_precision_at_k, performance
 from models.protocol import chapter3_split, chapter5_test_splits, split_indices
 from models.registry import LoadedModel, ModelRegistry, RegistryError
-from models.train import Candidate, assess, choose_device
+from models.train import Candidate, assess
 from services.common.settings import Settings
 
 

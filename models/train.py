@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import platform
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ import xgboost as xgb
 from tqdm import tqdm
 
 from models import drift
+from models.device import choose_device
 from models.inference import predict
 from models.metrics import performance
 from models.protocol import (
@@ -89,29 +89,6 @@ def grid(quick: bool = False) -> list[Candidate]:
     ]
 
 
-def choose_device(preference: str = "auto") -> str:
-    """``cuda`` when asked for, or when ``auto`` and this XGBoost build sees a GPU; else ``cpu``.
-
-    Raises:
-        ValueError: ``preference`` is not auto, cpu or cuda.
-    """
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {preference!r}")
-    if preference != "auto":
-        return preference
-    if not xgb.build_info().get("USE_CUDA") or shutil.which("nvidia-smi") is None:
-        return "cpu"
-    try:  # a driver without a usable device fails here, not later in training
-        xgb.train(
-            {"device": "cuda", "tree_method": "hist"},
-            xgb.DMatrix(np.zeros((2, 1)), label=[0, 1]),
-            num_boost_round=1,
-        )
-    except xgb.core.XGBoostError:
-        return "cpu"
-    return "cuda"
-
-
 def fit(
     features: npt.NDArray[np.float64],
     labels: npt.NDArray[np.int64],
@@ -125,7 +102,16 @@ def fit(
         features: shape (n, len(candidate.features)), in the candidate's feature order.
         labels: 0/1, shape (n,).
     """
-    params = {
+    train = xgb.DMatrix(features, label=labels, feature_names=list(candidate.features))
+    return xgb.train(
+        booster_params(candidate, device, nthread), train, num_boost_round=candidate.n_estimators
+    )
+
+
+def booster_params(candidate: Candidate, device: str, nthread: int = 0) -> dict[str, Any]:
+    """XGBoost's training parameters for ``candidate`` on ``device`` (``nthread`` 0: all
+    cores); the number of boosting rounds is ``candidate.n_estimators``."""
+    return {
         "objective": "binary:logistic",
         "eval_metric": "aucpr",
         "tree_method": "hist",
@@ -136,8 +122,6 @@ def fit(
         "seed": 0,
         "nthread": nthread,
     }
-    train = xgb.DMatrix(features, label=labels, feature_names=list(candidate.features))
-    return xgb.train(params, train, num_boost_round=candidate.n_estimators)
 
 
 def assess(

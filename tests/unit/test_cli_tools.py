@@ -16,7 +16,7 @@ RUNTIME = {
     "backfill", "backtest", "score", "record", "produce", "api", "api-key", "topics",
     "rebuild-store", "dashboards", "report", "drift",
 }  # fmt: skip
-TOOLS = {"demo", "bench", "bench-memory", "bench-console", "chaos"}
+TOOLS = {"demo", "bench", "bench-memory", "bench-console", "bench-device", "chaos"}
 
 # Runs where ``tools`` cannot be imported, as in the image: the entry in sys.modules makes
 # ``import tools`` raise ModuleNotFoundError before services.cli is first imported.
@@ -52,6 +52,7 @@ def test_each_tool_command_runs_a_handler_of_the_tools() -> None:
         ["bench"],
         ["bench-memory"],
         ["bench-console"],
+        ["bench-device"],
         ["chaos", "--scenario", "scorer-kill"],
     ):
         args = build_parser().parse_args(argv)

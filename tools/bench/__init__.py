@@ -1,8 +1,10 @@
 """Benchmarks: open-loop load against the passthrough worker and the scorer (``fraud bench``,
-:mod:`tools.bench.runner`), and Redis memory per card and terminal (``fraud bench-memory``,
-:mod:`tools.bench.memory_report`).
+:mod:`tools.bench.runner`), Redis memory per card and terminal (``fraud bench-memory``,
+:mod:`tools.bench.memory_report`), the console's pages (``fraud bench-console``,
+:mod:`tools.bench.console_pages`) and the model on CPU against GPU (``fraud bench-device``,
+:mod:`tools.bench.device`).
 
-This module adds both subcommands to ``fraud``; their handlers import the benchmark modules
+This module adds these subcommands to ``fraud``; their handlers import the benchmark modules
 (numpy, psutil, matplotlib) only when they run.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def register(add: AddCommand) -> None:
-    """Add ``bench``, ``bench-memory`` and ``bench-console`` to ``fraud``."""
+    """Add ``bench``, ``bench-memory``, ``bench-console`` and ``bench-device`` to ``fraud``."""
     p = add("bench", _bench, "open-loop rate ladder: passthrough worker against the scorer")
     p.add_argument(
         "--rates",
@@ -70,6 +73,48 @@ def register(add: AddCommand) -> None:
     )
     p.add_argument("--decisions", type=int, default=1_000_000, help="decisions stored")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = add(
+        "bench-device",
+        _bench_device,
+        "XGBoost on CPU against GPU: training time and average precision, inference at"
+        " micro-batches of 1 to 1,000",
+    )
+    p.add_argument(
+        "--export",
+        type=Path,
+        metavar="FILE",
+        help="only write the data (.npz) for `python -m tools.bench.device FILE` on another"
+        " machine",
+    )
+    p.add_argument("--data", type=Path, metavar="FILE", help="measure this export, not a new one")
+    p.add_argument("--devices", default="cpu,cuda", help="comma-separated, of cpu and cuda")
+    p.add_argument("--repeats", type=int, default=3, help="timed fits after the first")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _bench_device(args: argparse.Namespace, settings: Settings) -> int:
+    from tools.bench.device import DEVICES, export, markdown, measure
+
+    devices = tuple(args.devices.split(","))
+    if any(d not in DEVICES for d in devices) or args.repeats < 1:
+        print(
+            f"fraud bench-device: --devices takes {', '.join(DEVICES)}; --repeats at least 1",
+            file=sys.stderr,
+        )
+        return 2
+    log = (lambda *_: None) if args.json else print
+    if args.export:
+        export(settings, args.export, log)
+        return 0
+    data = args.data or settings.reports_dir / "device-data.npz"
+    if not args.data:
+        export(settings, data, log)
+    report = measure(data, devices, args.repeats, log=log)
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / "device.json").write_text(json.dumps(report, indent=2))
+    (settings.reports_dir / "device.md").write_text(markdown(report))
+    print(json.dumps(report, indent=2) if args.json else "\n" + markdown(report))
+    return 0
 
 
 def _bench_console(args: argparse.Namespace, settings: Settings) -> int:

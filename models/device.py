@@ -1,0 +1,50 @@
+"""Where XGBoost trains and predicts: ``cpu`` or ``cuda``.
+
+Imports numpy and XGBoost alone, so that ``tools.bench.device`` can use it on a machine where
+the project is not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import xgboost as xgb
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_unavailable() -> str | None:
+    """Why this process cannot train on a GPU, or None when it can.
+
+    Checks that this XGBoost build has CUDA, that an NVIDIA driver is installed
+    (``nvidia-smi`` on the PATH), and trains one round on two rows on ``cuda``: a driver
+    without a usable device fails there, not later in a real training.
+    """
+    if not xgb.build_info().get("USE_CUDA"):
+        return f"XGBoost {xgb.__version__} is built without CUDA"
+    if shutil.which("nvidia-smi") is None:
+        return "no NVIDIA driver (nvidia-smi is not on the PATH)"
+    try:
+        xgb.train(
+            {"device": "cuda", "tree_method": "hist"},
+            xgb.DMatrix(np.zeros((2, 1)), label=[0, 1]),
+            num_boost_round=1,
+        )
+    except xgb.core.XGBoostError as error:
+        return f"XGBoost could not train on cuda: {str(error).splitlines()[0]}"
+    return None
+
+
+def choose_device(preference: str = "auto") -> str:
+    """``cuda`` when asked for, or when ``auto`` and :func:`cuda_unavailable` finds no reason
+    against it; else ``cpu``.
+
+    Raises:
+        ValueError: ``preference`` is not auto, cpu or cuda.
+    """
+    if preference not in DEVICES:
+        raise ValueError(f"device must be auto, cpu or cuda, not {preference!r}")
+    if preference != "auto":
+        return preference
+    return "cpu" if cuda_unavailable() else "cuda"
