@@ -20,6 +20,8 @@ MAX_EVENT_BYTES = 16 * 1024
 """A transaction event is a few hundred bytes; anything beyond this is rejected unread."""
 SCHEMA_VERSION = 1
 MAX_AMOUNT = 1e9
+MAX_INTEGER_DIGITS = 20
+"""The longest integer literal an event may hold (a card number as an integer has 19)."""
 EARLIEST_EVENT_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 MAX_CLOCK_SKEW = dt.timedelta(days=1)
 """An event time later than now plus this is rejected as from the future."""
@@ -165,19 +167,52 @@ def _decode(value: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise InvalidEvent("not_utf8", f"byte {error.start} is not UTF-8") from error
     try:
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
+        obj = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+            object_pairs_hook=unique_keys,
+        )
     except InvalidEvent:
         raise
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (json.JSONDecodeError, RecursionError, ValueError) as error:
         raise InvalidEvent("invalid_json", str(error)[:200]) from error
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     for key, item in obj.items():
-        if contains_card_number(str(key)) or (
-            isinstance(item, str | int) and contains_card_number(str(item))
-        ):
+        if contains_card_number(str(key)) or _holds_card_number(item):
             raise InvalidEvent(f"card_number:{_safe_name(key)}", "a card number is not allowed")
     return obj
+
+
+def _holds_card_number(item: object) -> bool:
+    """Whether a string, an integer, or any key or value nested in objects and arrays below
+    ``item``, holds a card number."""
+    stack = [item]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if any(contains_card_number(str(k)) for k in value):
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            if contains_card_number(str(value)):
+                return True
+    return False
+
+
+def _bounded_int(text: str) -> int:
+    """``parse_int`` of ``json.loads``: at most :data:`MAX_INTEGER_DIGITS` digits. A longer
+    integer is no amount, id or count of this contract, and converting one costs time
+    quadratic in its length (Python refuses more than 4,300 digits with a ValueError)."""
+    if len(text) - text.startswith("-") > MAX_INTEGER_DIGITS:
+        raise InvalidEvent(
+            "out_of_range:integer",
+            f"an integer of {len(text)} characters; at most {MAX_INTEGER_DIGITS} digits",
+        )
+    return int(text)
 
 
 REASONS = (
@@ -194,6 +229,7 @@ REASONS = (
     "bad_timestamp",
     "unsupported_schema_version",
     "reused_transaction_id",
+    "unreadable",
 )
 """The kinds of reason an event is refused for (the part before ``:``), for metrics that
 must exist at zero before the first refusal."""
@@ -264,7 +300,8 @@ def parse_transaction(value: bytes, now: dt.datetime | None = None) -> Transacti
         raise InvalidEvent("missing_field:amount", "amount is required")
     if isinstance(amount, bool) or not isinstance(amount, int | float):
         raise InvalidEvent("wrong_type:amount", "amount must be a number")
-    if not math.isfinite(amount) or not 0 <= amount <= MAX_AMOUNT:
+    # compared before any float conversion: an integer beyond a float's range overflows one
+    if not 0 <= amount <= MAX_AMOUNT or not math.isfinite(amount):
         raise InvalidEvent("out_of_range:amount", f"amount must be finite, 0..{MAX_AMOUNT:.0e}")
     currency = obj.get("currency", "EUR")
     if not isinstance(currency, str) or not _CURRENCY.match(currency):

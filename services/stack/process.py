@@ -87,6 +87,12 @@ class ManagedProcess:
         return self.run_dir / f"{self.name}.pid"
 
     @property
+    def died_file(self) -> Path:
+        """Left where the pid file was when the process is found gone without :meth:`stop`:
+        ``fraud status`` keeps showing the service, down, until it is started or stopped."""
+        return self.run_dir / f"{self.name}.died"
+
+    @property
     def log_file(self) -> Path:
         return self.log_dir / f"{self.name}.log"
 
@@ -104,7 +110,7 @@ class ManagedProcess:
         if _is_our_process(pid, self.argv):
             return pid
         if not _alive(pid):
-            self.pid_file.unlink(missing_ok=True)
+            self.pid_file.replace(self.died_file)
         return None
 
     def is_ready(self) -> bool:
@@ -157,6 +163,7 @@ class ManagedProcess:
                 start_new_session=True,  # survives the CLI that started it
             )
         self.pid_file.write_text(f"{proc.pid}\n")
+        self.died_file.unlink(missing_ok=True)
         self._started_at = time.monotonic()
         return "started", proc
 
@@ -191,6 +198,7 @@ class ManagedProcess:
             True when a process was stopped, False when none of ours was running.
         """
         pid = self.pid()
+        self.died_file.unlink(missing_ok=True)
         if pid is None:
             return False
         _signal_group(pid, signal.SIGTERM)

@@ -98,7 +98,8 @@ class Stack:
         cluster = self._cluster_processes()
         if not any(p.pid() is not None for p in cluster):
             cluster = []
-        started = [p for p in apps if p.pid_file.exists()]
+        # started, and running or gone without being stopped (a crash shows as down)
+        started = [p for p in apps if p.pid_file.exists() or p.died_file.exists()]
         for proc in self._processes(install=False) + started + cluster:
             pid = proc.pid()
             out.append(

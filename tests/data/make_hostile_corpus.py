@@ -185,6 +185,23 @@ def corpus() -> list[dict[str, Any]]:
             "payload": valid[:-1] + ', "\\u0061mount": 1.0}',
         }
     )
+    big = "9" * 400  # an integer beyond a float's range crashed the worker (2026-12-04)
+    for name, text in (
+        ("amount of 400 digits", valid.replace("12.5", big)),
+        ("extra field of 5,000 digits", valid[:-1] + ', "n": ' + "7" * 5000 + "}"),
+        ("transaction_id of 21 digits", valid.replace('"h-0"', "1" * 21)),
+        ("negative amount of 400 digits", valid.replace("12.5", "-" + big)),
+    ):
+        out.append({"name": name, "payload": text, "reason": "out_of_range:integer"})
+    for name, extra in (  # card numbers below the top level
+        ("card number in a nested object", {"meta": {"pan": CARD}}),
+        ("card number in an array", {"meta": ["x", CARD_SPACED]}),
+        ("card number as a nested key", {"meta": {"a": [{CARD: 1}]}}),
+        ("card number as a nested number", {"meta": [[int(CARD)]]}),
+    ):
+        out.append(
+            {"name": name, "reason": "card_number:meta", "payload": json.dumps({**VALID, **extra})}
+        )
     return out
 
 

@@ -63,6 +63,36 @@ def test_each_valid_record_gets_one_decision_and_each_bad_one_a_dead_letter() ->
     assert b"4111" not in (dead.value or b"")  # the card number is masked
 
 
+def test_a_record_the_validator_fails_on_is_dead_lettered_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug of the validator (here an OverflowError, as a 400-digit amount once raised) must
+    not stop the worker on one record, which it would read again after every restart."""
+    from services.scorer import pipeline as module
+
+    real = module.parse_transaction
+
+    def flaky(value: bytes, now: Any = None) -> Any:
+        if b'"boom"' in value:
+            raise OverflowError("int too large to convert to float")
+        return real(value, now)
+
+    monkeypatch.setattr(module, "parse_transaction", flaky)
+
+    async def run() -> FakePublisher:
+        pipeline, publisher = _pipeline()
+        batch = records(transaction_value("a"), transaction_value("boom"), transaction_value("b"))
+        delivery = await pipeline(batch)
+        publisher.deliver()
+        await delivery
+        return publisher
+
+    publisher = _run(run())
+    assert [decode(s.value or b"").transaction_id for s in publisher.on(DECISIONS)] == ["a", "b"]
+    (dead,) = publisher.on(DLQ)
+    assert dict(dead.headers or [])["reason"] == b"unreadable"
+
+
 def test_a_reused_id_is_dead_lettered_and_not_decided() -> None:
     async def run() -> FakePublisher:
         pipeline, publisher = _pipeline()

@@ -24,10 +24,19 @@ def test_the_workers_and_the_api_appear_once_started_and_report_their_state(
     (tmp_path / "run" / "api.pid").write_text(f"{gone.pid}\n")
     rows = {s.name: s for s in Stack(settings).status()}
     assert list(rows) == ["kafka", "redis", "prometheus", "scorer", "api"]
-    for name in ("scorer", "recorder", "api"):  # a stale pid file is removed once read
+    for name in ("scorer", "recorder", "api"):
         (tmp_path / "run" / f"{name}.pid").write_text(f"{gone.pid}\n")
     rows = {s.name: s for s in Stack(settings).status()}
     assert list(rows) == ["kafka", "redis", "prometheus", "scorer", "recorder", "api"]
     assert rows["recorder"].address.endswith(":8003")
     assert rows["scorer"].pid is None and not rows["scorer"].ready
     assert rows["scorer"].log.endswith("scorer.log") and rows["api"].address.endswith(":8000")
+    # a worker that died without being stopped stays listed, down, on every later status
+    # (it once vanished from the second one on, and `fraud status` exited 0)
+    again = {s.name: s for s in Stack(settings).status()}
+    assert list(again) == list(rows) and not again["scorer"].ready and again["scorer"].pid is None
+    from services.stack.apps import our_processes
+
+    for proc in our_processes(settings):  # `fraud down` acknowledges it
+        proc.stop()
+    assert [s.name for s in Stack(settings).status()] == ["kafka", "redis", "prometheus"]
