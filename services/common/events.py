@@ -197,9 +197,12 @@ def _holds_card_number(item: object) -> bool:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-        elif isinstance(value, str | int) and not isinstance(value, bool):
-            if contains_card_number(str(value)):
-                return True
+        elif (
+            isinstance(value, str | int)
+            and not isinstance(value, bool)
+            and contains_card_number(str(value))
+        ):
+            return True
     return False
 
 

@@ -41,7 +41,7 @@ def validate(records: Sequence[Record]) -> tuple[list[tuple[Record, Transaction]
             valid.append((record, parse_transaction(value)))
         except InvalidEvent as error:
             rejected.append((record, error))
-        except Exception as error:  # noqa: BLE001 - one record must not stop the worker
+        except Exception as error:
             # a bug of the validator: the record goes to the dead-letter topic, not in a loop
             log.exception("validator_failed offset=%s", record.offset)
             why = InvalidEvent("unreadable", f"the validator failed: {type(error).__name__}")

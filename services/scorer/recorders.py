@@ -40,7 +40,7 @@ def terminal_events(
             labels.append(parse_label(record.value or b""))
         except InvalidEvent as error:
             log.warning("label_rejected reason=%s offset=%s", error.reason, record.offset)
-        except Exception:  # noqa: BLE001 - one record must not stop the worker
+        except Exception:
             log.exception("label_rejected reason=unreadable offset=%s", record.offset)
     return observed, labels
 

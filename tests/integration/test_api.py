@@ -5,6 +5,7 @@ Private namespace: Redis database 3 (flushed), a topic prefix, the session's tra
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -297,6 +298,22 @@ def test_labels_are_idempotent_and_published(
         422,
         "validation-error",
     )
+    # what the recording worker would drop is refused, not answered 201 and lost
+    other = decided[6]
+    at = dt.datetime.fromtimestamp(other["event_time_ms"] / 1000, dt.UTC)
+    for when in (
+        "9999-12-31T23:59:59Z",
+        "1990-01-01T00:00:00Z",
+        (at - dt.timedelta(seconds=1)).isoformat(),  # a verdict before the transaction
+    ):
+        later = {**label, "transaction_id": other["transaction_id"], "reported_at": when}
+        _assert_problem(
+            client.post("/v1/labels", json=later, headers=_h(keys["analyst"])),
+            422,
+            "invalid-label",
+        )
+    plain = {**label, "transaction_id": other["transaction_id"]}
+    assert client.post("/v1/labels", json=plain, headers=_h(keys["analyst"])).status_code == 201
     consumer = KafkaConsumer(
         api_settings.topics.labels.name,
         bootstrap_servers=api_settings.kafka.bootstrap_servers,
@@ -312,6 +329,8 @@ def test_labels_are_idempotent_and_published(
         for p in published
         if p["transaction_id"] == target["transaction_id"] and p["source"] == "chargeback"
     ]
+    refused = [p for p in published if p["transaction_id"] == other["transaction_id"]]
+    assert [p["reported_at"] < "2100" for p in refused] == [True]  # only the valid one
     assert len(mine) == 1  # the repeat was not published again
     assert mine[0]["terminal_id"] == target["terminal_id"] and mine[0]["is_fraud"] is True
 

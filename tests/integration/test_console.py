@@ -302,6 +302,27 @@ def test_a_verdict_publishes_the_label_once_and_leaves_the_queue(
     page = client.get(f"/console/decisions/{unsure}").text
     assert "inconclusive by test-analyst" in page and "checked inconclusive" in page
 
+    # a second analyst's "inconclusive" does not overwrite a given verdict, nor does the same
+    # verdict again (the first one's record stays); a card number in a comment is masked
+    second, csrf2 = _sign_in(app, keys["admin"])
+    for choice in ("inconclusive", "fraud"):
+        second.post(
+            f"/console/decisions/{fraud}/verdict",
+            data={"csrf": csrf2, "verdict": choice, "comment": "overwrites"},
+        )
+    page = client.get(f"/console/decisions/{fraud}").text
+    assert "fraud by test-analyst" in page and "overwrites" not in page
+    target = sync.zrange(REVIEW_QUEUE_KEY, 2, 2)[0].decode()
+    client.post(
+        f"/console/decisions/{target}/verdict",
+        data={"csrf": csrf, "verdict": "genuine", "comment": "card 4111 1111 1111 1111 ok"},
+    )
+    assert "4111 1111 1111 1111" not in client.get(f"/console/decisions/{target}").text
+    kept = b"".join(
+        sync.get(k) or b"" for k in sync.keys(f"*{target}*") if sync.type(k) == b"string"
+    )
+    assert b"1111 1111" not in kept and b"###############1111 ok" in kept
+
 
 def test_decision_page_shows_the_waterfall_and_the_cards_usual_values(
     app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]]

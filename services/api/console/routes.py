@@ -60,6 +60,7 @@ from services.common.decision_store import (
     terminal_index_key,
     verdict_key,
 )
+from services.common.events import mask_card_numbers
 
 CLAIM_TTL_S = 30 * 60
 """A claim lapses after this long without a verdict (seconds)."""
@@ -383,7 +384,9 @@ async def verdict(request: Request, transaction_id: str) -> Response:
     session, form = checked
     state, me = state_of(request), session.principal.name
     here = f"/console/decisions/{quote(transaction_id, safe='')}"
-    choice, comment = form.get("verdict", ""), form.get("comment", "").strip()[:2000]
+    # a card number typed into a comment is masked before it is kept anywhere
+    choice = form.get("verdict", "")
+    comment = mask_card_numbers(form.get("comment", "").strip()[:2000])
     if choice not in VERDICTS:
         return refuse(request, 400, "Bad verdict", "Choose fraud, genuine or inconclusive.")
     holder = await state.redis.get(claim_key(transaction_id))
@@ -393,11 +396,25 @@ async def verdict(request: Request, transaction_id: str) -> Response:
     now = dt.datetime.now(dt.UTC)
     try:
         if is_fraud is not None:
-            await take_label(state, transaction_id, is_fraud, "analyst", now, me, comment or None)
+            _, created = await take_label(
+                state, transaction_id, is_fraud, "analyst", now, me, comment or None
+            )
+            if not created:  # the same verdict, given before: the first one's record stays
+                return with_notice(request, here, f"Already labelled {choice}; kept as it was.")
         elif await state.decisions.get(transaction_id) is None:
             return refuse(
                 request, 404, "Not found", f"No decision for transaction {transaction_id}."
             )
+        else:
+            given = await state.redis.get(verdict_key(transaction_id))
+            earlier = json.loads(given) if given else {}
+            if earlier.get("verdict", "inconclusive") != "inconclusive":
+                return with_notice(
+                    request,
+                    here,
+                    f"Already labelled {earlier['verdict']} by {earlier.get('by', '?')}; "
+                    "not changed.",
+                )
     except Problem as problem:
         return with_notice(request, here, problem.detail or problem.title)
     record = {

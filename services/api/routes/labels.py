@@ -14,7 +14,7 @@ from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import LabelIn, LabelOut
 from services.common.decision_store import REVIEW_QUEUE_KEY, label_key
-from services.common.events import format_time
+from services.common.events import InvalidEvent, format_time, parse_label, parse_time
 
 router = APIRouter(prefix="/v1", tags=["labels"])
 
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["labels"])
     status_code=201,
     responses={
         200: {"model": LabelOut, "description": "The same label, already taken"},
-        **problems(400, 404, 409, *AUTHED),
+        **problems(400, 404, 409, 422, *AUTHED),
     },
     summary="Take a chargeback or an analyst verdict",
 )
@@ -80,6 +80,19 @@ async def take_label(
         "reported_at": format_time(reported),
         "source": source,
     }
+    try:  # what the recording worker would drop is refused here, not accepted and lost
+        parsed = parse_label(orjson.dumps(label))
+    except InvalidEvent as error:
+        raise Problem(
+            422, "invalid-label", "The label breaks the label contract", error.detail
+        ) from error
+    if parsed.reported_at < parse_time(decision.event_time, "transaction_time"):
+        raise Problem(
+            422,
+            "invalid-label",
+            "The label breaks the label contract",
+            f"reported_at {label['reported_at']} is before the transaction ({decision.event_time})",
+        )
     key = label_key(transaction_id, source)
     kept = {**label, "by": by} if comment is None else {**label, "by": by, "comment": comment}
     if not await state.redis.set(key, orjson.dumps(kept), nx=True):
@@ -89,7 +102,7 @@ async def take_label(
                 409,
                 "label-conflict",
                 "A different label from this source exists",
-                f"{source} already said is_fraud={existing['is_fraud']}",
+                f"{source} already said is_fraud={orjson.dumps(existing['is_fraud']).decode()}",
             )
         return {k: v for k, v in existing.items() if k in label}, False
     try:
