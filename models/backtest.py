@@ -31,7 +31,7 @@ import pandas as pd
 from models.metrics import card_precision_at_k
 from models.registry import ModelRegistry
 from services.common.events import Transaction, parse_transaction
-from services.common.handbook import load_transactions
+from services.common.handbook import DataError, load_transactions
 from services.common.policy import Policy
 from services.common.settings import Settings
 from services.features import definitions as d
@@ -105,7 +105,8 @@ def decide_history(
 
     Raises:
         models.registry.RegistryError: the version does not exist or does not load.
-        services.common.handbook.DataError: the data folder lacks the handbook's files.
+        services.common.handbook.DataError: the data folder lacks the handbook's files, or
+            they hold no transaction in the period.
     """
     model = ActiveModel(ModelRegistry(settings.models_dir))
     model.use(version)
@@ -123,6 +124,9 @@ def decide_history(
         for e in replay_events(frame, start, end)
         if e.topic == "transactions"
     ]
+    if not txs:
+        last = end - dt.timedelta(days=1)
+        raise DataError(f"the data holds no transaction from {start} to {last}")
     scorer = Scorer(HistoryFeatures(rows), model, policy)
 
     async def run() -> list[Any]:

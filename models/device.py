@@ -14,6 +14,10 @@ import xgboost as xgb
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class DeviceUnavailable(RuntimeError):
+    """``cuda`` was asked for and this process cannot use it (the message says why)."""
+
+
 def cuda_unavailable() -> str | None:
     """Why this process cannot train on a GPU, or None when it can.
 
@@ -37,14 +41,19 @@ def cuda_unavailable() -> str | None:
 
 
 def choose_device(preference: str = "auto") -> str:
-    """``cuda`` when asked for, or when ``auto`` and :func:`cuda_unavailable` finds no reason
-    against it; else ``cpu``.
+    """``cuda`` when asked for and usable, or when ``auto`` and :func:`cuda_unavailable`
+    finds no reason against it; else ``cpu``.
 
     Raises:
         ValueError: ``preference`` is not auto, cpu or cuda.
+        DeviceUnavailable: ``cuda`` was asked for and cannot be used. XGBoost itself would
+            warn and train on the CPU, and the model's metadata would say ``cuda``.
     """
     if preference not in DEVICES:
         raise ValueError(f"device must be auto, cpu or cuda, not {preference!r}")
-    if preference != "auto":
-        return preference
-    return "cpu" if cuda_unavailable() else "cuda"
+    if preference == "cpu":
+        return "cpu"
+    why_not = cuda_unavailable()
+    if preference == "cuda" and why_not:
+        raise DeviceUnavailable(f"--device cuda: {why_not}; --device cpu or auto trains on CPU")
+    return "cpu" if why_not else "cuda"

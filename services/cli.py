@@ -79,6 +79,31 @@ def iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from error
 
 
+def field_column(text: str) -> tuple[str, str]:
+    """An argparse ``type`` for FIELD=COLUMN, both non-empty."""
+    field, _, column = text.partition("=")
+    if not field or not column:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=COLUMN (e.g. amount=TX_AMOUNT)")
+    return field, column
+
+
+def dependency_failure(error: BaseException) -> str | None:
+    """A sentence for an error that says a file, Redis or Kafka could not be reached or
+    read, or None for any other error (a bug, whose traceback must be seen)."""
+    classes = type(error).__mro__
+    if any(c.__module__.split(".")[0] == "redis" for c in classes) and any(
+        c.__name__ in ("ConnectionError", "TimeoutError") for c in classes
+    ):
+        return f"Redis did not answer ({error}); is the stack up? `fraud status`, `fraud up`"
+    if any(c.__module__.split(".")[0] in ("kafka", "aiokafka") for c in classes) and any(
+        c.__name__ == "KafkaError" for c in classes
+    ):
+        return f"Kafka did not answer ({error}); is the stack up? `fraud status`, `fraud up`"
+    if isinstance(error, OSError):
+        return str(error)
+    return None
+
+
 def _data(args: argparse.Namespace, settings: Settings) -> int:
     from services.common import handbook
 
@@ -111,6 +136,9 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
     from services.common.handbook import load_transactions
     from services.features.batch import compute_features
 
+    if args.end <= args.start:
+        print("--to is the day after the last: it must be after --from", file=sys.stderr)
+        return 2
     # the windows need 37 days of history before the first requested day
     history_start = args.start - dt.timedelta(days=40)
     frame = load_transactions(settings.data_dir, history_start, args.end)
@@ -134,8 +162,14 @@ def _feature_store(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.device import DeviceUnavailable, choose_device
     from models.train import run_training
 
+    try:
+        choose_device(args.device)  # before the data is read
+    except DeviceUnavailable as error:
+        print(f"fraud train: {error}", file=sys.stderr)
+        return 1
     version, metadata = run_training(
         settings,
         training_start=args.start,
@@ -169,8 +203,14 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from models.device import DeviceUnavailable, choose_device
     from models.evaluate import evaluate, format_report
 
+    try:
+        choose_device(args.device)
+    except DeviceUnavailable as error:
+        print(f"fraud evaluate: {error}", file=sys.stderr)
+        return 1
     report = evaluate(settings, version=args.model, device_preference=args.device)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -211,7 +251,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         events = simulated_events(args.customers, args.terminals, seed=args.seed)
         total = args.count
     else:
-        mapping = dict(item.split("=", 1) for item in args.column)
+        mapping = dict(args.column)
         frame = read_file(args.file or settings.data_dir / "transactions.parquet", mapping)
         events = replay_events(frame, args.start, args.end, args.label_lead_days)
         if args.no_labels:
@@ -432,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--column",
         action="append",
+        type=field_column,
         default=[],
         metavar="FIELD=COLUMN",
         help="map a contract field to a file column (default: the handbook layout)",
@@ -571,6 +612,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        message = dependency_failure(error)
+        if message is None:
+            raise
+        print(f"fraud {args.command}: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -110,3 +110,20 @@ def test_the_measuring_half_needs_no_project_settings(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cuda_asked_for_where_there_is_none_is_an_error_not_a_cpu_model_called_cuda() -> None:
+    """XGBoost trains on the CPU when told cuda without a GPU (it warns once per fit), and
+    the model's metadata said ``cuda``: a user asking for cuda must hear that it is not there."""
+    from models.device import DeviceUnavailable, choose_device
+
+    assert choose_device("cpu") == "cpu"
+    why_not = cuda_unavailable()
+    if why_not is None:  # a machine with a GPU
+        assert choose_device("cuda") == choose_device("auto") == "cuda"
+        return
+    assert choose_device("auto") == "cpu"
+    with pytest.raises(DeviceUnavailable, match="--device cuda"):
+        choose_device("cuda")
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        choose_device("gpu")
