@@ -134,8 +134,9 @@ async def _request_context(
     began = time.perf_counter()
     try:
         response = await call_next(request)
-    except Exception:  # errors that escaped the handlers still get an id and a problem body
-        response = await problems.handle_unexpected(request, RuntimeError("unhandled"))
+    except Exception as error:  # errors that escaped the handlers: an id and a problem body
+        # (a Redis that does not answer, met while authenticating, is still a 503)
+        response = await problems.handle_unexpected(request, error)
     route = getattr(request.scope.get("route"), "path", "unmatched")
     elapsed = time.perf_counter() - began
     REQUESTS.labels(request.method, route, str(response.status_code)).inc()

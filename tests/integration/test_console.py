@@ -180,6 +180,7 @@ def test_queue_is_the_review_queue_oldest_first_with_filters(
         == 0
     )
     assert client.get("/console/queue", params={"min_score": "high"}).status_code == 400
+    assert client.get("/console/queue", params={"until": "9999-12-31"}).status_code == 400
 
 
 def test_queue_pages_follow_one_another(

@@ -180,7 +180,7 @@ async def queue(request: Request) -> Response:
         lo_score, hi_score = _float(query.get("min_score")), _float(query.get("max_score"))
         since, until = _day_ms(query.get("since")), _day_ms(query.get("until"), end=True)
         offset = max(0, int(query.get("offset") or 0))
-    except ValueError:
+    except (ValueError, OverflowError):  # 9999-12-31 has no day after it
         return refuse(request, 400, "Bad filter", "Scores are numbers, dates YYYY-MM-DD.")
     read = state.redis.zrange if oldest_first else state.redis.zrevrange
     total = await state.redis.zcard(key)

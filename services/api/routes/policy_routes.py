@@ -15,6 +15,8 @@ from services.common.policy import Policy
 
 router = APIRouter(prefix="/v1/policy", tags=["policy"])
 
+HISTORY_OFFSET_MAX = 10**9
+"""Redis refuses list indexes beyond 64 bits (a 500 before this bound); a billion changes."""
 HISTORY_PAGE_MAX = 200
 """Audit entries per page of ``GET /v1/policy/history`` at most."""
 
@@ -66,7 +68,9 @@ def policy_history(
     state: State,
     _: Viewer,
     limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX, description="entries per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="newest entries to skip")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=HISTORY_OFFSET_MAX, description="newest entries to skip")
+    ] = 0,
 ) -> list[AuditEntry]:
     """A page with fewer than ``limit`` entries is the last one. Each entry's ``changes``
     holds the changed fields whole (a list of up to 10,000 ids among them)."""
