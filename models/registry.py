@@ -225,14 +225,16 @@ class ModelRegistry:
         Raises:
             RegistryError: it does not load; the active version stays as it was.
         """
+        return self._activate(version, by, rollback=False)
+
+    def _activate(self, version: str, by: str, rollback: bool) -> LoadedModel:
         loaded = self.load(version)
         with self._locked():
             state = self._state()
             if state["active"] == version:  # already active: nothing changes, nothing recorded
                 return loaded
-            state["history"].append(
-                {"version": version, "at": _now(), "by": by, "previous": state["active"]}
-            )
+            entry = {"version": version, "at": _now(), "by": by, "previous": state["active"]}
+            state["history"].append({**entry, "rollback": True} if rollback else entry)
             state["active"] = version
             if state["shadow"] is not None and state["shadow"]["version"] == version:
                 self._end_shadow(state, version, "promoted", by)
@@ -240,7 +242,9 @@ class ModelRegistry:
         return loaded
 
     def rollback(self, by: str = "system") -> LoadedModel:
-        """Re-activate the version that was active before the current one.
+        """Undo the latest promotion not yet undone: re-activate the version that was active
+        before it. Rollbacks walk back through the promotions (v1, v2, v3: rollback to v2,
+        then to v1), they do not toggle between the last two versions.
 
         Raises:
             RegistryError: there is no earlier version to return to, or it does not load.
@@ -248,14 +252,21 @@ class ModelRegistry:
         previous = self.rollback_target()
         if previous is None:
             raise RegistryError("no earlier active version to roll back to")
-        return self.promote(previous, by=by)
+        return self._activate(previous, by, rollback=True)
 
     def rollback_target(self) -> str | None:
-        """The version :meth:`rollback` would re-activate: the one active before the current
-        version's last promotion; None when there is none (the first version, or no model)."""
-        active = self.active()
+        """The version :meth:`rollback` would re-activate: the one active before the latest
+        promotion that no rollback undid; None when there is none (the first version, every
+        promotion undone, or no model)."""
+        undone = 0
         for entry in reversed(self.history()):
-            if entry["version"] == active and entry["previous"] != active:  # not a no-op
+            if entry["version"] == entry["previous"]:  # a no-op recorded by older versions
+                continue
+            if entry.get("rollback"):
+                undone += 1
+            elif undone:
+                undone -= 1
+            else:
                 return None if entry["previous"] is None else str(entry["previous"])
         return None
 

@@ -96,3 +96,22 @@ def test_a_recorded_self_promotion_does_not_hide_the_real_one(tmp_path: Path) ->
     state_file.write_text(json.dumps(state))
     assert registry.rollback_target() == v1
     assert registry.rollback().version == v1
+
+
+def test_rollbacks_walk_back_through_the_promotions_and_stop_at_the_first(
+    tmp_path: Path,
+) -> None:
+    """v1, v2, v3 promoted: rollbacks give v2, then v1, then nothing (409 in the API). A
+    second rollback re-activated v2, the version just rolled back from (a new user's trial,
+    2026-12-04)."""
+    registry = ModelRegistry(tmp_path)
+    v1, v2, v3 = (registry.register(_booster(), _meta()) for _ in range(3))
+    for version in (v1, v2, v3):
+        registry.promote(version)
+    assert registry.rollback().version == v2
+    assert registry.rollback().version == v1
+    assert registry.rollback_target() is None
+    with pytest.raises(RegistryError, match="no earlier"):
+        registry.rollback()
+    registry.promote(v3)  # a promotion after rollbacks is undone by the next one
+    assert registry.rollback().version == v1

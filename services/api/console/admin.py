@@ -212,7 +212,7 @@ async def models_page(request: Request) -> Response:
 
 @router.post("/models/rollback")
 async def rollback(request: Request) -> Response:
-    """Re-activate the version active before the current one (``POST /v1/models/rollback``)."""
+    """Undo the latest promotion not yet undone (``POST /v1/models/rollback``)."""
     checked = await posted(request, "admin")
     if isinstance(checked, Response):
         return checked
