@@ -83,7 +83,7 @@ def promote(version: Version, state: State, principal: Admin) -> ActiveModel:
     "/rollback",
     response_model=ActiveModel,
     responses=problems(409, *AUTHED),
-    summary="Re-activate the version active before the current one",
+    summary="Undo the latest promotion not yet undone",
 )
 def rollback(state: State, principal: Admin) -> ActiveModel:
     try:
