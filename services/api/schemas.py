@@ -111,12 +111,21 @@ class Explanation(BaseModel):
     rules: list[str]
 
 
+def event_id(value: str) -> str:
+    """An id as the transaction contract accepts it (``services.common.events.id_problem``:
+    printable characters, Unicode too, no leading or trailing whitespace); card numbers are
+    left to each route, which masks or refuses them."""
+    if not value.isprintable() or value != value.strip():
+        raise ValueError("must be printable characters without leading or trailing whitespace")
+    return value
+
+
 class LabelIn(BaseModel):
     """A verdict on a transaction: a chargeback or an analyst's decision."""
 
     model_config = ConfigDict(extra="forbid")
 
-    transaction_id: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    transaction_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(event_id)]
     is_fraud: bool
     source: Literal["chargeback", "analyst"]
     reported_at: AwareDatetime | None = Field(

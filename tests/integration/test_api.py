@@ -134,6 +134,19 @@ def test_get_decision(
         404,
         "decision-not-found",
     )
+    # ids as the event contract takes them: Unicode is an id (no decision here), an id with
+    # leading whitespace or a control character is not one
+    _assert_problem(
+        client.get("/v1/decisions/h-unicode-%C3%A9", headers=_h(keys["viewer"])),
+        404,
+        "decision-not-found",
+    )
+    for bad in ("%20tx-1", "tx%0A1"):
+        _assert_problem(
+            client.get(f"/v1/decisions/{bad}", headers=_h(keys["viewer"])),
+            422,
+            "validation-error",
+        )
 
 
 def _busiest_card(decided: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:

@@ -8,22 +8,22 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime
 
 from models import inference
 from models.registry import RegistryError
 from services.api.deps import ApiState, State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
-from services.api.schemas import Decision, DecisionPage, Explanation
+from services.api.schemas import Decision, DecisionPage, Explanation, event_id
 from services.common.decision import Decision as StoredDecision
 from services.common.decision import RuleHit, decode
 from services.common.decision_store import REVIEW_QUEUE_KEY, customer_index_key, decision_key
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
-TransactionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
-CustomerId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+TransactionId = Annotated[str, Path(min_length=1, max_length=64), AfterValidator(event_id)]
+CustomerId = Annotated[str, Path(min_length=1, max_length=64), AfterValidator(event_id)]
 Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the last page")]
 
