@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,15 @@ from services.api.keys import Role
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def _json_text(value: object) -> str:
+    """JSON as people read it: Unicode as itself, not ``\\u00fc`` (``tojson``'s escapes are
+    for scripts; the page escapes this text as any other)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+templates.env.filters["json_text"] = _json_text
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
