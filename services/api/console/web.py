@@ -123,7 +123,7 @@ async def posted(request: Request, role: Role) -> tuple[Session, dict[str, str]]
             request,
             403,
             "Not allowed",
-            f"This needs the {role} role; you are a {session.principal.role}.",
+            f"This needs the {role} role; your key's role is {session.principal.role}.",
         )
     return session, form
 
