@@ -392,9 +392,15 @@ class ApiSettings(BaseModel):
     def _not_a_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             secret = value.get_secret_value()
-            if len(secret) < 24 or secret.lower() in {"changeme", "change-me", "secret", "admin"}:
-                raise ValueError("FRAUD_API__BOOTSTRAP_ADMIN_KEY must be a random 24+ char secret")
             parts = secret.split("_")
+            if len(parts) == 3 and (
+                len(parts[2]) < 24
+                or parts[2].lower() in {"changeme", "change-me", "secret", "admin"}
+            ):  # the secret part: "fd_abc_" and a short secret are not 24 random characters
+                raise ValueError(
+                    "FRAUD_API__BOOTSTRAP_ADMIN_KEY's <secret> (after fd_<id>_) must be 24+"
+                    " random characters"
+                )
             if len(parts) != 3 or parts[0] != "fd" or not all(parts[1:]):
                 raise ValueError(
                     "FRAUD_API__BOOTSTRAP_ADMIN_KEY must read fd_<id>_<secret> (no other '_'),"

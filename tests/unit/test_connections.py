@@ -166,3 +166,11 @@ def test_a_redis_cluster_is_a_setting() -> None:
     assert env["FRAUD_FEAST_REDIS_TYPE"] == "redis_cluster"
     with pytest.raises(ValidationError, match="FRAUD_REDIS__DB must be 0"):
         RedisSettings(db=2, cluster=True)
+
+
+def test_the_bootstrap_admin_keys_secret_part_is_24_characters_or_more() -> None:
+    """The rule counted the whole key, so fd_abc_ and a 19-character secret passed."""
+    with pytest.raises(ValidationError, match="24"):
+        Settings(api={"bootstrap_admin_key": "fd_abc_SHORTsecretVALUE123"})
+    key = "fd_abc_" + "k" * 24
+    assert Settings(api={"bootstrap_admin_key": key}).api.bootstrap_admin_key is not None

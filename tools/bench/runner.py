@@ -423,12 +423,19 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {'yes' if s['sustained'] else 'no'} |"
         )
     p, sc = report["passthrough"], report["scorer"]
+    passthrough = any(s["target"] == "passthrough" for s in report["steps"])
+    share = f"; {sc['share_of_passthrough']} of the passthrough" if passthrough else ""
     lines += [
         "",
-        f"Highest sustained rate (p99 <= 50 ms, nothing left behind): passthrough "
-        f"{p['max_sustained_tps']} tx/s, scorer {sc['max_sustained_tps']} tx/s "
-        f"(p99 {sc['p99_ms_at_max']} ms; {sc['share_of_passthrough']} of the passthrough). "
-        f"Scorer p99 at 500 tx/s: {sc['p99_ms_at_500']} ms. {report['step_seconds']} s per "
+        "Highest sustained rate (p99 <= 50 ms, nothing left behind): "
+        + (f"passthrough {p['max_sustained_tps']} tx/s, " if passthrough else "")
+        + f"scorer {sc['max_sustained_tps']} tx/s (p99 {sc['p99_ms_at_max']} ms{share}). "
+        + (
+            f"Scorer p99 at 500 tx/s: {sc['p99_ms_at_500']} ms. "
+            if sc["p99_ms_at_500"] is not None
+            else "500 tx/s not run. "
+        )
+        + f"{report['step_seconds']} s per "
         f"step, {report['arrivals']} arrivals, {report['machine']['cpus']} CPUs.",
     ]
     if "aiokafka-passthrough" in report:
