@@ -1,15 +1,13 @@
 """Where XGBoost trains and predicts: ``cpu`` or ``cuda``.
 
-Imports numpy and XGBoost alone, so that ``tools.bench.device`` can use it on a machine where
-the project is not installed.
+Needs numpy and XGBoost alone, so that ``tools.bench.device`` can use it on a machine where
+the project is not installed; imports them only when asked to probe, so that ``fraud`` can
+catch :class:`DeviceUnavailable` without loading XGBoost for every command.
 """
 
 from __future__ import annotations
 
 import shutil
-
-import numpy as np
-import xgboost as xgb
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -25,6 +23,9 @@ def cuda_unavailable() -> str | None:
     (``nvidia-smi`` on the PATH), and trains one round on two rows on ``cuda``: a driver
     without a usable device fails there, not later in a real training.
     """
+    import numpy as np
+    import xgboost as xgb
+
     if not xgb.build_info().get("USE_CUDA"):
         return f"XGBoost {xgb.__version__} is built without CUDA"
     if shutil.which("nvidia-smi") is None:

@@ -162,14 +162,8 @@ def _feature_store(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from models.device import DeviceUnavailable, choose_device
     from models.train import run_training
 
-    try:
-        choose_device(args.device)  # before the data is read
-    except DeviceUnavailable as error:
-        print(f"fraud train: {error}", file=sys.stderr)
-        return 1
     version, metadata = run_training(
         settings,
         training_start=args.start,
@@ -203,14 +197,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from models.device import DeviceUnavailable, choose_device
     from models.evaluate import evaluate, format_report
 
-    try:
-        choose_device(args.device)
-    except DeviceUnavailable as error:
-        print(f"fraud evaluate: {error}", file=sys.stderr)
-        return 1
     report = evaluate(settings, version=args.model, device_preference=args.device)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -590,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. Exit codes: 0 ok, 1 a clear failure (message on stderr), 2 usage."""
     from pydantic import ValidationError
 
+    from models.device import DeviceUnavailable
     from models.registry import RegistryError
     from services.common.feast_store import FeatureStoreError
     from services.common.handbook import DataError
@@ -607,7 +596,14 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except (StackError, DataError, RegistryError, FeatureStoreError, ReportError) as error:
+    except (
+        StackError,
+        DataError,
+        RegistryError,
+        FeatureStoreError,
+        ReportError,
+        DeviceUnavailable,
+    ) as error:
         print(f"fraud {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
 from services.api.schemas import LabelIn, LabelOut
 from services.common.decision_store import REVIEW_QUEUE_KEY, label_key
-from services.common.events import InvalidEvent, format_time, parse_label, parse_time
+from services.common.events import InvalidEvent, format_time, parse_label
 
 router = APIRouter(prefix="/v1", tags=["labels"])
 
@@ -86,7 +86,7 @@ async def take_label(
         raise Problem(
             422, "invalid-label", "The label breaks the label contract", error.detail
         ) from error
-    if parsed.reported_at < parse_time(decision.event_time, "transaction_time"):
+    if parsed.reported_at < parsed.transaction_time:
         raise Problem(
             422,
             "invalid-label",
