@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import ModelRegistry
 from services.api import console, problems
-from services.api.console.web import http_error_page
+from services.api.console.web import failure_page, http_error_page
 from services.api.deps import ApiState, refuse_duplicate_keys
 from services.api.limits import BodyLimit
 from services.api.routes import (
@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(problems.Problem, problems.handle_problem)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, problems.handle_validation)
-    app.add_exception_handler(Exception, problems.handle_unexpected)
+    app.add_exception_handler(Exception, _unexpected)
     for module in (decisions, features, labels, models_routes, policy_routes, health, console):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
@@ -125,6 +125,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await problems.handle_http(request, exc)
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An error no handler took (logged): 503 when Redis did not answer, else 500; an HTML
+    page under ``/console``, a problem document everywhere else."""
+    response = await problems.handle_unexpected(request, exc)
+    if request.url.path.startswith("/console/"):
+        return failure_page(request, response.status_code)
+    return response
+
+
 async def _request_context(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
@@ -136,7 +145,7 @@ async def _request_context(
         response = await call_next(request)
     except Exception as error:  # errors that escaped the handlers: an id and a problem body
         # (a Redis that does not answer, met while authenticating, is still a 503)
-        response = await problems.handle_unexpected(request, error)
+        response = await _unexpected(request, error)
     route = getattr(request.scope.get("route"), "path", "unmatched")
     elapsed = time.perf_counter() - began
     REQUESTS.labels(request.method, route, str(response.status_code)).inc()

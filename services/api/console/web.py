@@ -69,6 +69,23 @@ async def http_error_page(request: Request, status: int) -> Response:
     return refuse(request, status, title, detail)
 
 
+def failure_page(request: Request, status: int) -> Response:
+    """A console page that failed: 503 when Redis did not answer, 500 for a bug (logged by
+    the caller), an HTML page in the console's frame with the request id the log has,
+    rather than the API's problem document."""
+    request.state.console_began = getattr(request.state, "console_began", time.perf_counter())
+    request_id = getattr(request.state, "request_id", "")
+    if status == 503:
+        title = "Unavailable"
+        detail = (
+            "The decision store (Redis) did not answer, so this page could not be read or "
+            "saved. Try again in a moment; you stay signed in."
+        )
+    else:
+        title, detail = "Internal error", "The console failed on this page; it is logged."
+    return refuse(request, status, title, f"{detail} Request id {request_id}.")
+
+
 def redirect(url: str) -> Response:
     response = RedirectResponse(url, status_code=303)
     response.headers.update(HEADERS)
