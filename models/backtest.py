@@ -27,10 +27,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from models.metrics import card_precision_at_k
 from models.registry import ModelRegistry
-from services.common.events import Transaction, parse_transaction
+from services.common.errors import plain_message
+from services.common.events import (
+    Transaction,
+    id_problem,
+    mask_card_numbers,
+    parse_transaction,
+)
 from services.common.handbook import DataError, load_transactions
 from services.common.policy import Policy
 from services.common.settings import Settings
@@ -74,15 +81,32 @@ def load_policy(path: Path | None) -> Policy:
     returns); without a file, version 0: the model's own thresholds, empty lists.
 
     Raises:
-        ValueError: the file is not a valid policy (pydantic's message).
+        ValueError: the file is not JSON, not an object, or not a valid policy: thresholds
+            out of order or outside 0..1, or a list id that breaks the transaction
+            contract's rules (:func:`services.common.events.id_problem`; card numbers masked).
         OSError: the file cannot be read.
     """
     if path is None:
         return Policy()
     data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"a policy is a JSON object, not {type(data).__name__}")
     for name in ("allow_customers", "block_customers", "allow_terminals", "block_terminals"):
-        data[name] = frozenset(data.get(name, []))
-    return Policy(**data)
+        ids = data.get(name, [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"{name} must be a list of ids (strings)")
+        for i in ids:
+            if (problem := id_problem(i)) is not None:
+                raise ValueError(f"{name}: {mask_card_numbers(i)!r} {problem}")
+        data[name] = frozenset(ids)
+    try:
+        return Policy(**data)
+    except ValidationError as error:
+        where = [".".join(map(str, e["loc"])) for e in error.errors()]
+        said = [plain_message(e) for e in error.errors()]
+        raise ValueError(
+            "; ".join(f"{w}: {m}" if w else m for w, m in zip(where, said, strict=True))
+        ) from None
 
 
 def decide_history(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.exceptions
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.common.errors import FraudError
+from services.common.errors import FraudError, plain_message
 from services.common.events import mask_card_numbers
 
 PROBLEM_JSON = "application/problem+json"
@@ -86,6 +87,17 @@ async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status_code, kind, title, detail)
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message for a person (:func:`plain_message`), card numbers masked."""
+    return mask_card_numbers(plain_message(error))
+
+
+def validation_messages(error: ValidationError) -> str:
+    """Every message of a model's validation error, ``; ``-separated (for a problem's
+    detail or a form's notice)."""
+    return "; ".join(error_message(e) for e in error.errors())
+
+
 async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # the input is never echoed, and a field name or message may be a card number: masked
@@ -93,7 +105,7 @@ async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
     errors = [
         {
             "loc": [mask_card_numbers(str(p)) for p in e.get("loc", ())],
-            "msg": mask_card_numbers(str(e.get("msg", ""))),
+            "msg": error_message(e),
         }
         for e in raw
     ]

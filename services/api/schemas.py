@@ -211,8 +211,8 @@ class PolicyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    review_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    decline_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    review_threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    decline_threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     allow_customers: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
     block_customers: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
     allow_terminals: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)

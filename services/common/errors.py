@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 log = logging.getLogger("fraud")
 T = TypeVar("T")
@@ -97,3 +97,9 @@ async def retry(
             log.warning("dependency_unavailable what=%s error=%s", what, type(error).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+def plain_message(error: Mapping[str, Any]) -> str:
+    """One pydantic validation error's message for a person (an item of ``errors()``):
+    without the ``Value error, `` pydantic puts before a validator's own ValueError."""
+    return str(error.get("msg", "")).removeprefix("Value error, ")

@@ -30,8 +30,8 @@ class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int = Field(0, ge=0)
-    review_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    decline_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    review_threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    decline_threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     allow_customers: frozenset[str] = frozenset()
     block_customers: frozenset[str] = frozenset()
     allow_terminals: frozenset[str] = frozenset()
@@ -130,7 +130,9 @@ class PolicyStore:
         return Policy.model_validate_json(raw) if raw else Policy()
 
     def replace(self, new: Policy, actor: str) -> Policy:
-        """Store ``new`` as the next version with an audit entry (who, when, what changed).
+        """Store ``new`` as the next version with an audit entry (who, when, what changed);
+        a policy equal to the current one (``version`` aside) is not stored again: the
+        current one is returned, with its version, and no entry is written.
 
         Atomic against concurrent writers (optimistic WATCH on the current key).
         """
@@ -141,11 +143,15 @@ class PolicyStore:
                     raw = pipe.get(POLICY_KEY)
                     old = Policy.model_validate_json(raw) if raw else Policy()
                     stored = new.model_copy(update={"version": old.version + 1})
+                    changes = _diff(old, stored)
+                    if not changes:
+                        pipe.unwatch()
+                        return old
                     entry = {
                         "version": stored.version,
                         "actor": actor,
                         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                        "changes": _diff(old, stored),
+                        "changes": changes,
                     }
                     pipe.multi()
                     pipe.set(POLICY_KEY, stored.model_dump_json())

@@ -396,9 +396,21 @@ def test_policy_is_validated_versioned_and_audited(
     assert client.get("/v1/policy", headers=_h(keys["viewer"])).json() == stored
     last = client.get("/v1/policy/history", headers=admin).json()[0]  # newest first
     assert last["actor"] == "test-admin" and last["version"] == stored["version"]
+    # the same policy again: the current version answers, nothing stored or audited
+    assert client.put("/v1/policy", json=new, headers=admin).json() == stored
+    assert client.get("/v1/policy/history", headers=admin).json()[0] == last
     assert last["changes"]["decline_threshold"] == {"from": before["decline_threshold"], "to": 0.8}
     bad = {"review_threshold": 0.9, "decline_threshold": 0.5}
-    _assert_problem(client.put("/v1/policy", json=bad, headers=admin), 422, "invalid-policy")
+    inconsistent = client.put("/v1/policy", json=bad, headers=admin)
+    _assert_problem(inconsistent, 422, "invalid-policy")
+    assert inconsistent.json()["detail"] == "review_threshold must not exceed decline_threshold"
+    not_a_number = client.put(
+        "/v1/policy",
+        content=b'{"review_threshold": NaN}',  # Python's json reads it; the policy must not
+        headers={**admin, "content-type": "application/json"},
+    )
+    _assert_problem(not_a_number, 422, "validation-error")
+    assert not_a_number.json()["detail"] == "body.review_threshold: Input should be a finite number"
     _assert_problem(
         client.put("/v1/policy", json={"review_threshold": 2}, headers=admin),
         422,

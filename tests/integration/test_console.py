@@ -477,6 +477,8 @@ def test_policy_preview_and_save_as_an_admin(
 
     saved = admin.post("/console/policy", data={"csrf": csrf, **form, "block_customers": blocked})
     assert saved.status_code == 303 and "Saved policy v" in unquote(saved.headers["location"])
+    again = admin.post("/console/policy", data={"csrf": csrf, **form, "block_customers": blocked})
+    assert "Nothing changed: policy v" in unquote(again.headers["location"])
     policy = admin.get("/v1/policy", headers={"X-API-Key": keys["admin"]}).json()
     assert (policy["review_threshold"], policy["decline_threshold"]) == (0.05, 0.5)
     assert policy["block_customers"] == [blocked]
@@ -484,7 +486,8 @@ def test_policy_preview_and_save_as_an_admin(
     assert f"v{policy['version']}</td><td>test-admin</td>" in history
     store = PolicyStore(sync)
     while sync.llen(HISTORY_KEY) <= CONSOLE_HISTORY:  # more changes than the page shows
-        store.replace(store.current(), actor="test-console")  # the same policy again
+        flip = 0.06 if store.current().review_threshold == 0.05 else 0.05  # a change each
+        store.replace(store.current().model_copy(update={"review_threshold": flip}), "test")
     total = sync.llen(HISTORY_KEY)
     history = admin.get("/console/policy").text
     rows = re.findall(r"<tr><td>v(\d+)</td>", history)

@@ -1,12 +1,14 @@
 """The backtest's per-day summary on hand-made decisions: counts by hand, average precision
-and card precision@100 worked out from their definitions."""
+and card precision@100 worked out from their definitions; and the checks on `--policy` files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from models.backtest import summarise
+from models.backtest import load_policy, summarise
 
 
 def test_summary_counts_and_ranks_by_day() -> None:
@@ -41,3 +43,30 @@ def test_summary_counts_and_ranks_by_day() -> None:
     total = report["total"]
     assert total["transactions"] == 7 and total["frauds"]["count"] == 3
     assert total["card_precision_at_100"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        # the transaction contract's ids only, as PUT /v1/policy: a card number is refused
+        # and never repeated
+        ('{"block_customers": ["4111 1111 1111 1111"]}', "block_customers: '"),
+        ('{"allow_terminals": [" t-1"]}', "allow_terminals: ' t-1'"),
+        ('{"block_terminals": "t-1"}', "block_terminals must be a list of ids"),
+        ("[]", "a policy is a JSON object, not list"),
+        (
+            '{"review_threshold": 0.9, "decline_threshold": 0.5}',
+            "review_threshold must not exceed decline_threshold",
+        ),
+        ('{"decline_threshold": NaN}', "decline_threshold: Input should be a finite number"),
+    ],
+)
+def test_a_policy_file_that_put_v1_policy_refuses_is_refused(
+    tmp_path: Path, body: str, said: str
+) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(body)
+    with pytest.raises(ValueError) as refused:
+        load_policy(path)
+    assert str(refused.value).startswith(said), str(refused.value)
+    assert "4111" not in str(refused.value) and "Value error" not in str(refused.value)

@@ -30,6 +30,7 @@ from services.api.console.web import (
     with_notice,
 )
 from services.api.deps import ApiState
+from services.api.problems import validation_messages
 from services.api.schemas import POLICY_LIST_MAX
 from services.common.decision import OUTCOMES
 from services.common.decision_store import RECENT_MAX
@@ -86,7 +87,7 @@ def _form_policy(form: dict[str, str]) -> Policy:
     try:
         return Policy(**data)
     except ValidationError as error:
-        raise ValueError("; ".join(e["msg"] for e in error.errors())) from None
+        raise ValueError(validation_messages(error)) from None
 
 
 def _form_values(policy: Policy) -> dict[str, str]:
@@ -145,7 +146,8 @@ async def policy_page(request: Request) -> Response:
 @router.post("/policy")
 async def policy_change(request: Request) -> Response:
     """``action=preview``: the edited policy decides the latest N decisions again, nothing is
-    stored. ``action=save``: stored as the next version (audited under the admin's key)."""
+    stored. ``action=save``: stored as the next version (audited under the admin's key),
+    unless it equals the current one."""
     checked = await posted(request, "admin")
     if isinstance(checked, Response):
         return checked
@@ -156,10 +158,15 @@ async def policy_change(request: Request) -> Response:
     except ValueError as error:
         return await _policy_page(request, state, form, problem=str(error), status=422)
     if form.get("action") == "save":
+        before = await asyncio.to_thread(state.policies.current)
         stored = await asyncio.to_thread(
             state.policies.replace, policy, actor=session.principal.name
         )
-        return with_notice(request, "/console/policy", f"Saved policy v{stored.version}.")
+        if stored.version == before.version:
+            text = f"Nothing changed: policy v{stored.version} stays, no version stored."
+        else:
+            text = f"Saved policy v{stored.version}."
+        return with_notice(request, "/console/policy", text)
     try:
         asked = min(max(int(form.get("preview_count") or PREVIEW_DEFAULT), 1), PREVIEW_MAX)
     except ValueError:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from services.api.deps import Admin, State, Viewer
-from services.api.problems import Problem
+from services.api.problems import Problem, validation_messages
 from services.api.routes import AUTHED, problems
 from services.api.schemas import AuditEntry, PolicyIn, PolicyOut
 from services.common.policy import Policy
@@ -45,7 +45,8 @@ def get_policy(state: State, _: Viewer) -> PolicyOut:
     summary="Replace the policy; stored as the next version, audited",
 )
 def put_policy(body: PolicyIn, state: State, principal: Admin) -> PolicyOut:
-    """Scorers apply the new version within about a second."""
+    """Scorers apply the new version within about a second. A policy equal to the current
+    one is not stored again: the answer is the current policy, its version unchanged."""
     try:
         policy = Policy(**body.model_dump())
     except ValidationError as error:
@@ -53,7 +54,7 @@ def put_policy(body: PolicyIn, state: State, principal: Admin) -> PolicyOut:
             422,
             "invalid-policy",
             "The policy is not consistent",
-            "; ".join(e["msg"] for e in error.errors()),
+            validation_messages(error),
         ) from error
     return _out(state.policies.replace(policy, actor=principal.name))
 
