@@ -60,8 +60,10 @@ def prequential_splits(first_training_start: dt.date, n_folds: int = N_FOLDS) ->
 
 
 def validation_splits(training_start: dt.date = CHAPTER3_TRAINING_START) -> list[Split]:
-    """Chapter 5.3's validation folds: their assessment weeks all end before ``training_start``
-    (training 2018-07-11 and earlier, validation weeks 2018-07-04..07-31)."""
+    """Chapter 5.3's validation folds: their assessment weeks are the four that end with the
+    week starting ``training_start`` (the last of them is that training week itself, none a
+    test week): for 2018-07-25, training 2018-07-11 and earlier, validation weeks
+    2018-07-04..07-31."""
     return prequential_splits(training_start - dt.timedelta(days=2 * DELTA_DAYS))
 
 

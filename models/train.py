@@ -1,10 +1,10 @@
 """Training: prequential model selection, decision thresholds, the final booster.
 
 Source of the protocol: handbook chapter 5.3 (model selection by prequential validation on the
-weeks before the training week, never on test weeks). The handbook's XGBoost grid (max_depth
-3/6/9, 25/50/100 trees, learning rate 0.1/0.3) is moved to where its winners lay: its best
-candidates had depth 3 to 6 and 100 trees at 0.1, and on the validation weeks slower rates
-with more trees did better still (measured 2026-12-03: depth 4, 200 trees at 0.05 gave 0.740
+four weeks that end with the training week, never on test weeks). The handbook's XGBoost grid
+(max_depth 3/6/9, 25/50/100 trees, learning rate 0.1/0.3) is moved to where its winners lay:
+its best candidates had depth 3 to 6 and 100 trees at 0.1, and on the validation weeks slower
+rates with more trees did better still (measured 2026-12-03: depth 4, 200 trees at 0.05 gave 0.740
 average precision against 0.727 at depth 3, 100 trees, 0.1, with the same 19 inputs). The
 choice of feature set is part of the grid.
 """
@@ -307,8 +307,9 @@ def run_training(
     """Select, train and register a model whose training week starts at ``training_start``.
 
     The training and validation sets come from Feast's point-in-time retrieval. Model
-    selection uses the four prequential validation folds that end before ``training_start``
-    and :func:`choose`'s one-standard-error rule.
+    selection uses the four prequential validation folds whose assessment weeks end with the
+    training week (:func:`models.protocol.validation_splits`) and :func:`choose`'s
+    one-standard-error rule.
 
     Returns:
         (version, metadata).

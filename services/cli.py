@@ -2,9 +2,9 @@
 
 Each subcommand imports what it needs when it runs, so ``fraud --help`` stays fast. Settings
 are built once here and passed down. The runtime's subcommands are defined here; the tools'
-(``bench``, ``bench-memory``, ``chaos``, ``demo``) by the tools themselves
-(:func:`tools.register`), added only where the ``tools`` package is installed: the runtime
-image ships without it. Knows nothing else of the tools.
+(``bench``, ``bench-console``, ``bench-device``, ``bench-memory``, ``chaos``, ``demo``) by
+the tools themselves (:func:`tools.register`), added only where the ``tools`` package is
+installed: the runtime image ships without it. Knows nothing else of the tools.
 """
 
 from __future__ import annotations
@@ -32,12 +32,21 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
     began = time.monotonic()
     rows = Stack(settings).up(cluster=args.cluster)
+    if args.apps:
+        from services.stack.apps import start_apps
+
+        rows += start_apps(settings)
     for name, outcome, seconds in rows:
         print(f"{name:<28} {outcome:<28} {seconds:6.1f} s")
     print(
         f"stack healthy in {time.monotonic() - began:.1f} s; `fraud status` shows it, "
         "`fraud down` stops it"
     )
+    if not args.apps and not args.cluster:
+        from services.stack.apps import our_processes
+
+        if any(proc.pid() is None for proc in our_processes(settings)):
+            print("the scorer, the recorder and the API: `fraud up --apps` starts them")
     if args.cluster:
         from services.stack.cluster import client_environment
 
@@ -409,13 +418,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add(
-        "up", _up, "install what is missing, start Kafka, Redis and Prometheus, create topics"
-    ).add_argument(
+    p = add("up", _up, "install what is missing, start Kafka, Redis and Prometheus, create topics")
+    topology = p.add_mutually_exclusive_group()
+    topology.add_argument(
         "--cluster",
         action="store_true",
         help="instead of one broker and one Redis: three KRaft brokers (replication 3, "
         "min.insync.replicas 2) and a Redis Cluster of three masters with a replica each",
+    )
+    topology.add_argument(
+        "--apps",
+        action="store_true",
+        help="then start the scoring worker, the recording worker and the API, as `fraud "
+        "demo` does (needs an active model); each ready before the next",
     )
     add("down", _down, "stop every service `fraud up` started")
     add(
@@ -454,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
 
     p = add(
-        "produce", _produce, "replay a transaction file (or a simulator) into Kafka, with labels"
+        "produce",
+        _produce,
+        "replay a transaction file into Kafka, with its labels (or a simulator's transactions)",
     )
     p.add_argument("--file", type=Path, help="Parquet or CSV (default: the handbook data)")
     p.add_argument(
@@ -575,7 +592,10 @@ def _add_tools(add: AddCommand) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand. Exit codes: 0 ok, 1 a clear failure (message on stderr), 2 usage."""
+    """Run one subcommand. Exit codes: 0 ok, 1 a clear failure (message on stderr), 2 usage;
+    also 3 from ``fraud status`` (a service down), 4 from ``fraud produce`` (records left
+    undelivered after a broker outage), 70 from a worker that missed its stop deadline,
+    130 on Ctrl-C."""
     from pydantic import ValidationError
 
     from models.device import DeviceUnavailable

@@ -310,7 +310,8 @@ class ScorerSettings(BaseModel):
         le=1000,
         description="wait for more transactions when a fetch brought fewer than batch_max,"
         " milliseconds (0: none; a batch takes everything fetched while the previous one was"
-        " decided; p99 at 500 tx/s 11.2-11.8 ms with 0, 13.7-16.1 ms with 1, `fraud bench`)",
+        " decided; p99 at 500 tx/s 11.2-11.8 ms with 0, 13.7-16.1 ms with 1, `fraud bench`,"
+        " 2026-12-01)",
     )
     metrics_port: int = Field(
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"

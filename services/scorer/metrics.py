@@ -1,4 +1,4 @@
-"""Prometheus metrics of the scoring worker (names ``fraud_<what>_<unit>``)."""
+"""Prometheus metrics of the scoring worker (names ``fraud_<what>[_<unit>]``)."""
 
 from __future__ import annotations
 

@@ -4,11 +4,13 @@ recording worker and the API."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import requests
 
 from services.common.settings import PROJECT_ROOT, Settings
+from services.stack.errors import StackError
 from services.stack.process import ManagedProcess
 
 
@@ -87,3 +89,29 @@ def api_process(settings: Settings) -> ManagedProcess:
         return requests.get(f"http://{cfg.host}:{cfg.port}/readyz", timeout=1).status_code == 200
 
     return _fraud_process(settings, "api", "api", cfg.host, cfg.port, "FRAUD_API__PORT", ready)
+
+
+def start_apps(settings: Settings) -> list[tuple[str, str, float]]:
+    """Start the scoring worker, the recording worker and the API (those not running), each
+    ready before the next (``fraud up --apps``). The stack must be up.
+
+    Returns:
+        (process, "started" | "running", seconds) for each.
+
+    Raises:
+        StackError: no model is active (the scorer would never be ready: ``fraud train``, or
+            ``fraud demo``, trains one), or a process did not start (its log's last lines).
+    """
+    from models.registry import ModelRegistry
+
+    if ModelRegistry(settings.models_dir).active() is None:
+        raise StackError(
+            f"no active model in {settings.models_dir}: the scorer needs one. `fraud train` "
+            "trains one (or `fraud demo`, which also replays a week)"
+        )
+    rows = []
+    for proc in our_processes(settings):
+        began = time.monotonic()
+        outcome = proc.start(settings.service_timeout_s)
+        rows.append((proc.name, outcome, time.monotonic() - began))
+    return rows

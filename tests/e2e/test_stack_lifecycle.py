@@ -6,7 +6,9 @@ other tests use.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,9 +17,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import TrainedModel
+
 pytestmark = pytest.mark.e2e
 
-PORTS = {"kafka": 19092, "controller": 19093, "redis": 16379, "prometheus": 19090}
+PORTS = {
+    "kafka": 19092,
+    "controller": 19093,
+    "redis": 16379,
+    "prometheus": 19090,
+    "scorer": 18001,
+    "recorder": 18003,
+    "api": 18000,
+}
 
 
 def _env(var_dir: Path) -> dict[str, str]:
@@ -29,6 +41,9 @@ def _env(var_dir: Path) -> dict[str, str]:
         "FRAUD_KAFKA__HEAP_MB": "256",
         "FRAUD_REDIS__PORT": str(PORTS["redis"]),
         "FRAUD_PROMETHEUS__PORT": str(PORTS["prometheus"]),
+        "FRAUD_SCORER__METRICS_PORT": str(PORTS["scorer"]),
+        "FRAUD_RECORDER__METRICS_PORT": str(PORTS["recorder"]),
+        "FRAUD_API__PORT": str(PORTS["api"]),
     }
 
 
@@ -90,4 +105,33 @@ def test_a_taken_port_gives_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port {PORTS['redis']}" in result.stderr
     assert "FRAUD_REDIS__PORT" in result.stderr
+    assert _processes_using(var_dir) == []
+
+
+def test_up_apps_brings_back_the_workers_and_the_api_after_down(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    """What `make run` leaves running, `fraud down` then `fraud up --apps` brings back (it
+    once started only Kafka, Redis and Prometheus, and only `fraud demo` the rest)."""
+    var_dir = tmp_path / "var"
+    try:
+        bare = _fraud(var_dir, "up", "--apps")
+        assert bare.returncode == 1 and "no active model" in bare.stderr, bare.stderr
+        assert "`fraud up --apps` starts them" in _fraud(var_dir, "up").stdout
+        shutil.copytree(trained.settings.models_dir, var_dir / "models")
+        up = _fraud(var_dir, "up", "--apps")
+        assert up.returncode == 0, up.stderr
+        started = [line.split()[0] for line in up.stdout.splitlines() if " started " in line]
+        assert started == ["scorer", "recorder", "api"]
+        status = _fraud(var_dir, "status", "--json")
+        assert status.returncode == 0, status.stdout
+        rows = {row["name"]: row for row in json.loads(status.stdout)}
+        assert [n for n in rows if n in ("scorer", "recorder", "api")] == started
+        assert rows["api"]["address"] == f"127.0.0.1:{PORTS['api']}"
+        again = _fraud(var_dir, "up", "--apps")
+        assert again.returncode == 0 and " started " not in again.stdout
+        assert "`fraud up --apps` starts them" not in _fraud(var_dir, "up").stdout
+    finally:
+        down = _fraud(var_dir, "down")
+    assert down.stdout.count("stopped") == 6, down.stdout
     assert _processes_using(var_dir) == []
