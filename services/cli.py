@@ -244,7 +244,15 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         from services.common.metrics import serve_metrics
 
         serve_metrics(settings, "producer", port=args.metrics_port, host=args.metrics_host)
+    again = ""  # what a rerun adds to resume the same stream
     if args.simulate:
+        if args.seed is None:  # a new stream: a rerun's ids must not be this run's
+            import secrets
+
+            args.seed = secrets.randbelow(2**31)
+        again = f"--seed {args.seed} "
+        if not args.json:
+            print(f"simulator seed {args.seed} (transaction ids sim-{args.seed}-<n>)")
         events = simulated_events(args.customers, args.terminals, seed=args.seed)
         total = args.count
     else:
@@ -269,6 +277,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
             max_outage_s=args.max_outage_s,
         )
     result = {
+        "seed": args.seed if args.simulate else None,
         "sent": stats.sent,
         "delivered": stats.delivered,
         "seconds": round(stats.seconds, 3),
@@ -279,14 +288,15 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"sent {stats.sent} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)")
+        counts = ", ".join(f"{n:,} to {topic}" for topic, n in sorted(stats.sent.items()))
+        print(f"sent {counts or 'nothing'} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)")
     if stats.error is None:
         return 0
     print(
         f"fraud produce: stopped: {stats.error}. {stats.delivered} of {stats.events} records "
         f"were acknowledged; every event before event {stats.resume_at} was. Resume with the "
-        f"same arguments and --skip-events {stats.resume_at} (events after it that did arrive "
-        "are sent again; the scorer decides each transaction once).",
+        f"same arguments and {again}--skip-events {stats.resume_at} (events after it that did "
+        "arrive are sent again; the scorer decides each transaction once).",
         file=sys.stderr,
     )
     return 4
@@ -519,7 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--terminals", type=int, default=10000, help="terminals of the simulator (--simulate)"
     )
-    p.add_argument("--seed", type=int, default=0, help="the simulator's seed (--simulate)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="the simulator's seed (--simulate; default: a new one, printed). The same seed "
+        "gives the same transaction ids with new event times: those the scorer already "
+        "decided go to the dead-letter topic as reused_transaction_id",
+    )
     p.add_argument("--json", action="store_true", help="print JSON, no progress bar")
     p.add_argument("--metrics-port", type=int, help="serve /metrics on this port (0: any)")
     p.add_argument(

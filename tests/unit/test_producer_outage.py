@@ -36,7 +36,8 @@ def test_the_command_exits_4_and_says_how_to_resume() -> None:
     )
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr
-    assert "--skip-events 0" in result.stderr
+    seed = json.loads(result.stdout)["seed"]  # a new stream each run, named to resume it
+    assert f"--seed {seed} --skip-events 0" in result.stderr
 
 
 class _Acked:
