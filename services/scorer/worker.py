@@ -422,6 +422,11 @@ def main(settings: Settings, recorder: bool = False) -> int:
     loops = LoopStop()
 
     class BoundedStopWorker(Worker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if not self.stdout.isatty():  # a log file: no spinner's cursor codes in it
+                self.spinner = None
+
         async def on_stop(self) -> None:  # mode's hook, the first step of a stop
             arm_stop_deadline(asyncio.get_running_loop(), STOP_DEADLINE_S)
             if not await loops.stop(LOOPS_STOP_S):

@@ -128,6 +128,8 @@ def test_up_apps_brings_back_the_workers_and_the_api_after_down(
         rows = {row["name"]: row for row in json.loads(status.stdout)}
         assert [n for n in rows if n in ("scorer", "recorder", "api")] == started
         assert rows["api"]["address"] == f"127.0.0.1:{PORTS['api']}"
+        for worker in ("scorer", "recorder"):  # Faust's terminal spinner once wrote to logs
+            assert "\x1b" not in (var_dir / "log" / f"{worker}.log").read_text()
         again = _fraud(var_dir, "up", "--apps")
         assert again.returncode == 0 and " started " not in again.stdout
         assert "`fraud up --apps` starts them" not in _fraud(var_dir, "up").stdout
