@@ -512,7 +512,7 @@ def _assert_hour_totals(html: str, decided: list[dict[str, Any]]) -> None:
     ago: counted from the fixture's list, exactly (Prometheus's increase() estimated a
     replay's 67,080 as 65,383)."""
     for outcome in ("approve", "review", "decline"):
-        shown = int(re.search(rf'id="total-{outcome}">(\d+)<', html)[1])  # type: ignore[index]
+        shown = int(re.search(rf'id="total-{outcome}">([\d,]+)<', html)[1].replace(",", ""))  # type: ignore[index]
         assert shown == sum(1 for d in decided if d["outcome"] == outcome), outcome
 
 

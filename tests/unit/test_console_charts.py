@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.api.console.charts import amounts_over_time, lines_over_time, waterfall
+from services.api.console.charts import amounts_over_time, axis_label, lines_over_time, waterfall
 
 
 def test_waterfall_steps_from_the_bias_to_the_margin() -> None:
@@ -50,6 +50,10 @@ def test_amounts_over_time_places_each_decision() -> None:
 
     chart = amounts_over_time([d(1000, 50.0), d(3000, 100.0), d(2000, 0.0)], width=200, height=100)
     assert [(p.x, p.y) for p in chart.points] == [(0.0, 50.0), (200.0, 0.0), (100.0, 100.0)]
+    # the time axis's ends, to the minute (1,000 and 3,000 ms after the epoch)
+    assert (chart.first, chart.last) == ("1970-01-01 00:00", "1970-01-01 00:00")
+    late = amounts_over_time([d(1_533_737_000_000, 1.0), d(1_533_823_400_000, 2.0)])
+    assert (late.first, late.last) == ("2018-08-08 14:03", "2018-08-09 14:03")
     assert amounts_over_time([]).points == []
 
 
@@ -71,3 +75,22 @@ def test_lines_over_time_scale_to_the_largest_value_or_the_limit() -> None:
     )
     # the SLO (50) is above every value: it sets the top; the point sits at a fifth
     assert (above.top, above.limit_y, above.lines[0].points) == (50.0, 0.0, "0.0,80.0")
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        (0.0, "0"),
+        (0.0123, "0.0123"),
+        (31.0, "31"),
+        (393.0, "393"),
+        (4841.8, "4,842"),  # was 4.84e+03, clipped at the chart's left edge
+        (9999.6, "10k"),
+        (48123.0, "48k"),
+        (1_234_567.0, "1.2M"),
+        (123_456_789.0, "123M"),
+    ],
+)
+def test_an_axis_label_is_a_short_plain_number(value: float, label: str) -> None:
+    assert axis_label(value) == label
+    assert len(label) <= 6

@@ -6,6 +6,7 @@ against the numbers they stand for.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,18 @@ def _ticks(lo: float, hi: float) -> list[float]:
     return [float(t) for t in range(first, int(hi) + step, step) if lo <= t <= hi]
 
 
+def axis_label(value: float) -> str:
+    """A value on a chart's axis, in at most 5 characters so that it fits beside the axis:
+    ``393``, ``4,842``, ``48k``, ``1.2M``, ``0.0123``."""
+    if value >= 999_500:
+        return f"{value / 1e6:.2g}M" if value < 9.95e6 else f"{value / 1e6:.0f}M"
+    if value >= 9_999.5:
+        return f"{value / 1e3:.0f}k"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
 @dataclass(frozen=True)
 class Point:
     x: float
@@ -113,6 +126,12 @@ class Scatter:
     width: float
     height: float
     max_amount: float
+    first: str = ""  # the left edge's event time, UTC, to the minute
+    last: str = ""  # the right edge's
+
+
+def _minute(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def amounts_over_time(decisions: list[Any], width: float = 640.0, height: float = 200.0) -> Scatter:
@@ -138,7 +157,7 @@ def amounts_over_time(decisions: list[Any], width: float = 640.0, height: float 
         )
         for d in decisions
     ]
-    return Scatter(points, width, height, top)
+    return Scatter(points, width, height, top, _minute(t0), _minute(t1))
 
 
 @dataclass(frozen=True)

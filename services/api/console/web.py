@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from services.api.console.charts import axis_label
 from services.api.console.session import SESSION_COOKIE, Session, read_session, same_token
 from services.api.deps import ApiState
 from services.api.keys import Role
@@ -30,6 +31,7 @@ def _json_text(value: object) -> str:
 
 
 templates.env.filters["json_text"] = _json_text
+templates.env.filters["axis_label"] = axis_label
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
