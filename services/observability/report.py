@@ -23,6 +23,18 @@ QUERIES = {
 }
 
 
+def with_gaps(points: list[tuple[float, float]], step: float) -> list[tuple[float, float]]:
+    """``points`` (unix seconds, value) with a NaN value put in each gap longer than 1.5
+    steps, where Prometheus had no sample: a plotted line then breaks there instead of
+    joining the two sides with a straight line that no measurement supports."""
+    out: list[tuple[float, float]] = []
+    for t, v in points:
+        if out and t - out[-1][0] > 1.5 * step:
+            out.append(((out[-1][0] + t) / 2, float("nan")))
+        out.append((t, v))
+    return out
+
+
 def write_report(settings: Settings, minutes: float = 30.0) -> list[Path]:
     """Write ``latency.png`` and ``throughput.png`` under the reports folder.
 
@@ -46,7 +58,7 @@ def write_report(settings: Settings, minutes: float = 30.0) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name in ("p50", "p95", "p99"):
-        points = series[name]
+        points = with_gaps(series[name], step)
         ax.plot([(t - t0) / 60 for t, _ in points], [v * 1000 for _, v in points], label=name)
     ax.axhline(50, color="red", ls="--", lw=1, label="SLO 50 ms")
     ax.set(
@@ -62,7 +74,7 @@ def write_report(settings: Settings, minutes: float = 30.0) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    points = series["throughput"]
+    points = with_gaps(series["throughput"], step)
     ax.plot([(t - t0) / 60 for t, _ in points], [v for _, v in points])
     ax.set(xlabel="minutes", ylabel="decisions per second", title="Throughput, from Prometheus")
     fig.tight_layout()
