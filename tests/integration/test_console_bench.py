@@ -18,6 +18,10 @@ def test_bench_console_times_every_page(trained: TrainedModel) -> None:
     assert report["stored"]["decisions"] == 3000
     assert report["stored"]["keys"] >= 3000  # each decision, its card's index, the queue
     assert set(report["pages"]) == set(PAGES)
+    previews = [
+        p["previewed_decisions"] for p in report["pages"].values() if "previewed_decisions" in p
+    ]
+    assert previews == [1000, 3000]  # 10,000 asked, 3,000 stored: the row says 3,000
     for page in report["pages"].values():
         assert 0 < page["server_ms_median"] <= page["server_ms_max"]
         assert page["server_ms_median"] <= page["request_ms_median"]

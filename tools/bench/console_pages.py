@@ -151,16 +151,19 @@ def run(settings: Settings, decisions: int = 1_000_000, log: Any = print) -> dic
                     found = re.search(r"Server time ([0-9.]+) ms", reply.text)
                     assert found is not None
                     server.append(float(found.group(1)))
+                previewed = min(int((fields or {}).get("preview_count", 0)), decisions)
+                label = f"policy preview, {previewed:,} decisions" if previewed else name
                 pages[name] = {
                     "url": url,
                     "method": "GET" if fields is None else "POST",
+                    **({"previewed_decisions": previewed} if previewed else {}),
                     "server_ms_median": round(statistics.median(server), 1),
                     "server_ms_max": round(max(server), 1),
                     "request_ms_median": round(statistics.median(request), 1),
                     "request_ms_max": round(max(request), 1),
                 }
                 log(
-                    f"{name:<36} server median {pages[name]['server_ms_median']:6.1f} ms, "
+                    f"{label:<36} server median {pages[name]['server_ms_median']:6.1f} ms, "
                     f"max {pages[name]['server_ms_max']:6.1f} ms"
                 )
     report = {
