@@ -252,7 +252,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
             args.seed = secrets.randbelow(2**31)
         again = f"--seed {args.seed} "
         if not args.json:
-            print(f"simulator seed {args.seed} (transaction ids sim-{args.seed}-<n>)")
+            print(f"simulator seed {args.seed} (transaction ids sim-{args.seed}-n<serial>)")
         events = simulated_events(args.customers, args.terminals, seed=args.seed)
         total = args.count
     else:

@@ -201,7 +201,7 @@ def _simulated(seed: int, serial: int, now_ms: int, c: int, t: int, amount: floa
     when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
     value = {
         "schema_version": 1,
-        "transaction_id": f"sim-{seed}-{serial}",
+        "transaction_id": f"sim-{seed}-n{serial}",  # the n: never a 13-digit run (a card number)
         "event_time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now_ms % 1000:03d}Z",
         "customer_id": f"c{c}",
         "terminal_id": f"t{t}",

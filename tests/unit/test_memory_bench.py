@@ -24,7 +24,7 @@ def test_a_thinned_stream_is_the_full_stream_filtered() -> None:
         return int(event["customer_id"][1:]) in cards or int(event["terminal_id"][1:]) in terminals
 
     full = list(itertools.islice(simulated_events(20, 50, seed=4, start=START), 10_000))
-    assert [e.transaction_id for e in full] == [f"sim-4-{i}" for i in range(1, 10_001)]
+    assert [e.transaction_id for e in full] == [f"sim-4-n{i}" for i in range(1, 10_001)]
     times = [e.event_time_ms for e in full]
     assert times == sorted(times) and times[0] >= START.timestamp() * 1000
     expected = [e for e in full if wanted(e.value)]
