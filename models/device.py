@@ -41,14 +41,19 @@ def cuda_unavailable() -> str | None:
     return None
 
 
-def choose_device(preference: str = "auto") -> str:
+def choose_device(
+    preference: str = "auto",
+    asked_by: str = "--device cuda",
+    instead: str = "--device cpu or auto trains on the CPU",
+) -> str:
     """``cuda`` when asked for and usable, or when ``auto`` and :func:`cuda_unavailable`
     finds no reason against it; else ``cpu``.
 
     Raises:
         ValueError: ``preference`` is not auto, cpu or cuda.
         DeviceUnavailable: ``cuda`` was asked for and cannot be used. XGBoost itself would
-            warn and train on the CPU, and the model's metadata would say ``cuda``.
+            warn and train on the CPU, and the model's metadata would say ``cuda``. The
+            message names the setting that asked (``asked_by``) and what to do (``instead``).
     """
     if preference not in DEVICES:
         raise ValueError(f"device must be auto, cpu or cuda, not {preference!r}")
@@ -56,5 +61,5 @@ def choose_device(preference: str = "auto") -> str:
         return "cpu"
     why_not = cuda_unavailable()
     if preference == "cuda" and why_not:
-        raise DeviceUnavailable(f"--device cuda: {why_not}; --device cpu or auto trains on CPU")
+        raise DeviceUnavailable(f"{asked_by}: {why_not}; {instead}")
     return "cpu" if why_not else "cuda"

@@ -313,6 +313,15 @@ class ScorerSettings(BaseModel):
         " decided; p99 at 500 tx/s 11.2-11.8 ms with 0, 13.7-16.1 ms with 1, `fraud bench`,"
         " 2026-12-01)",
     )
+    inference: Literal["trees", "xgboost-cpu", "xgboost-cuda"] = Field(
+        "trees",
+        description="what scores the micro-batches: the booster's trees compiled to numpy"
+        " (faster up to 100 rows a batch, the scorer's usual batches; README, 'CPU against"
+        " GPU'), XGBoost on one CPU thread (faster from 150 rows), or XGBoost on the GPU"
+        " (needs an XGBoost built with CUDA and a usable GPU, or the worker does not start;"
+        " not yet run on a GPU). One per process: the two differ on a few scores in the"
+        " last float32 place (5 of 125,504 handbook rows, by 2.3e-10)",
+    )
     metrics_port: int = Field(
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
     )

@@ -1,9 +1,10 @@
 """The active model as the scorer sees it, and the challenger in shadow beside it: loaded from
 the registry, swapped on promotion.
 
-Knows the registry; scores come from the booster's trees compiled by :mod:`models.trees`
-(XGBoost's own inference, :mod:`models.inference`, when a booster cannot be compiled),
-explanations from :mod:`models.inference`. Knows nothing of Kafka.
+Knows the registry; scores come from the booster's trees compiled by :mod:`models.trees`, or
+from XGBoost's own inference, :mod:`models.inference`, on the CPU or the GPU (``inference``;
+also when a booster cannot be compiled). Explanations come from :mod:`models.inference`.
+Knows nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -32,14 +33,20 @@ class ActiveModel:
 
     Attributes:
         current: the loaded model (the champion), None before any model is active.
-        trees: ``current``'s trees compiled for micro-batches, None when it could not be.
+        trees: ``current``'s trees compiled for micro-batches, None when it could not be or
+            ``inference`` is not ``trees``.
         shadow: the challenger in shadow, None when there is none (or it failed to load).
         shadow_trees: ``shadow``'s compiled trees, None when it could not be compiled.
         last_error: why the latest promoted version could not be loaded, if it could not.
         shadow_error: why the challenger in shadow could not be loaded, if it could not.
+        inference: ``trees`` (the compiled trees), ``xgboost-cpu`` or ``xgboost-cuda``
+            (``ScorerSettings.inference``; a GPU is checked by the caller,
+            :func:`models.device.choose_device`). One for every batch, so that a
+            transaction scored twice (redelivered) gets the same score to the last bit.
     """
 
     registry: ModelRegistry
+    inference: str = "trees"
     current: LoadedModel | None = None
     trees: TreeEnsemble | None = None
     shadow: LoadedModel | None = None
@@ -119,7 +126,10 @@ class ActiveModel:
         loaded = self.registry.load(version)
         # one thread: XGBoost's OpenMP workers spin between the scorer's small batches and
         # burned a second core (the worker showed 107 % CPU at 250 tx/s)
-        loaded.booster.set_param({"nthread": 1})
+        device = "cuda" if self.inference == "xgboost-cuda" else "cpu"
+        loaded.booster.set_param({"nthread": 1, "device": device})
+        if self.inference != "trees":
+            return loaded, None
         try:
             return loaded, TreeEnsemble.from_booster(loaded.booster)
         except UnsupportedModel as error:
@@ -136,9 +146,7 @@ class ActiveModel:
         """
         if self.current is None:
             raise RuntimeError("no active model")
-        if self.trees is not None:
-            return self.trees.predict(rows)
-        return inference.predict(self.current.booster, rows)
+        return self._score(self.current, self.trees, rows)
 
     def predict_shadow(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The challenger's fraud probabilities for rows in its feature order, shape (n,).
@@ -148,9 +156,16 @@ class ActiveModel:
         """
         if self.shadow is None:
             raise RuntimeError("no challenger in shadow")
-        if self.shadow_trees is not None:
-            return self.shadow_trees.predict(rows)
-        return inference.predict(self.shadow.booster, rows)
+        return self._score(self.shadow, self.shadow_trees, rows)
+
+    def _score(
+        self, model: LoadedModel, trees: TreeEnsemble | None, rows: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        if trees is not None:
+            return trees.predict(rows)
+        if self.inference == "xgboost-cuda":
+            return inference.predict_on_device(model.booster, rows)
+        return inference.predict(model.booster, rows)
 
     def contributions(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """TreeSHAP contributions (log-odds), shape (n, n_features + 1), bias last."""

@@ -45,6 +45,7 @@ from typing import Any
 
 import faust
 
+from models.device import choose_device
 from models.registry import ModelRegistry
 from services.common.connections import aiokafka_kwargs, async_redis_client
 from services.common.decision_store import DecisionStore
@@ -85,7 +86,15 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.model = ActiveModel(ModelRegistry(settings.models_dir))
+        if settings.scorer.inference == "xgboost-cuda":
+            choose_device(  # says why not, and the worker does not start
+                "cuda",
+                "FRAUD_SCORER__INFERENCE=xgboost-cuda",
+                "trees or xgboost-cpu score on the CPU",
+            )
+        self.model = ActiveModel(
+            ModelRegistry(settings.models_dir), inference=settings.scorer.inference
+        )
         self._redis: Any = None
         self._producer: Any = None
         self.scorer: Scorer | None = None

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from models.device import DeviceUnavailable, cuda_unavailable
 from models.registry import ModelRegistry
 from models.train import FEATURE_SETS, Candidate, fit
 from models.trees import TreeEnsemble, UnsupportedModel
@@ -146,3 +147,27 @@ def test_the_active_model_scores_with_compiled_trees(tmp_path: Path) -> None:
     x, _ = _data(500, seed=9)
     np.testing.assert_array_equal(model.predict(x), model.trees.predict(x))
     assert np.abs(model.predict(x) - booster.inplace_predict(x)).max() <= 2 * ULP_AT_ONE
+
+
+def test_the_active_model_scores_with_xgboost_when_set_so(tmp_path: Path) -> None:
+    booster = _booster(3)
+    registry = ModelRegistry(tmp_path)
+    registry.promote(registry.register(booster, {"feature_names": NAMES, "thresholds": {}}))
+    model = ActiveModel(registry, inference="xgboost-cpu")
+    assert model.refresh() and model.trees is None
+    x, _ = _data(500, seed=9)
+    np.testing.assert_array_equal(model.predict(x), booster.inplace_predict(x).astype(np.float64))
+
+
+def test_a_scorer_set_to_the_gpu_starts_only_where_one_can_be_used(tmp_path: Path) -> None:
+    from services.common.settings import Settings
+    from services.scorer.worker import Runtime
+
+    settings = Settings(var_dir=tmp_path, scorer={"inference": "xgboost-cuda"})
+    why_not = cuda_unavailable()
+    if why_not is None:  # a GPU machine: the worker's model scores there
+        assert Runtime(settings).model.inference == "xgboost-cuda"
+    else:
+        with pytest.raises(DeviceUnavailable) as refused:
+            Runtime(settings)
+        assert str(refused.value).startswith("FRAUD_SCORER__INFERENCE=xgboost-cuda: " + why_not)

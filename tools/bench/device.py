@@ -55,6 +55,7 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from models.device import cuda_unavailable
+from models.inference import predict_on_device
 from models.metrics import performance
 from models.trees import TreeEnsemble
 
@@ -261,7 +262,7 @@ def measure(
                 booster = xgb.train(params, matrix, num_boost_round=spec["rounds"])
                 fits.append(time.perf_counter() - began)
             assert booster is not None
-            scores[device] = _predict_quietly(booster, test_x)
+            scores[device] = predict_on_device(booster, test_x)
             metrics = performance(
                 arrays["test_days"], arrays["test_cards"], arrays["test_y"], scores[device]
             )
@@ -302,13 +303,6 @@ def measure(
     }
 
 
-def _predict_quietly(booster: xgb.Booster, rows: Any) -> npt.NDArray[np.float64]:
-    """Probabilities on the booster's device. Host rows for a ``cuda`` booster make XGBoost
-    warn (it falls back to a DMatrix) on every call: what is timed here is that path."""
-    with xgb.config_context(verbosity=0):
-        return np.asarray(booster.inplace_predict(rows), dtype=np.float64)
-
-
 def time_inference(
     booster: xgb.Booster,
     rows: Matrix,
@@ -331,17 +325,17 @@ def time_inference(
     every_core.set_param({"nthread": 0})
     backends: list[tuple[str, Callable[[Any], Any], Callable[[Matrix], Any]]] = [
         ("numpy trees", ensemble.predict, _same),
-        ("xgboost cpu, 1 thread", lambda r: _predict_quietly(one_thread, r), _same),
+        ("xgboost cpu, 1 thread", lambda r: predict_on_device(one_thread, r), _same),
         (
             f"xgboost cpu, {os.cpu_count()} threads",
-            lambda r: _predict_quietly(every_core, r),
+            lambda r: predict_on_device(every_core, r),
             _same,
         ),
     ]
     if "cuda" in devices:
         on_gpu = booster.copy()
         on_gpu.set_param({"device": "cuda"})
-        backends.append(("xgboost cuda", lambda r: _predict_quietly(on_gpu, r), _same))
+        backends.append(("xgboost cuda", lambda r: predict_on_device(on_gpu, r), _same))
         try:
             import cupy
         except ImportError:
