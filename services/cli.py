@@ -288,8 +288,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        counts = ", ".join(f"{n:,} to {topic}" for topic, n in sorted(stats.sent.items()))
-        print(f"sent {counts or 'nothing'} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)")
+        print(f"sent {stats.counts()} in {stats.seconds:.1f} s ({result['rate_tps']} tx/s)")
     if stats.error is None:
         return 0
     print(

@@ -52,6 +52,10 @@ class ReplayStats:
     def transactions(self) -> int:
         return self.sent.get("transactions", 0)
 
+    def counts(self) -> str:
+        """What was sent, for a person: ``67,162 to labels, 67,080 to transactions``."""
+        return ", ".join(f"{n:,} to {topic}" for topic, n in sorted(self.sent.items())) or "nothing"
+
 
 def make_producer(settings: Settings, max_outage_s: float = 120.0) -> object:
     """A kafka-python producer tuned for low latency and no loss: acks from every in-sync

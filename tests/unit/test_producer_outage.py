@@ -109,3 +109,11 @@ def test_pacing_starts_at_the_first_transaction(monkeypatch: object) -> None:
     assert stats.error is None and len(handed) == 11
     # 10 gaps of 20 ms: at least 200 ms from the first to the last (sleeps only lengthen it)
     assert handed[-1] - handed[0] >= 0.2 - 1e-3, handed[-1] - handed[0]
+
+
+def test_what_was_sent_reads_as_counts_per_topic() -> None:
+    from services.producer.replay import ReplayStats
+
+    stats = ReplayStats(sent={"transactions": 67_080, "labels": 67_162})
+    assert stats.counts() == "67,162 to labels, 67,080 to transactions"  # was a dict's repr
+    assert ReplayStats().counts() == "nothing"

@@ -277,7 +277,7 @@ def run(
             stats = replay.wait(sent)
         seen = tap.wait_for(ids, timeout_s=120 + len(ids) / 500, progress=decided)
     tap.stop()
-    log(f"sent {stats.sent} in {stats.seconds:.1f} s; {seen} decisions received")
+    log(f"sent {stats.counts()} in {stats.seconds:.1f} s; {seen:,} decisions received")
     stored = wait_for_store(client, ids, timeout_s=60)
     history = prepare_history(settings, start, end)
     records = [
