@@ -398,7 +398,11 @@ def _api_key(args: argparse.Namespace, settings: Settings) -> int:
 
     client = redis_client(settings.redis)
     if args.action == "create":
-        key = create_key(client, args.name, args.role)
+        try:
+            key = create_key(client, args.name, args.role)
+        except ValueError as error:
+            print(f"fraud api-key create: {error}", file=sys.stderr)
+            return 2
         print(key if args.quiet else f"{args.role} key for {args.name} (shown once):\n{key}")
     elif args.action == "list":
         for row in list_keys(client):

@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from services.common.events import id_problem, mask_card_numbers
+
 Role = Literal["viewer", "analyst", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "analyst", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -53,10 +55,14 @@ def create_key(client: Any, name: str, role: Role, secret: str | None = None) ->
         secret: the whole key to register (``fd_<id>_<secret>``) instead of a random one.
 
     Raises:
-        ValueError: unknown role, or ``secret`` is not of the key form.
+        ValueError: unknown role, ``secret`` is not of the key form, or ``name`` breaks the
+            id rules (:func:`services.common.events.id_problem`: 1-64 printable characters,
+            no edge whitespace, never a card number; it is shown as the actor of changes).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
+    if (problem := id_problem(name)) is not None:
+        raise ValueError(f"the key's name {mask_card_numbers(name)!r} {problem}")
     if secret is not None:
         split = _split(secret)
         if split is None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    field_validator,
+)
 
 from services.common.decision import Outcome
 from services.common.events import contains_card_number, id_problem
@@ -126,7 +135,7 @@ class LabelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     transaction_id: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(event_id)]
-    is_fraud: bool
+    is_fraud: StrictBool = Field(description="true or false; not 'yes', 1 or \"true\"")
     source: Literal["chargeback", "analyst"]
     reported_at: AwareDatetime | None = Field(
         None, description="when the verdict was reached (default: now)"
@@ -211,8 +220,8 @@ class PolicyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    review_threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
-    decline_threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    review_threshold: StrictFloat | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    decline_threshold: StrictFloat | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     allow_customers: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
     block_customers: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
     allow_terminals: list[EntityId] = Field(default_factory=list, max_length=POLICY_LIST_MAX)

@@ -120,7 +120,12 @@ def parse_time(value: object, field: str, now: dt.datetime | None = None) -> dt.
         parsed = dt.datetime.fromisoformat(value.replace("z", "Z").replace(" ", "T"))
     except ValueError as error:
         raise InvalidEvent(f"bad_timestamp:{field}", f"{field}: {error}") from error
-    parsed = parsed.astimezone(dt.UTC)
+    try:
+        parsed = parsed.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59: past the last instant in UTC
+        raise InvalidEvent(
+            f"out_of_range:{field}", f"{field} {value} is implausibly far off"
+        ) from None
     now = now or dt.datetime.now(dt.UTC)
     if parsed < EARLIEST_EVENT_TIME or parsed > now + MAX_CLOCK_SKEW:
         raise InvalidEvent(f"out_of_range:{field}", f"{field} {value} is implausibly far off")

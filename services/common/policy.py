@@ -178,9 +178,18 @@ class PolicyStore:
 
 
 def _diff(old: Policy, new: Policy) -> dict[str, dict[str, Any]]:
-    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    before, after = _sorted_lists(old), _sorted_lists(new)
     return {
         key: {"from": before[key], "to": after[key]}
         for key in after
         if key != "version" and before[key] != after[key]
+    }
+
+
+def _sorted_lists(policy: Policy) -> dict[str, Any]:
+    """The policy as JSON, its id lists sorted (a set's order is arbitrary: the audit entry
+    of a 10,000-id list would read in no order)."""
+    return {
+        key: sorted(value) if isinstance(value, list) else value
+        for key, value in policy.model_dump(mode="json").items()
     }

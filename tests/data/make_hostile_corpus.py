@@ -119,6 +119,8 @@ def corpus() -> list[dict[str, Any]]:
         "1970-01-01T00:00:00Z",
         "1999-12-31T23:59:59Z",
         "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-23:59",  # past the last instant in UTC: an OverflowError once
+        "0001-01-01T00:00:00+23:59",
     ):
         out.append(_with(f"event_time {when}", "out_of_range:event_time", event_time=when))
     for field in ("customer_id", "terminal_id", "transaction_id"):

@@ -311,11 +311,21 @@ def test_labels_are_idempotent_and_published(
         422,
         "validation-error",
     )
+    for loose in ("yes", "no", 1, "true"):  # a verdict is true or false, as in the contract
+        _assert_problem(
+            client.post(
+                "/v1/labels", json={**label, "is_fraud": loose}, headers=_h(keys["analyst"])
+            ),
+            422,
+            "validation-error",
+        )
     # what the recording worker would drop is refused, not answered 201 and lost
     other = decided[6]
     at = dt.datetime.fromtimestamp(other["event_time_ms"] / 1000, dt.UTC)
     for when in (
         "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-23:59",  # past the last instant in UTC: it was a 500
+        "0001-01-01T00:00:00+23:59",
         "1990-01-01T00:00:00Z",
         (at - dt.timedelta(seconds=1)).isoformat(),  # a verdict before the transaction
     ):
@@ -418,6 +428,11 @@ def test_policy_is_validated_versioned_and_audited(
     )
     _assert_problem(
         client.put("/v1/policy", json={"surprise": 1}, headers=admin), 422, "validation-error"
+    )
+    _assert_problem(  # a number, not a string that looks like one
+        client.put("/v1/policy", json={"review_threshold": "0.2"}, headers=admin),
+        422,
+        "validation-error",
     )
     for ids in (["4111111111111111"], [" c-12 "], [""]):  # the transaction contract's ids only
         refused = client.put("/v1/policy", json={"block_customers": ids}, headers=admin)

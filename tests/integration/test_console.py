@@ -619,6 +619,12 @@ def test_no_page_or_log_shows_a_key_or_a_card_number(
             "/console/policy", data={"csrf": csrf, "action": "preview", "preview_count": "50"}
         ).text
     )
+    for path in ("cards", "terminals", "decisions"):  # asked for by a card number
+        asked = client.get(f"/console/{path}/4111111111111111")
+        assert asked.status_code == 404 and "############1111" in asked.text
+        pages.append(asked.text)
+    signed_out = _client(app).get("/console/cards/4111-1111-1111-1111")
+    assert "4111-1111-1111-1111" not in signed_out.headers["location"]
     secret = key.split("_")[-1]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert logged, "the API logs each request"

@@ -104,15 +104,19 @@ def test_the_apis_policy_lists_take_only_contract_ids(ids: list[str], why: str) 
     assert PolicyIn(block_customers=["c-12", "7"]).block_customers == ["c-12", "7"]
 
 
-def test_the_consoles_policy_form_refuses_what_its_separators_do_not_remove() -> None:
-    """The form splits on spaces, commas and new lines: whitespace and empty ids cannot
-    reach the lists, a card number or an over-long id can."""
+def test_the_consoles_policy_form_takes_one_id_per_line() -> None:
+    """One id per line, the line's edge whitespace dropped (never part of an id): ids with
+    spaces or commas inside, which the API accepts, survive a save from the console (it split
+    on them, and ["a b", "x,y"] became ["a", "b", "x", "y"]); a card number or an over-long id
+    is refused."""
     with pytest.raises(ValueError, match="card number") as refused:
-        _form_policy({"block_customers": f"c-1, {CARD}"})
+        _form_policy({"block_customers": f"c-1\n{CARD}"})
     assert CARD not in str(refused.value)  # the message masks it
     with pytest.raises(ValueError, match="1-64 printable"):
         _form_policy({"allow_terminals": "x" * 65})
-    assert _form_policy({"block_customers": " c-1 ,\n c-2 "}).block_customers == {"c-1", "c-2"}
+    assert _form_policy({"block_customers": " c-1 \r\n\n c-2 "}).block_customers == {"c-1", "c-2"}
+    kept = _form_policy({"block_terminals": "a b\nx,y"}).block_terminals
+    assert kept == {"a b", "x,y"}
 
 
 def test_policy_lists_are_bounded() -> None:
@@ -120,5 +124,16 @@ def test_policy_lists_are_bounded() -> None:
     with pytest.raises(pydantic.ValidationError):
         PolicyIn(allow_terminals=many)
     with pytest.raises(ValueError, match="more than"):
-        _form_policy({"allow_terminals": " ".join(many)})
+        _form_policy({"allow_terminals": "\n".join(many)})
     assert len(PolicyIn(allow_terminals=many[:-1]).allow_terminals) == POLICY_LIST_MAX
+
+
+@pytest.mark.parametrize("name", ["4111 1111 1111 1111", "4111111111111111", "", " ops", "a\nb"])
+def test_a_key_is_never_named_with_a_card_number_or_nothing(name: str) -> None:
+    """A key's name is the actor of every change it makes (policy history, the console):
+    the id rules hold for it, and the refusal does not repeat a card number."""
+    from services.api.keys import create_key
+
+    with pytest.raises(ValueError) as refused:
+        create_key(None, name, "admin")  # refused before Redis is touched
+    assert "4111111111111111" not in str(refused.value).replace(" ", "")

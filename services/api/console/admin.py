@@ -43,7 +43,9 @@ CONSOLE_HISTORY = 20
 PREVIEW_MAX = RECENT_MAX
 """The preview decides again at most this many of the latest decisions (``dec:recent``)."""
 LISTS = ("allow_customers", "block_customers", "allow_terminals", "block_terminals")
-_SPLIT = re.compile(r"[\s,]+")
+_SPLIT = re.compile(r"\r?\n")
+"""Ids in the form's lists: one per line (an id may hold spaces and commas, as the transaction
+contract allows; splitting on them turned the stored ["a b"] into ["a", "b"] on save)."""
 
 
 def _thresholds_of(state: ApiState) -> Any:
@@ -77,7 +79,8 @@ def _form_policy(form: dict[str, str]) -> Policy:
         except ValueError:
             raise ValueError(f"{name.replace('_', ' ')} is not a number: {text!r}") from None
     for name in LISTS:
-        data[name] = frozenset(i for i in _SPLIT.split(form.get(name, "")) if i)
+        # edge whitespace is never part of an id (the contract refuses it): a line's is dropped
+        data[name] = frozenset(i.strip() for i in _SPLIT.split(form.get(name, "")) if i.strip())
         if len(data[name]) > POLICY_LIST_MAX:
             raise ValueError(f"{name.replace('_', ' ')}: more than {POLICY_LIST_MAX:,} ids")
         for i in sorted(data[name]):

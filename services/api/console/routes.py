@@ -60,7 +60,7 @@ from services.common.decision_store import (
     terminal_index_key,
     verdict_key,
 )
-from services.common.events import mask_card_numbers
+from services.common.events import contains_card_number, mask_card_numbers
 
 CLAIM_TTL_S = 30 * 60
 """A claim lapses after this long without a verdict (seconds)."""
@@ -280,6 +280,8 @@ async def decision_page(request: Request, transaction_id: str) -> Response:
     session = await current_session(request)
     if session is None:
         return sign_in_first(request)
+    if (refused := _card_number_page(request, "transaction", transaction_id)) is not None:
+        return refuse(request, *refused)
     state = state_of(request)
     decision = await state.decisions.get(transaction_id)
     if decision is None:
@@ -445,6 +447,15 @@ async def terminal_page(request: Request, terminal_id: str) -> Response:
     return await _entity_page(request, "terminal", terminal_id)
 
 
+def _card_number_page(request: Request, kind: str, entity_id: str) -> tuple[int, str, str] | None:
+    """A page asked for by a card number (never an id here: the contract refuses them) is a
+    404 that does not repeat the number; None for any other id."""
+    if not contains_card_number(entity_id):
+        return None
+    masked = mask_card_numbers(entity_id)
+    return 404, "Not found", f"No {kind} {masked}: a card number is never a {kind} id."
+
+
 RISK_WINDOWS = (1, 7, 30)
 """The terminal risk windows of the handbook's features (days)."""
 
@@ -458,6 +469,8 @@ async def _entity_page(request: Request, kind: str, entity_id: str) -> Response:
     session = await current_session(request)
     if session is None:
         return sign_in_first(request)
+    if (refused := _card_number_page(request, kind, entity_id)) is not None:
+        return refuse(request, *refused)
     state = state_of(request)
     index = customer_index_key(entity_id) if kind == "card" else terminal_index_key(entity_id)
     newest = await state.redis.zrevrange(index, 0, 0, withscores=True)

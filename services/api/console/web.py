@@ -19,6 +19,7 @@ from services.api.console.charts import axis_label
 from services.api.console.session import SESSION_COOKIE, Session, read_session, same_token
 from services.api.deps import ApiState
 from services.api.keys import Role
+from services.common.events import mask_card_numbers
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -149,4 +150,4 @@ async def posted(request: Request, role: Role) -> tuple[Session, dict[str, str]]
 
 def sign_in_first(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return redirect(f"/console/login?next={quote(target)}")
+    return redirect(f"/console/login?next={quote(mask_card_numbers(target))}")

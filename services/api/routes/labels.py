@@ -71,13 +71,22 @@ async def take_label(
             "labels are taken for transactions the system decided",
         )
     reported = reported_at or dt.datetime.now(dt.UTC)
+    try:
+        reported_text = format_time(reported)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the last instant in UTC
+        raise Problem(
+            422,
+            "invalid-label",
+            "The label breaks the label contract",
+            "reported_at is implausibly far off (outside the years 1..9999 in UTC)",
+        ) from None
     label = {
         "transaction_id": transaction_id,
         "customer_id": decision.customer_id,
         "terminal_id": decision.terminal_id,
         "transaction_time": decision.event_time,
         "is_fraud": is_fraud,
-        "reported_at": format_time(reported),
+        "reported_at": reported_text,
         "source": source,
     }
     try:  # what the recording worker would drop is refused here, not accepted and lost
