@@ -33,10 +33,12 @@ from models.metrics import card_precision_at_k
 from models.registry import ModelRegistry
 from services.common.errors import plain_message
 from services.common.events import (
+    InvalidEvent,
     Transaction,
     id_problem,
     mask_card_numbers,
     parse_transaction,
+    unique_keys,
 )
 from services.common.handbook import DataError, load_transactions
 from services.common.policy import Policy
@@ -81,14 +83,18 @@ def load_policy(path: Path | None) -> Policy:
     returns); without a file, version 0: the model's own thresholds, empty lists.
 
     Raises:
-        ValueError: the file is not JSON, not an object, or not a valid policy: thresholds
+        ValueError: the file is not JSON, not an object (or names a key twice), or not a
+            valid policy: thresholds
             out of order or outside 0..1, or a list id that breaks the transaction
             contract's rules (:func:`services.common.events.id_problem`; card numbers masked).
         OSError: the file cannot be read.
     """
     if path is None:
         return Policy()
-    data = json.loads(path.read_text())
+    try:  # a name given twice is refused, as PUT /v1/policy refuses it
+        data = json.loads(path.read_text(), object_pairs_hook=unique_keys)
+    except InvalidEvent as error:
+        raise ValueError(f"{error.reason.split(':', 1)[1]} appears more than once") from None
     if not isinstance(data, dict):
         raise ValueError(f"a policy is a JSON object, not {type(data).__name__}")
     for name in ("allow_customers", "block_customers", "allow_terminals", "block_terminals"):
@@ -150,7 +156,8 @@ def decide_history(
     ]
     if not txs:
         last = end - dt.timedelta(days=1)
-        raise DataError(f"the data holds no transaction from {start} to {last}")
+        days = f"on {start}" if last == start else f"from {start} to {last}"
+        raise DataError(f"the data holds no transaction {days}")
     scorer = Scorer(HistoryFeatures(rows), model, policy)
 
     async def run() -> list[Any]:
@@ -286,7 +293,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{'declined':>9} {'reviewed':>9} {'missed':>7} {'AP':>6} {'CP@100':>7}"
     )
     lines = [
-        f"backtest of {report['model_version']} (policy v{report['policy']['version']}), "
+        f"backtest of {report['model_version']} ({report.get('policy_file') or 'policy v0'}), "
         f"{report['from']} to {report['to']}",
         head,
     ]

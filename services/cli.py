@@ -230,6 +230,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"--policy {args.policy}: {error}", file=sys.stderr)
         return 2
     report = backtest(settings, version, policy, args.start, args.end)
+    report["policy_file"] = f"policy from {args.policy}" if args.policy else None
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

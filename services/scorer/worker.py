@@ -38,6 +38,7 @@ import faulthandler
 import gc
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -421,6 +422,15 @@ def arm_stop_deadline(loop: asyncio.AbstractEventLoop, seconds: float) -> thread
     return timer
 
 
+def _listening(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def main(settings: Settings, recorder: bool = False) -> int:
     """Run the scoring worker (``fraud score``), or with ``recorder`` the recording worker
     (``fraud record``), until SIGTERM or SIGINT. A stop first asks the consumer loops to
@@ -442,6 +452,19 @@ def main(settings: Settings, recorder: bool = False) -> int:
                 log.warning("consumer_loops_still_running after %gs: cancelling", LOOPS_STOP_S)
             await super().on_stop()
 
+    port, setting = (
+        (settings.recorder.metrics_port, "FRAUD_RECORDER__METRICS_PORT")
+        if recorder
+        else (settings.scorer.metrics_port, "FRAUD_SCORER__METRICS_PORT")
+    )
+    if port and _listening(port):  # a second worker on one machine: it once died in a traceback
+        print(
+            f"fraud {'record' if recorder else 'score'}: port {port} (its /metrics) is taken, "
+            f"most likely by another worker on this machine: give this one {setting}=0 "
+            "(a free port; Prometheus finds it) or another port",
+            file=sys.stderr,
+        )
+        return 1
     use_event_loop(settings)
     if recorder and settings.recorder.nice:
         os.nice(settings.recorder.nice)

@@ -54,6 +54,7 @@ def test_summary_counts_and_ranks_by_day() -> None:
         ('{"allow_terminals": [" t-1"]}', "allow_terminals: ' t-1'"),
         ('{"block_terminals": "t-1"}', "block_terminals must be a list of ids"),
         ("[]", "a policy is a JSON object, not list"),
+        ('{"review_threshold": 0.1, "review_threshold": 0.9}', "review_threshold appears more"),
         (
             '{"review_threshold": 0.9, "decline_threshold": 0.5}',
             "review_threshold must not exceed decline_threshold",

@@ -69,7 +69,9 @@ def promote(version: Version, state: State, principal: Admin) -> ActiveModel:
     """Checks that the booster loads first; scorers switch within about a second, without a
     restart. A version that fails to load is refused and the active one stays."""
     if version not in state.registry.versions():
-        raise Problem(404, "model-not-found", "No such model version", version)
+        raise Problem(
+            404, "model-not-found", "No such model version", f"no model {version} in the registry"
+        )
     try:
         state.registry.promote(version, by=principal.name)
     except RegistryError as error:
@@ -134,7 +136,9 @@ async def start_shadow(version: Version, state: State, principal: Admin) -> Shad
     One challenger at a time; the comparison starts empty. Promoting the challenger
     (``POST /v1/models/{version}/promote``) ends its shadow."""
     if version not in state.registry.versions():
-        raise Problem(404, "model-not-found", "No such model version", version)
+        raise Problem(
+            404, "model-not-found", "No such model version", f"no model {version} in the registry"
+        )
     running = state.registry.shadow()
     if running is None:
         await shadow_store.clear(state.redis, version)
