@@ -9,12 +9,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from models.registry import LoadedModel, ModelRegistry
+from models.registry import LoadedModel, ModelRegistry, RegistryError
 from services.api.keys import Principal, Role, authenticate
 from services.api.problems import Problem
 from services.common.decision_store import DecisionStore
 from services.common.events import InvalidEvent, unique_keys
-from services.common.policy import PolicyStore
+from services.common.policy import Policy, PolicyStore, no_review_band
 from services.common.settings import Settings
 
 
@@ -32,6 +32,18 @@ class ApiState:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     feature_store: Any = None  # feast.FeatureStore, opened on first use (import takes seconds)
     _feast_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def review_band_problem(self, policy: Policy) -> str | None:
+        """Why ``policy`` would review nothing with the active model's thresholds, or None
+        (:func:`services.common.policy.no_review_band`). Reads the registry (blocking)."""
+        active = self.registry.active()
+        if active is None:
+            return None
+        try:
+            thresholds = self.registry.metadata(active).get("thresholds")
+        except RegistryError:
+            return None
+        return no_review_band(policy, thresholds, active)
 
     def feast(self) -> Any:
         """The project's Feast store (blocking: call it from a worker thread).

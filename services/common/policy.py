@@ -80,16 +80,44 @@ def decide(
         return "approve", ["allow_list:terminal"]
     if score is None:
         return policy.degraded_outcome, ["degraded:default_outcome"]
-    thresholds = model_thresholds or {}
-    decline = policy.decline_threshold
-    decline = decline if decline is not None else thresholds.get("decline", 1.0)
-    review = policy.review_threshold
-    review = review if review is not None else thresholds.get("review", decline)
+    review, decline = thresholds_in_force(policy, model_thresholds)
     if score >= decline:
         return "decline", ["score>=decline"]
     if score >= review:
         return "review", ["score>=review"]
     return "approve", []
+
+
+def thresholds_in_force(
+    policy: Policy, model_thresholds: dict[str, float] | None
+) -> tuple[float, float]:
+    """(review, decline): the policy's thresholds, the model's where the policy leaves one
+    blank (decline 1.0 and review equal to decline for a model without thresholds)."""
+    thresholds = model_thresholds or {}
+    decline = policy.decline_threshold
+    decline = decline if decline is not None else thresholds.get("decline", 1.0)
+    review = policy.review_threshold
+    review = review if review is not None else thresholds.get("review", decline)
+    return review, decline
+
+
+def no_review_band(
+    policy: Policy, model_thresholds: dict[str, float] | None, model: str | None
+) -> str | None:
+    """Why ``policy`` would send nothing to review with the model ``model``'s thresholds
+    (``model_thresholds``), or None: with one threshold blank, the model's own can fall on
+    the wrong side of the other (a review threshold of 0.35 above a model's decline of 0.31:
+    every score at or above 0.31 is declined, none reviewed). Both set are checked by
+    :class:`Policy` itself."""
+    review, decline = thresholds_in_force(policy, model_thresholds)
+    if review <= decline or (policy.review_threshold is None) == (policy.decline_threshold is None):
+        return None
+    own = "decline" if policy.decline_threshold is None else "review"
+    return (
+        f"review threshold {review:g} is above decline threshold {decline:g} (the {own} "
+        f"threshold is blank, so model {model}'s own applies): no transaction would be "
+        f"reviewed; set the {own} threshold too"
+    )
 
 
 def outcome_changes(

@@ -429,6 +429,11 @@ def test_policy_is_validated_versioned_and_audited(
     _assert_problem(
         client.put("/v1/policy", json={"surprise": 1}, headers=admin), 422, "validation-error"
     )
+    # the decline threshold left blank: the model's own (about 0.31) is below 0.99, and a
+    # policy that reviews nothing is refused, not stored
+    empty_band = client.put("/v1/policy", json={"review_threshold": 0.99}, headers=admin)
+    _assert_problem(empty_band, 422, "invalid-policy")
+    assert "no transaction would be reviewed" in empty_band.json()["detail"]
     _assert_problem(  # a number, not a string that looks like one
         client.put("/v1/policy", json={"review_threshold": "0.2"}, headers=admin),
         422,

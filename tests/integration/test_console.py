@@ -440,6 +440,10 @@ def test_policy_preview_and_save_as_an_admin(
         data={"csrf": csrf, "review_threshold": "0.6", "decline_threshold": "0.5"},
     )
     assert bad.status_code == 422 and "review_threshold must not exceed" in unescape(bad.text)
+    blank = admin.post(  # the model's own decline threshold is below 0.99: nothing reviewed
+        "/console/policy", data={"csrf": csrf, "review_threshold": "0.99", "action": "save"}
+    )
+    assert blank.status_code == 422 and "no transaction would be reviewed" in blank.text
     assert sync.get("policy:current") == before
 
     # the preview of review 0.05, decline 0.5 and a blocked card, worked out from the scores

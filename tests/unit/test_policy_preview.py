@@ -48,3 +48,25 @@ def test_outcome_changes_counts_given_against_edited() -> None:
         ("review", "approve"): 1,  # 0.25 under v2 with review at 0.4
         ("approve", "decline"): 1,  # 0.35 >= v2's decline 0.3
     }
+
+
+def test_a_blank_threshold_that_leaves_nothing_to_review_is_found() -> None:
+    """A new user's trial: review_threshold 0.35 with the decline threshold blank, under a
+    model whose decline threshold is 0.3119, reviewed nothing for 3,000 transactions."""
+    from services.common.policy import no_review_band
+
+    model = {"review": 0.021, "decline": 0.3119}
+    said = no_review_band(Policy(review_threshold=0.35), model, "v1")
+    assert said is not None and said.startswith("review threshold 0.35 is above decline")
+    assert "model v1's own" in said and "set the decline threshold too" in said
+    said = no_review_band(Policy(decline_threshold=0.01), model, "v1")  # below its review
+    assert said is not None and "set the review threshold too" in said
+    for fine in (
+        Policy(),  # the model's own: 0.021 <= 0.3119
+        Policy(review_threshold=0.3),
+        Policy(review_threshold=0.3119),  # equal: scores from 0.3119 up are declined anyway
+        Policy(decline_threshold=0.5),
+        Policy(review_threshold=0.1, decline_threshold=0.2),  # both set: Policy checks them
+    ):
+        assert no_review_band(fine, model, "v1") is None, fine
+    assert no_review_band(Policy(review_threshold=0.9), None, None) is None  # decline 1.0

@@ -35,11 +35,21 @@ PAGES: dict[str, tuple[str, dict[str, str] | None]] = {
     "policy": ("/console/policy", None),
     "policy preview, 1,000 decisions": (
         "/console/policy",
-        {"review_threshold": "0.3", "action": "preview", "preview_count": "1000"},
+        {
+            "review_threshold": "0.3",
+            "decline_threshold": "0.9",
+            "action": "preview",
+            "preview_count": "1000",
+        },
     ),
     "policy preview, 10,000 decisions": (
         "/console/policy",
-        {"review_threshold": "0.3", "action": "preview", "preview_count": "10000"},
+        {
+            "review_threshold": "0.3",
+            "decline_threshold": "0.9",
+            "action": "preview",
+            "preview_count": "10000",
+        },
     ),
     "models": ("/console/models", None),
     "overview": ("/console/overview", None),

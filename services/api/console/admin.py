@@ -160,6 +160,8 @@ async def policy_change(request: Request) -> Response:
         policy = _form_policy(form)
     except ValueError as error:
         return await _policy_page(request, state, form, problem=str(error), status=422)
+    if (problem := await asyncio.to_thread(state.review_band_problem, policy)) is not None:
+        return await _policy_page(request, state, form, problem=problem, status=422)
     if form.get("action") == "save":
         before = await asyncio.to_thread(state.policies.current)
         stored = await asyncio.to_thread(

@@ -56,6 +56,8 @@ def put_policy(body: PolicyIn, state: State, principal: Admin) -> PolicyOut:
             "The policy is not consistent",
             validation_messages(error),
         ) from error
+    if (problem := state.review_band_problem(policy)) is not None:
+        raise Problem(422, "invalid-policy", "The policy is not consistent", problem)
     return _out(state.policies.replace(policy, actor=principal.name))
 
 
