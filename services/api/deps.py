@@ -125,14 +125,25 @@ async def refuse_duplicate_keys(request: Request) -> None:
     act on one value while a proxy or a log showed the other. The transaction contract
     refuses the same bodies (``services.common.events.unique_keys``).
 
+    Also refuses, under ``/v1/``, a body sent as another media type than JSON (415).
+
     Raises:
-        Problem: a key appears twice in some object of the body.
+        Problem: a key appears twice in some object of the body (422), or the body is not
+            ``application/json`` (415).
     """
     if request.method not in ("POST", "PUT", "PATCH"):
         return
     body = await request.body()  # cached: the route's own parsing reads it again
     if not body:
         return
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if request.url.path.startswith("/v1/") and media.lower() != "application/json":
+        raise Problem(  # the route would say its body is "not a valid dictionary"
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"the body must be application/json, not {media[:100]!r}",
+        )
     try:
         json.loads(body, object_pairs_hook=unique_keys)
     except InvalidEvent as error:

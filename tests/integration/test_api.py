@@ -434,6 +434,12 @@ def test_policy_is_validated_versioned_and_audited(
     empty_band = client.put("/v1/policy", json={"review_threshold": 0.99}, headers=admin)
     _assert_problem(empty_band, 422, "invalid-policy")
     assert "no transaction would be reviewed" in empty_band.json()["detail"]
+    plain_text = client.put(  # a JSON object sent as text: said so, not "not a dictionary"
+        "/v1/policy",
+        content=b'{"review_threshold": 0.2}',
+        headers={**admin, "content-type": "text/plain"},
+    )
+    _assert_problem(plain_text, 415, "unsupported-media-type")
     _assert_problem(  # a number, not a string that looks like one
         client.put("/v1/policy", json={"review_threshold": "0.2"}, headers=admin),
         422,

@@ -12,6 +12,7 @@ _DESCRIPTIONS = {
     403: "The key's role does not allow this",
     404: "Not found",
     409: "Conflict with the current state",
+    415: "The body is not application/json",
     422: "The request is not valid",
     503: "A dependency (Redis, Kafka, the feature store) is unavailable",
 }

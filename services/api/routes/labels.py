@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["labels"])
     status_code=201,
     responses={
         200: {"model": LabelOut, "description": "The same label, already taken"},
-        **problems(400, 404, 409, 422, *AUTHED),
+        **problems(400, 404, 409, 415, 422, *AUTHED),
     },
     summary="Take a chargeback or an analyst verdict",
 )

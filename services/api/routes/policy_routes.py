@@ -41,7 +41,7 @@ def get_policy(state: State, _: Viewer) -> PolicyOut:
 @router.put(
     "",
     response_model=PolicyOut,
-    responses=problems(400, *AUTHED),
+    responses=problems(400, 415, *AUTHED),
     summary="Replace the policy; stored as the next version, audited",
 )
 def put_policy(body: PolicyIn, state: State, principal: Admin) -> PolicyOut:
