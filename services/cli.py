@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from services.common.settings import Settings
 
@@ -94,6 +95,19 @@ def field_column(text: str) -> tuple[str, str]:
     if not field or not column:
         raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=COLUMN (e.g. amount=TX_AMOUNT)")
     return field, column
+
+
+def setting_errors(error: Any) -> str:
+    """A settings ``ValidationError`` as lines naming the variable to change
+    (``FRAUD_SCORER__INFERENCE: Input should be 'trees', ...``), never its value (it may be
+    a secret)."""
+    from services.common.errors import plain_message
+
+    lines = []
+    for e in error.errors():
+        path = "__".join(str(p).upper() for p in e["loc"])
+        lines.append(f"  FRAUD_{path}: {plain_message(e)}" if path else f"  {plain_message(e)}")
+    return "\n".join(lines)
 
 
 def dependency_failure(error: BaseException) -> str | None:
@@ -631,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as error:
-        print(f"fraud: bad FRAUD_ setting:\n{error}", file=sys.stderr)
+        print(f"fraud: bad FRAUD_ setting:\n{setting_errors(error)}", file=sys.stderr)
         return 2
     handler: Handler = args.handler
     try:

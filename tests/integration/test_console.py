@@ -179,8 +179,16 @@ def test_queue_is_the_review_queue_oldest_first_with_filters(
         )
         == 0
     )
-    assert client.get("/console/queue", params={"min_score": "high"}).status_code == 400
-    assert client.get("/console/queue", params={"until": "9999-12-31"}).status_code == 400
+    for params, said in (  # each names its filter and what it takes
+        ({"min_score": "high"}, "min_score is a score from 0 to 1"),
+        ({"max_score": "1e999"}, "max_score is a score from 0 to 1"),  # was infinity
+        ({"until": "9999-12-31"}, "until is a day from 2000-01-01 to 9999-12-30"),
+        ({"since": "9999-12-31"}, "since is a day from 2000-01-01 to 9999-12-30"),
+        ({"since": "08/08/2018"}, "since is a day, YYYY-MM-DD"),
+        ({"offset": "x"}, "offset is a whole number"),
+    ):
+        refused = client.get("/console/queue", params=params)
+        assert refused.status_code == 400 and said in unescape(refused.text), params
 
 
 def test_queue_pages_follow_one_another(

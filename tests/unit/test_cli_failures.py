@@ -49,3 +49,15 @@ def test_column_mappings_must_name_a_field_and_a_column() -> None:
 def test_a_missing_file_is_exit_1_with_the_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["produce", "--file", "/nonexistent/transactions.parquet", "--count", "1"]) == 1
     assert "/nonexistent/transactions.parquet" in capsys.readouterr().err
+
+
+def test_a_bad_setting_names_its_variable_not_its_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FRAUD_SCORER__INFERENCE", "gpu")
+    monkeypatch.setenv("FRAUD_REDIS__PORT", "s3cret-port")
+    assert main(["status"]) == 2
+    said = capsys.readouterr().err
+    assert "FRAUD_SCORER__INFERENCE: Input should be 'trees'" in said
+    assert "FRAUD_REDIS__PORT: Input should be a valid integer" in said
+    assert "s3cret-port" not in said and "errors.pydantic.dev" not in said

@@ -150,15 +150,39 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def _day_ms(text: str | None, end: bool = False) -> int | None:
+def _day_ms(name: str, text: str | None, end: bool = False) -> int | None:
+    """A filter's UTC day as epoch ms (``end``: the start of the day after it).
+
+    Raises:
+        ValueError: not a day from 2000-01-01 to 9999-12-30 (the message names the filter).
+    """
     if not text:
         return None
-    day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end else 0)
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} is a day, YYYY-MM-DD, not {text[:40]!r}") from None
+    if not dt.date(2000, 1, 1) <= day <= dt.date(9999, 12, 30):
+        raise ValueError(f"{name} is a day from 2000-01-01 to 9999-12-30, not {text}")
+    day += dt.timedelta(days=1 if end else 0)
     return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
 
 
-def _float(text: str | None) -> float | None:
-    return float(text) if text not in (None, "") else None
+def _score(name: str, text: str | None) -> float | None:
+    """A score filter, from 0 to 1.
+
+    Raises:
+        ValueError: not a number from 0 to 1 (``1e999`` included; the message names it).
+    """
+    if text in (None, ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} is a score from 0 to 1, not {text[:40]!r}")
+    return value
 
 
 @router.get("/queue")
@@ -177,11 +201,16 @@ async def queue(request: Request) -> Response:
         return refuse(request, 400, "Bad filter", f"Outcome is one of {', '.join(LISTS)}.")
     key, oldest_first = LISTS[outcome]
     try:
-        lo_score, hi_score = _float(query.get("min_score")), _float(query.get("max_score"))
-        since, until = _day_ms(query.get("since")), _day_ms(query.get("until"), end=True)
+        lo_score = _score("min_score", query.get("min_score"))
+        hi_score = _score("max_score", query.get("max_score"))
+        since = _day_ms("since", query.get("since"))
+        until = _day_ms("until", query.get("until"), end=True)
+    except ValueError as error:
+        return refuse(request, 400, "Bad filter", f"{mask_card_numbers(str(error))}.")
+    try:
         offset = max(0, int(query.get("offset") or 0))
-    except (ValueError, OverflowError):  # 9999-12-31 has no day after it
-        return refuse(request, 400, "Bad filter", "Scores are numbers, dates YYYY-MM-DD.")
+    except ValueError:
+        return refuse(request, 400, "Bad filter", "offset is a whole number.")
     read = state.redis.zrange if oldest_first else state.redis.zrevrange
     total = await state.redis.zcard(key)
     offset = min(offset, total)  # past the end: an empty page (Redis refuses huge indexes)
