@@ -55,8 +55,8 @@ async def send_step(
     :data:`MIN_SLEEP_S` at a time (a wake-up per event cost most of a core at 2,000 tx/s) and
     then sends everything due. Each send time is taken just before its send, not the due
     time: the producer's own buffering (its linger, a full buffer) counts in the latency; a
-    wake-up that came late on a busy machine does not. aiokafka builds record batches in C: kafka-python built them, and computed their
-    CRC-32C, in pure Python.
+    wake-up that came late on a busy machine does not. aiokafka builds record batches in C:
+    kafka-python built them, and computed their CRC-32C, in pure Python.
     """
     send = producer.send
     start = time.perf_counter()
