@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.decision import Decision, Outcome
 
@@ -38,6 +38,12 @@ class Policy(BaseModel):
     block_terminals: frozenset[str] = frozenset()
     degraded_outcome: Outcome = "review"
     """What a transaction gets when features or the model are unavailable (and no list hit)."""
+
+    @field_validator("review_threshold", "decline_threshold")
+    @classmethod
+    def _unsigned_zero(cls, value: float | None) -> float | None:
+        # -0.0 passes ge=0.0 and would be stored and shown as "-0.0".
+        return 0.0 if value == 0 else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

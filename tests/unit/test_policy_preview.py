@@ -70,3 +70,11 @@ def test_a_blank_threshold_that_leaves_nothing_to_review_is_found() -> None:
     ):
         assert no_review_band(fine, model, "v1") is None, fine
     assert no_review_band(Policy(review_threshold=0.9), None, None) is None  # decline 1.0
+
+
+def test_a_negative_zero_threshold_is_kept_as_zero() -> None:
+    # json.loads("-0.0") is -0.0, which passes ge=0.0; stored as is it showed as "-0.0".
+    policy = Policy.model_validate_json('{"review_threshold": -0.0, "decline_threshold": -0.0}')
+    assert str(policy.review_threshold) == "0.0"
+    assert str(policy.decline_threshold) == "0.0"
+    assert '"review_threshold":0.0' in policy.model_dump_json()
