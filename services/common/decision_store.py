@@ -4,7 +4,7 @@ Filled from the ``decisions`` topic by the scorer's store agent (so it can alway
 from the topic, which keeps at least as long: ``fraud rebuild-store``) and read by the admin
 API. Keys, each kept ``retention_ms`` (``FRAUD_STORE__RETENTION_DAYS``, 35 by default):
 
-- ``dec:{transaction_id}``: the decision as JSON, written with ``SET NX PXAT``: a redelivered
+- ``dec:tx:{transaction_id}``: the decision as JSON, written with ``SET NX PXAT``: a redelivered
   or replayed transaction never replaces its first decision; it expires ``retention_ms``
   after it was decided (its ``decided_at``, the scorer's wall clock), and one already past
   that is not stored (a rebuild from an older topic);
@@ -67,7 +67,9 @@ SCRIPT_MEMBERS = 1000
 
 
 def decision_key(transaction_id: str) -> str:
-    return f"dec:{transaction_id}"
+    """A decision's key. ``tx:`` keeps it apart from the indexes and queues under ``dec:``: a
+    transaction id may be ``review`` or ``customer:c-1``."""
+    return f"dec:tx:{transaction_id}"
 
 
 def verdict_key(transaction_id: str) -> str:

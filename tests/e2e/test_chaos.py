@@ -21,7 +21,7 @@ import pytest
 from kafka import KafkaProducer
 
 from services.common import feast_layout as fl
-from services.common.decision_store import DecisionStore
+from services.common.decision_store import DecisionStore, decision_key
 from services.common.settings import Settings
 from services.features import definitions as d
 from services.scorer.feature_state import (
@@ -119,7 +119,7 @@ def test_audit_sees_a_lost_decision_a_second_outcome_and_a_changed_history(
     decisions: list[dict[str, Any]] = extra["decisions"]
     client = ns.redis()
     lost, twice, tampered = decisions[0], decisions[1], decisions[2]
-    client.delete(f"dec:{lost['transaction_id']}")
+    client.delete(decision_key(lost["transaction_id"]))
     producer: KafkaProducer = extra["producer"]
     producer.send(ns.settings.topics.decisions.name, orjson.dumps({**twice, "outcome": "decline"}))
     producer.flush()
@@ -127,9 +127,9 @@ def test_audit_sees_a_lost_decision_a_second_outcome_and_a_changed_history(
     history = decode_customer(client.hmget(key, CARD_FIELDS))
     history.cents[-1] += 1
     client.hset(key, mapping=encode_customer(history))
-    stored = orjson.loads(client.get(f"dec:{decisions[3]['transaction_id']}"))
+    stored = orjson.loads(client.get(decision_key(decisions[3]["transaction_id"])))
     stored["features"]["TX_AMOUNT"] += 1.0
-    client.set(f"dec:{decisions[3]['transaction_id']}", orjson.dumps(stored))
+    client.set(decision_key(decisions[3]["transaction_id"]), orjson.dumps(stored))
 
     result = audit(ns, replay, extra["reference"], timeout_s=2)
 

@@ -149,7 +149,7 @@ def test_replaying_the_week_again_changes_nothing(
         assert second.records[t].features == first_run.records[t].features, t
     after = {t: client.get(decision_key(t)) for t in before}
     assert after == before  # the store keeps exactly the first decision
-    keys = sum(1 for _ in client.scan_iter(match="dec:[0-9]*", count=10_000))
+    keys = sum(1 for _ in client.scan_iter(match="dec:tx:[0-9]*", count=10_000))
     assert keys == len(week_ids)
 
 

@@ -6,6 +6,7 @@ would not outlive the store."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from services.common.decision import Decision
+from services.common.decision import Decision, decode
 from services.common.decision_store import (
     RETENTION_MS,
     REVIEW_QUEUE_KEY,
@@ -119,6 +120,25 @@ def test_a_decision_stored_again_stays_out_of_the_queue_once_reviewed(port: int)
     assert _put(port, RETENTION_MS, batch) == 0
     assert sync.zrange(REVIEW_QUEUE_KEY, 0, -1) == [b"t-2", b"t-3"]
     assert sync.zscore(REVIEW_QUEUE_KEY, "t-2") == now_ms + 2  # its first decision's time
+
+
+def test_a_transaction_id_that_names_an_index_is_only_a_decision(port: int) -> None:
+    """Transaction ids are free text: ``review``, ``recent`` or ``customer:c-1`` are ids like
+    any other and must not land on the review queue's, the recent list's or an index's key
+    (which stopped the store: WRONGTYPE on every later write)."""
+    sync = redis.Redis(port=port)
+    now_ms = int(time.time() * 1000)
+    names = ["review", "recent", "customer:c-1", "terminal:s-1", "outcome:review", "tx:t-0"]
+    batch = [_decision(0, EVENT_MS, now_ms)] + [
+        dataclasses.replace(_decision(i + 1, EVENT_MS + i + 1, now_ms + i + 1), transaction_id=n)
+        for i, n in enumerate(names)
+    ]
+    assert _put(port, RETENTION_MS, batch) == 7
+    assert sync.zrange(REVIEW_QUEUE_KEY, 0, -1) == [b"t-0", *(n.encode() for n in names)]
+    assert sync.zcard(customer_index_key("c-1")) == 7
+    for decision in batch:
+        assert decode(sync.get(decision_key(decision.transaction_id))) == decision
+    assert _put(port, RETENTION_MS, [_decision(8, EVENT_MS + 8, now_ms + 8)]) == 1
 
 
 def test_one_batch_indexes_every_member_and_trims_from_its_newest(
@@ -241,7 +261,7 @@ def test_the_store_is_rebuilt_from_the_decisions_topic(
         finally:
             delete_namespace_topics(private)
         sync = redis.Redis(port=port)
-        stored = {key.decode() for key in sync.scan_iter(match="dec:t-*")}
+        stored = {key.decode() for key in sync.scan_iter(match="dec:tx:t-*")}
         assert stored == {decision_key(d.transaction_id) for d in decisions}
         kept = sync.get(decision_key("t-7"))
         assert kept == decisions[7].encode()  # the first decision, not the decline
