@@ -9,8 +9,9 @@ through the scorer's own code in micro-batches: :class:`RedisFeatureState` and
 :class:`TerminalState` (the ``card_history`` and ``terminal_history`` rows of Feast's online
 store), and for the last :data:`STORE_DAYS` days the whole :class:`Scorer`, whose records
 of the sampled cards then go through the id claim (``queue_claim``, ``txid:*``) and
-:meth:`DecisionStore.put_raw` (``dec:tx:*`` and the indexes), as the worker does. A sampled card's or terminal's
-keys are those of a full run; other keys hold partial histories and are never measured.
+:meth:`DecisionStore.put_raw` (``dec:tx:*`` and the indexes), as the worker does. A sampled
+card's or terminal's keys are those of a full run; other keys hold partial histories and are
+never measured.
 
 Knows Redis and the key layouts of the code it calls; knows nothing of Kafka or of reports.
 """
