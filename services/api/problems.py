@@ -65,7 +65,7 @@ def problem_response(
         "type": TYPE_BASE + kind,
         "title": title,
         "status": status,
-        "instance": mask_card_numbers(request.url.path),  # a path may carry a card number
+        "instance": mask_card_numbers(request.url.path)[:2000],  # may carry a card number
         "request_id": getattr(request.state, "request_id", None),
     }
     if detail:
@@ -141,7 +141,9 @@ UNAVAILABLE = (
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     import logging
 
-    logging.getLogger("fraud.api").exception("unhandled_error path=%s", request.url.path)
+    logging.getLogger("fraud.api").exception(  # a path may carry a card number, or a megabyte
+        "unhandled_error path=%s", mask_card_numbers(request.url.path)[:300]
+    )
     if isinstance(exc, UNAVAILABLE):  # not any Redis error: a refused command is a bug
         return problem_response(
             request,

@@ -30,7 +30,9 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_DIGIT_GROUPS = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*(?!\d)")
+"""Digit groups joined by single spaces or dashes, where a card number is looked for."""
+_DIGITS = re.compile(r"\d+")
 
 
 class InvalidEvent(FraudError, ValueError):
@@ -48,28 +50,49 @@ class InvalidEvent(FraudError, ValueError):
 
 
 def luhn_valid(digits: str) -> bool:
-    """True when a string of digits passes the Luhn check (ISO/IEC 7812-1)."""
+    """True when a string of decimal digits passes the Luhn check (ISO/IEC 7812-1)."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        n = ord(ch) - 48
+        n = int(ch)  # any Unicode decimal digit: a full-width four is 4
         if i % 2:
             n = n * 2 - 9 if n > 4 else n * 2
         total += n
     return total % 10 == 0
 
 
-def _card_numbers(text: str) -> list[str]:
-    found = []
-    for match in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            found.append(match.group())
-    return found
+def _card_spans(run: str) -> list[tuple[int, int]]:
+    """(start, end) in ``run`` (digit groups joined by single spaces or dashes) of each stretch
+    of whole groups that holds 13 to 19 digits and passes the Luhn check, merged where they
+    overlap. Whole groups, so a card number written beside other digits (``4111 1111 1111 1111
+    123``, a code after it) is found; one inside a longer unbroken run of digits is not, or
+    most long numeric ids would be taken for one. At most 19 groups from each start: linear."""
+    groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run)]
+    spans: list[tuple[int, int]] = []
+    for i, (start, _) in enumerate(groups):
+        digits = ""
+        for group_start, group_end in groups[i:]:
+            digits += run[group_start:group_end]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_valid(digits):
+                if spans and start < spans[-1][1]:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], group_end))
+                else:
+                    spans.append((start, group_end))
+    return spans
+
+
+def _masked_run(run: str) -> str:
+    """``run`` with each card number's digits and separators but its last four masked."""
+    for start, end in reversed(_card_spans(run)):
+        run = run[:start] + "#" * (end - start - 4) + run[end - 4 : end] + run[end:]
+    return run
 
 
 def contains_card_number(text: str) -> bool:
-    """True when ``text`` holds a Luhn-valid run of 13 to 19 digits (spaces or dashes allowed)."""
-    return bool(_card_numbers(text))
+    """True when ``text`` holds a Luhn-valid 13 to 19 digits, in groups joined by single spaces
+    or dashes (``4111 1111 1111 1111``), alone or beside other groups (:func:`_card_spans`)."""
+    return any(_card_spans(match.group()) for match in _DIGIT_GROUPS.finditer(text))
 
 
 def id_problem(value: str, max_len: int = 64) -> str | None:
@@ -86,25 +109,48 @@ def id_problem(value: str, max_len: int = 64) -> str | None:
 
 
 def mask_card_numbers(text: str) -> str:
-    """Replace every Luhn-valid 13-19 digit run with a mask keeping its last four digits."""
-    for number in _card_numbers(text):
-        text = text.replace(number, "#" * (len(number) - 4) + number[-4:])
-    return text
+    """``text`` with every card number :func:`contains_card_number` finds masked but its last
+    four digits (``###############1111``). Linear in the length of ``text``."""
+    return _DIGIT_GROUPS.sub(lambda match: _masked_run(match.group()), text)
 
 
-_DIGIT_RUN_BYTES = re.compile(rb"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+_DIGIT_GROUPS_BYTES = re.compile(rb"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
 
 
 def mask_card_numbers_bytes(value: bytes) -> bytes:
-    """:func:`mask_card_numbers` on raw bytes (any encoding), for the dead-letter topic."""
+    """:func:`mask_card_numbers` on raw bytes (ASCII digits, in any ASCII-compatible
+    encoding), for the dead-letter topic."""
+    return _DIGIT_GROUPS_BYTES.sub(
+        lambda match: _masked_run(match.group().decode("ascii")).encode("ascii"), value
+    )
 
-    def mask(match: re.Match[bytes]) -> bytes:
-        digits = re.sub(rb"[ -]", b"", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits.decode()):
-            return b"#" * (len(match.group()) - 4) + match.group()[-4:]
-        return match.group()
 
-    return _DIGIT_RUN_BYTES.sub(mask, value)
+_DIGIT_ESCAPES = re.compile(rb"(?<!\\)((?:\\\\)*)\\u00(3[0-9]|2[0dD])")
+"""A JSON string's ``\\u0030`` to ``\\u0039``, ``\\u0020`` and ``\\u002d`` (not after an
+escaped backslash): a digit, space or dash written so that a byte scan misses it."""
+_WIDE_ENCODINGS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+
+
+def redact_payload(value: bytes) -> bytes:
+    """A rejected record's bytes as the dead-letter topic keeps them: as they came, with every
+    card number masked (:func:`mask_card_numbers_bytes`). Where a byte scan cannot see one,
+    the bytes change beyond the mask: a card number written with JSON escapes
+    (``"\\u0034\\u0031..."``) has those escapes written as the characters they stand for
+    (the same JSON text), and a payload in UTF-16 or UTF-32 is decoded, masked and encoded
+    again (bytes that do not decode become U+FFFD)."""
+    masked = mask_card_numbers_bytes(value)
+    if b"\\u00" in masked:
+        plain = _DIGIT_ESCAPES.sub(
+            lambda m: m.group(1) + bytes.fromhex(m.group(2).decode()), masked
+        )
+        if plain != masked and contains_card_number(plain.decode("utf-8", errors="replace")):
+            masked = mask_card_numbers_bytes(plain)
+    if b"\x00" in masked:
+        for encoding in _WIDE_ENCODINGS:
+            text = masked.decode(encoding, errors="replace")
+            if contains_card_number(text):
+                return mask_card_numbers(text).encode(encoding, errors="replace")
+    return masked
 
 
 def parse_time(value: object, field: str, now: dt.datetime | None = None) -> dt.datetime:

@@ -20,8 +20,8 @@ from services.common.decision import Decision
 from services.common.events import (
     InvalidEvent,
     Transaction,
-    mask_card_numbers_bytes,
     parse_transaction,
+    redact_payload,
 )
 from services.scorer import metrics
 from services.scorer.ports import Publisher, Record
@@ -98,7 +98,8 @@ class ScoringPipeline:
 
     async def dead_letter(self, rejects: Sequence[Rejected]) -> list[Any]:
         """Send rejected records to the dead-letter topic: the original bytes with any card
-        number masked, the reason, its detail and the source offset in headers.
+        number masked (:func:`redact_payload`), the reason, its detail and the source offset in
+        headers.
 
         Returns:
             Their delivery futures.
@@ -111,8 +112,8 @@ class ScoringPipeline:
                 ("detail", error.detail.encode()),
                 ("source", source.encode()),
             ]
-            key = mask_card_numbers_bytes(record.key) if record.key else None
-            value = mask_card_numbers_bytes(record.value or b"")
+            key = redact_payload(record.key) if record.key else None
+            value = redact_payload(record.value or b"")
             futures.append(
                 await self.publisher.send(
                     self.dead_letter_topic, key=key, value=value, headers=headers

@@ -195,6 +195,19 @@ def corpus() -> list[dict[str, Any]]:
         ("negative amount of 400 digits", valid.replace("12.5", "-" + big)),
     ):
         out.append({"name": name, "payload": text, "reason": "out_of_range:integer"})
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le"):  # a card number no byte scan sees
+        hexed = json.dumps({**VALID, "customer_id": CARD}).encode(encoding).hex()
+        out.append(  # ASCII in UTF-16 is valid UTF-8 (NUL bytes), but not JSON
+            {"name": f"card number in {encoding}", "payload_hex": hexed, "reason": "invalid_json"}
+        )
+    for field, value in (  # a card number beside other digits: a code, an expiry, a count
+        ("customer_id", f"{CARD} 123"),
+        ("terminal_id", f"{CARD_SPACED} 12-27"),
+        ("transaction_id", f"1 {CARD}"),
+    ):
+        out.append(
+            _with(f"card number beside digits in {field}", f"card_number:{field}", **{field: value})
+        )
     for name, extra in (  # card numbers below the top level
         ("card number in a nested object", {"meta": {"pan": CARD}}),
         ("card number in an array", {"meta": ["x", CARD_SPACED]}),
