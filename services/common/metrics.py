@@ -57,7 +57,8 @@ def serve_metrics(
     """
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = int(server.server_port)
-    target_file = register_target(settings, service, host, bound)
+    announced = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # all: the loopback too
+    target_file = register_target(settings, service, announced, bound)
     endpoint = MetricsEndpoint(host=host, port=bound, target_file=target_file, _server=server)
     atexit.register(endpoint.close)
     return endpoint

@@ -325,6 +325,11 @@ class ScorerSettings(BaseModel):
     metrics_port: int = Field(
         8001, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="the address /metrics listens on; 0.0.0.0 where Prometheus scrapes from"
+        " another host or container (docker-compose.yml)",
+    )
     loglevel: str = "warning"
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
@@ -358,6 +363,11 @@ class RecorderSettings(BaseModel):
 
     metrics_port: int = Field(
         8003, ge=0, le=65535, description="/metrics port; 0 picks a free one (for replicas)"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="the address /metrics listens on; 0.0.0.0 where Prometheus scrapes from"
+        " another host or container (docker-compose.yml)",
     )
     dependency_deadline_s: float = Field(
         900.0,

@@ -184,7 +184,12 @@ class Runtime:
 
     async def start(self) -> None:
         """Once, as the worker starts: quiet client logs, metrics endpoint, model, policy."""
-        serve_metrics(self.settings, "scorer", port=self.settings.scorer.metrics_port)
+        serve_metrics(
+            self.settings,
+            "scorer",
+            port=self.settings.scorer.metrics_port,
+            host=self.settings.scorer.metrics_host,
+        )
         await self.refresh()
         settle_process()
 
@@ -334,7 +339,12 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
 
     @app.task
     async def start() -> None:
-        serve_metrics(settings, "recorder", port=settings.recorder.metrics_port)
+        serve_metrics(
+            settings,
+            "recorder",
+            port=settings.recorder.metrics_port,
+            host=settings.recorder.metrics_host,
+        )
         settle_process()
 
     app.task(watch_loop_lag)
@@ -422,10 +432,12 @@ def arm_stop_deadline(loop: asyncio.AbstractEventLoop, seconds: float) -> thread
     return timer
 
 
-def _listening(port: int) -> bool:
-    """True when something accepts connections on 127.0.0.1:``port``."""
+def _listening(host: str, port: int) -> bool:
+    """True when something accepts connections on ``host``:``port`` (the loopback for
+    0.0.0.0)."""
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -452,12 +464,11 @@ def main(settings: Settings, recorder: bool = False) -> int:
                 log.warning("consumer_loops_still_running after %gs: cancelling", LOOPS_STOP_S)
             await super().on_stop()
 
-    port, setting = (
-        (settings.recorder.metrics_port, "FRAUD_RECORDER__METRICS_PORT")
-        if recorder
-        else (settings.scorer.metrics_port, "FRAUD_SCORER__METRICS_PORT")
-    )
-    if port and _listening(port):  # a second worker on one machine: it once died in a traceback
+    worker_settings = settings.recorder if recorder else settings.scorer
+    port = worker_settings.metrics_port
+    setting = f"FRAUD_{'RECORDER' if recorder else 'SCORER'}__METRICS_PORT"
+    # a second worker on one machine: it once died in a traceback
+    if port and _listening(worker_settings.metrics_host, port):
         print(
             f"fraud {'record' if recorder else 'score'}: port {port} (its /metrics) is taken, "
             f"most likely by another worker on this machine: give this one {setting}=0 "

@@ -49,8 +49,9 @@ def prometheus_process(settings: Settings, install: bool = True) -> ManagedProce
             f"--config.file={config}",
             f"--storage.tsdb.path={settings.var_dir / 'prometheus' / 'data'}",
             f"--web.listen-address={cfg.host}:{cfg.port}",
-            "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=15d",
+            # 31 days: the SLO's error budget is over 30 (no --web.enable-lifecycle: any web
+            # page the user opens could POST /-/quit to it)
+            "--storage.tsdb.retention.time=31d",
         ],
         host=cfg.host,
         port=cfg.port,

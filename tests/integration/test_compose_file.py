@@ -65,3 +65,38 @@ def test_the_cluster_profile_has_the_topology_of_fraud_up_cluster() -> None:
     assert scorer["environment"]["FRAUD_REDIS__CLUSTER"] == "true"
     assert scorer["environment"]["FRAUD_TOPICS__REPLICATION_FACTOR"] == str(REPLICATION_FACTOR)
     assert len(scorer["environment"]["FRAUD_KAFKA__BOOTSTRAP_SERVERS"].split(",")) == NODES
+
+
+def test_prometheus_in_compose_can_reach_every_target_it_scrapes() -> None:
+    """Each ``fraud`` target of prometheus.compose.yml is a compose service listening on all
+    its interfaces at that port: a /metrics on 127.0.0.1 (the settings' default) answers only
+    inside its own container, and every scorer panel and SLO rule had no data."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    scrape = yaml.safe_load((PROJECT_ROOT / "infra/prometheus/prometheus.compose.yml").read_text())
+    (fraud,) = [job for job in scrape["scrape_configs"] if job["job_name"] == "fraud"]
+    targets = [t for group in fraud["static_configs"] for t in group["targets"]]
+    assert targets
+    for target in targets:
+        name, port = target.split(":")
+        env, command = services[name]["environment"], services[name]["command"]
+        listens = {
+            "scorer": (env.get("FRAUD_SCORER__METRICS_HOST"), env["FRAUD_SCORER__METRICS_PORT"]),
+            "recorder": (
+                env.get("FRAUD_RECORDER__METRICS_HOST"),
+                env["FRAUD_RECORDER__METRICS_PORT"],
+            ),
+            "api": (env.get("FRAUD_API__HOST"), env["FRAUD_API__PORT"]),
+        }.get(name)
+        if listens is None:  # the producer: its flags
+            listens = tuple(
+                command[command.index(f) + 1] if f in command else None
+                for f in ("--metrics-host", "--metrics-port")
+            )
+        assert listens == ("0.0.0.0", port), (target, listens)
+
+
+def test_published_ports_are_on_this_host_only() -> None:
+    # plain HTTP carries API keys and console cookies; Grafana's admin can add data sources
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = [p for s in services.values() for p in s.get("ports", [])]
+    assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
