@@ -43,7 +43,11 @@ STAGE_LATENCY = Histogram(
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
-DECISIONS = Counter("fraud_decisions_total", "Decisions produced.", ["outcome"])
+DECISIONS = Counter(
+    "fraud_decisions_total",
+    "Decisions the broker acknowledged (counted at delivery: the availability SLO's good events).",
+    ["outcome"],
+)
 for _outcome in OUTCOMES:  # a series each from the start: the first scrape reads 0, so
     DECISIONS.labels(outcome=_outcome)  # increase() over a window counts the first decisions
 DEGRADED = Counter("fraud_degraded_decisions_total", "Decisions made in degraded mode.")

@@ -77,8 +77,9 @@ class ScoringPipeline:
         """
         valid, rejects = validate(records)
         futures = []
+        decided: list[tuple[Record, str]] = []
         if valid:
-            sent, reused = await self._decide(valid)
+            sent, reused, decided = await self._decide(valid)
             futures += sent
             rejects += reused
         metrics.RECEIVED.labels(result="valid").inc(len(records) - len(rejects))
@@ -87,10 +88,14 @@ class ScoringPipeline:
         delivery = asyncio.gather(*futures)
 
         def delivered(outcome: asyncio.Future[Any]) -> None:
+            # a decision counts once the broker has it (the availability SLO's good events:
+            # a batch whose delivery fails, or a worker that dies before, counts as valid
+            # transactions not decided; its redecision after the rewind counts again)
             if outcome.cancelled() or outcome.exception() is not None:
                 return
             now = time.time()
-            for record, _ in valid:
+            for record, decision_outcome in decided:
+                metrics.DECISIONS.labels(outcome=decision_outcome).inc()
                 metrics.E2E_LATENCY.observe(max(now - record.timestamp / 1000, 0.0))
 
         delivery.add_done_callback(delivered)
@@ -125,12 +130,12 @@ class ScoringPipeline:
 
     async def _decide(
         self, valid: list[tuple[Record, Transaction]]
-    ) -> tuple[list[Any], list[Rejected]]:
+    ) -> tuple[list[Any], list[Rejected], list[tuple[Record, str]]]:
         """Decide ``valid`` pairs and publish the decisions.
 
         Returns:
-            The delivery futures, and the records whose transaction id was already used with
-            other content (for the dead-letter topic).
+            The delivery futures; the records whose transaction id was already used with
+            other content (for the dead-letter topic); each decided record and its outcome.
         """
         scorer = self.scorer
         decided = await scorer.decide([tx for _, tx in valid])
@@ -147,7 +152,6 @@ class ScoringPipeline:
         futures = []
         for record, decision in pairs:
             decision.kafka_timestamp_ms = record.timestamp
-            metrics.DECISIONS.labels(outcome=decision.outcome).inc()
             if decision.score is not None:
                 metrics.SCORES.observe(decision.score)
             if decision.shadow is not None:
@@ -165,7 +169,7 @@ class ScoringPipeline:
                 )
             )
         metrics.STAGE_LATENCY.labels(stage="publish").observe(time.perf_counter() - began)
-        return futures, reused
+        return futures, reused, [(record, decision.outcome) for record, decision in pairs]
 
     def _observe(self, batch_size: int, decisions: list[Decision]) -> None:
         """The batch's stage timings, size and degraded-mode gauges."""

@@ -237,6 +237,47 @@ def test_a_failed_delivery_is_never_committed() -> None:
     assert _run(run()) == []
 
 
+def _counted() -> tuple[float, float]:
+    from prometheus_client import REGISTRY
+
+    valid = REGISTRY.get_sample_value("fraud_transactions_received_total", {"result": "valid"})
+    decided = sum(
+        REGISTRY.get_sample_value("fraud_decisions_total", {"outcome": o}) or 0.0
+        for o in ("approve", "review", "decline")
+    )
+    return valid or 0.0, decided
+
+
+def test_a_decision_counts_for_the_availability_slo_once_delivered() -> None:
+    """The SLO's error ratio is 1 - decisions / valid transactions: a batch whose delivery
+    fails must show as valid transactions not decided (it once counted each decision before
+    the broker had it, so the ratio was 0 whatever happened)."""
+
+    async def run() -> list[tuple[float, float]]:
+        pipeline, publisher = _pipeline()
+        batch = records(
+            transaction_value("a", minute=0),
+            transaction_value("b", minute=1),
+            b"{}",
+            transaction_value("c", minute=2),
+        )
+        seen = [_counted()]
+        failed = await pipeline(batch)
+        publisher.deliver(RuntimeError("broker away"))
+        with pytest.raises(RuntimeError):
+            await failed
+        seen.append(_counted())
+        again = await pipeline(batch)  # the rewind: the same records decided again
+        publisher.deliver()
+        await again
+        seen.append(_counted())
+        return seen
+
+    before, failed, delivered = _run(run())
+    assert (failed[0] - before[0], failed[1] - before[1]) == (3, 0)
+    assert (delivered[0] - failed[0], delivered[1] - failed[1]) == (3, 3)
+
+
 def test_a_later_batch_delivered_first_waits_for_the_earlier_one() -> None:
     async def run() -> None:
         commits: list[Any] = []
