@@ -128,8 +128,8 @@ async def refuse_duplicate_keys(request: Request) -> None:
     Also refuses, under ``/v1/``, a body sent as another media type than JSON (415).
 
     Raises:
-        Problem: a key appears twice in some object of the body (422), or the body is not
-            ``application/json`` (415).
+        Problem: a key appears twice in some object of the body, or it is nested too deeply
+            for Python's parser (422); or the body is not ``application/json`` (415).
     """
     if request.method not in ("POST", "PUT", "PATCH"):
         return
@@ -144,8 +144,17 @@ async def refuse_duplicate_keys(request: Request) -> None:
             "Unsupported media type",
             f"the body must be application/json, not {media[:100]!r}",
         )
+    if media.lower() != "application/json":
+        return  # a console form: no JSON to look into
     try:
         json.loads(body, object_pairs_hook=unique_keys)
+    except RecursionError:
+        raise Problem(  # json.loads recurses once per level: about a thousand levels
+            422,
+            "validation-error",
+            "The request is not valid",
+            "the JSON body is nested too deeply",
+        ) from None
     except InvalidEvent as error:
         raise Problem(
             422,

@@ -512,3 +512,15 @@ def test_hostile_bodies_get_4xx_problems(client: TestClient, keys: dict[str, str
             _assert_problem(response, 413, "payload-too-large")
     lookup = client.get("/v1/decisions/4111111111111111", headers=_h(keys["viewer"]))
     assert lookup.status_code == 404 and "4111111111111111" not in lookup.text
+    # 5,000 levels of nesting: past Python's recursion limit (a 500 and a traceback, once)
+    deep = b"[" * 5000
+    for path, media in (
+        ("/v1/labels", "application/json"),
+        ("/v1/models/rollback", "application/json"),
+        ("/console/login", "application/json"),
+        ("/console/login", "application/x-www-form-urlencoded"),
+    ):
+        response = client.post(
+            path, content=deep, headers={**_h(keys["admin"]), "Content-Type": media}
+        )
+        assert 400 <= response.status_code < 500, (path, media, response.status_code)
