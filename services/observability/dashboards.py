@@ -85,7 +85,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         "timeseries",
     ),
     (
-        "Score distribution (share of decisions per bucket)",
+        "Score distribution (share of decisions scored at most each bound)",
         "percentunit",
         [
             (
