@@ -30,8 +30,11 @@ def test_compose_runs_the_whole_stack_with_healthchecks() -> None:
         assert name in services, name
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    for name in ("kafka", "redis", "prometheus", "grafana", "scorer"):
+    for name in ("kafka", "redis", "prometheus", "grafana", "scorer", "recorder", "api"):
         assert "healthcheck" in services[name], name
+    # one image for every process: a HEALTHCHECK in it would mark the producer and the
+    # one-shot jobs unhealthy (they serve no /healthz)
+    assert "HEALTHCHECK" not in (PROJECT_ROOT / "Dockerfile").read_text()
     for name in ("scorer", "api", "producer"):
         assert services[name]["build"] == "." and (PROJECT_ROOT / "Dockerfile").exists()
         assert all(k.startswith("FRAUD_") for k in services[name]["environment"])
