@@ -30,8 +30,9 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_DIGIT_GROUPS = re.compile(r"(?<!\d)\d+(?:[ -]\d+)*(?!\d)")
-"""Digit groups joined by single spaces or dashes, where a card number is looked for."""
+_DIGIT_GROUPS = re.compile(r"(?<!\d)\d+(?:[ .-]{1,2}\d+)*(?!\d)")
+"""Digit groups joined by one or two spaces, dots or dashes, where a card number is looked for
+(``4111 1111 1111 1111``, ``4111.1111.1111.1111``, ``4111  1111  1111  1111``)."""
 _DIGITS = re.compile(r"\d+")
 
 
@@ -61,8 +62,8 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _card_spans(run: str) -> list[tuple[int, int]]:
-    """(start, end) in ``run`` (digit groups joined by single spaces or dashes) of each stretch
-    of whole groups that holds 13 to 19 digits and passes the Luhn check, merged where they
+    """(start, end) in ``run`` (digit groups joined as :data:`_DIGIT_GROUPS` says) of each
+    stretch of whole groups that holds 13 to 19 digits and passes the Luhn check, merged where they
     overlap. Whole groups, so a card number written beside other digits (``4111 1111 1111 1111
     123``, a code after it) is found; one inside a longer unbroken run of digits is not, or
     most long numeric ids would be taken for one. At most 19 groups from each start: linear."""
@@ -90,8 +91,9 @@ def _masked_run(run: str) -> str:
 
 
 def contains_card_number(text: str) -> bool:
-    """True when ``text`` holds a Luhn-valid 13 to 19 digits, in groups joined by single spaces
-    or dashes (``4111 1111 1111 1111``), alone or beside other groups (:func:`_card_spans`)."""
+    """True when ``text`` holds a Luhn-valid 13 to 19 digits (any Unicode decimal digits), in
+    groups joined by one or two spaces, dots or dashes (:data:`_DIGIT_GROUPS`), alone or beside
+    other groups (:func:`_card_spans`)."""
     return any(_card_spans(match.group()) for match in _DIGIT_GROUPS.finditer(text))
 
 
@@ -114,7 +116,7 @@ def mask_card_numbers(text: str) -> str:
     return _DIGIT_GROUPS.sub(lambda match: _masked_run(match.group()), text)
 
 
-_DIGIT_GROUPS_BYTES = re.compile(rb"(?<![0-9])[0-9]+(?:[ -][0-9]+)*(?![0-9])")
+_DIGIT_GROUPS_BYTES = re.compile(rb"(?<![0-9])[0-9]+(?:[ .-]{1,2}[0-9]+)*(?![0-9])")
 
 
 def mask_card_numbers_bytes(value: bytes) -> bytes:
@@ -125,9 +127,19 @@ def mask_card_numbers_bytes(value: bytes) -> bytes:
     )
 
 
-_DIGIT_ESCAPES = re.compile(rb"(?<!\\)((?:\\\\)*)\\u00(3[0-9]|2[0dD])")
-"""A JSON string's ``\\u0030`` to ``\\u0039``, ``\\u0020`` and ``\\u002d`` (not after an
-escaped backslash): a digit, space or dash written so that a byte scan misses it."""
+_ESCAPES = re.compile(rb"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
+"""A JSON string's ``\\uXXXX`` escape (not after an escaped backslash)."""
+
+
+def _unescaped_digit(match: re.Match[bytes]) -> bytes:
+    """A ``\\uXXXX`` escape of a digit (any Unicode decimal digit), space, dot or dash as the
+    character itself in UTF-8; any other escape as it was."""
+    char = chr(int(match.group(2), 16))
+    if char.isdecimal() or char in " .-":
+        return match.group(1) + char.encode("utf-8")
+    return match.group(0)
+
+
 _WIDE_ENCODINGS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
 
 
@@ -136,15 +148,21 @@ def redact_payload(value: bytes) -> bytes:
     card number masked (:func:`mask_card_numbers_bytes`). Where a byte scan cannot see one,
     the bytes change beyond the mask: a card number written with JSON escapes
     (``"\\u0034\\u0031..."``) has those escapes written as the characters they stand for
-    (the same JSON text), and a payload in UTF-16 or UTF-32 is decoded, masked and encoded
-    again (bytes that do not decode become U+FFFD)."""
+    (the same JSON text), one in other than ASCII digits is masked in the decoded UTF-8, and
+    a payload in UTF-16 or UTF-32 is decoded, masked and encoded again (bytes that do not
+    decode become U+FFFD)."""
     masked = mask_card_numbers_bytes(value)
-    if b"\\u00" in masked:
-        plain = _DIGIT_ESCAPES.sub(
-            lambda m: m.group(1) + bytes.fromhex(m.group(2).decode()), masked
-        )
+    if b"\\u" in masked:
+        plain = _ESCAPES.sub(_unescaped_digit, masked)
         if plain != masked and contains_card_number(plain.decode("utf-8", errors="replace")):
             masked = mask_card_numbers_bytes(plain)
+    try:  # digits beyond ASCII (full-width, Arabic-Indic): in UTF-8, no byte scan sees them
+        text = masked.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if not text.isascii() and contains_card_number(text):  # what the byte scan left
+            masked = mask_card_numbers(text).encode("utf-8")
     if b"\x00" in masked:
         for encoding in _WIDE_ENCODINGS:
             text = masked.decode(encoding, errors="replace")

@@ -204,10 +204,16 @@ def corpus() -> list[dict[str, Any]]:
         ("customer_id", f"{CARD} 123"),
         ("terminal_id", f"{CARD_SPACED} 12-27"),
         ("transaction_id", f"1 {CARD}"),
+        ("customer_id", "4111.1111.1111.1111"),  # dots
+        ("terminal_id", "4111  1111  1111  1111"),  # two spaces
     ):
         out.append(
             _with(f"card number beside digits in {field}", f"card_number:{field}", **{field: value})
         )
+    full_width = "".join(chr(0xFF10 + int(d)) for d in CARD)  # digits no byte scan sees
+    out.append(
+        _with("card number in full-width digits", "card_number:customer_id", customer_id=full_width)
+    )
     for name, extra in (  # card numbers below the top level
         ("card number in a nested object", {"meta": {"pan": CARD}}),
         ("card number in an array", {"meta": ["x", CARD_SPACED]}),

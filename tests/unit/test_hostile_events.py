@@ -73,6 +73,9 @@ def _full_width(digits: str) -> str:
         ("4111111111111111 5500000000000004", "#" * 12 + "1111 " + "#" * 12 + "0004"),
         ("0 4111111111111111", "#" * 14 + "1111"),
         ("4111 1111 1111 1111 1111", "#" * 15 + "1111 1111"),
+        # dots, or two spaces between the groups
+        ("4111.1111.1111.1111", "#" * 15 + "1111"),
+        ("4111  1111  1111  1111", "#" * 18 + "1111"),
         # full-width digits are digits
         (_full_width("4111111111111111"), "#" * 12 + _full_width("1111")),
     ],
@@ -123,6 +126,18 @@ CARD_ESCAPED = "".join(f"\\u{ord(c):04x}" for c in "4111111111111111").encode()
                 f'{{"pan": "{"#" * 12}1111", "é": 1}}'.encode(e),
             )
             for e in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+        ),
+        # full-width digits in UTF-8: masked in the decoded text
+        (
+            ('{"c": "' + _full_width("4111111111111111") + '"}').encode(),
+            ('{"c": "' + "#" * 12 + _full_width("1111") + '"}').encode(),
+        ),
+        # ... and in JSON escapes: the escapes written as the characters, then masked
+        (
+            b'{"c": "'
+            + "".join(f"\\u{0xFF10 + int(d):04x}" for d in "4111111111111111").encode()
+            + b'"}',
+            ('{"c": "' + "#" * 12 + _full_width("1111") + '"}').encode(),
         ),
         # nothing to mask: the bytes as they came
         (b'{"note": "\\\\u0034\\\\u0031\\\\u0031\\\\u0031 an escaped backslash, no digits"}', None),
