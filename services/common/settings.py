@@ -401,6 +401,12 @@ class ApiSettings(BaseModel):
         ge=1024,
         description="the largest request body the API reads (bytes); larger ones get 413",
     )
+    cookie_secure: bool | None = Field(
+        None,
+        description="mark the console's cookies Secure (sent over HTTPS only): true behind a"
+        " TLS proxy, whose X-Forwarded-Proto uvicorn trusts from 127.0.0.1 only; unset: when"
+        " the request came over https",
+    )
     bootstrap_admin_key: SecretStr | None = Field(
         None,
         description="if set, an admin key with this value is ensured at start (for automation);"

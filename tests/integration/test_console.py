@@ -146,6 +146,16 @@ def test_sign_in_sets_a_strict_httponly_session_cookie(
     cookie = next(c for c in reply.headers.get_list("set-cookie") if c.startswith("fd_console="))
     flags = {part.strip().lower() for part in cookie.split(";")}
     assert {"httponly", "samesite=strict", "path=/console"} <= flags
+    assert "secure" not in flags  # the test client speaks http
+    secure = app.app.state.fraud.settings.api.model_copy(update={"cookie_secure": True})
+    app.app.state.fraud.settings = app.app.state.fraud.settings.model_copy(update={"api": secure})
+    try:  # behind a TLS proxy: FRAUD_API__COOKIE_SECURE=true
+        behind = _client(app).get("/console/login").headers.get_list("set-cookie")
+    finally:
+        app.app.state.fraud.settings = app.app.state.fraud.settings.model_copy(
+            update={"api": secure.model_copy(update={"cookie_secure": None})}
+        )
+    assert behind and all("; secure" in c.lower() for c in behind), behind
     session_token = cookie.split(";")[0].split("=", 1)[1]
     stored = [sync.get(k) for k in sync.scan_iter("console:session:*")]
     assert stored and all(

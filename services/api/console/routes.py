@@ -97,7 +97,9 @@ async def login_form(request: Request, next: str = "/console/queue") -> Response
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
-    """A console cookie: HttpOnly, SameSite=Strict, scoped to ``/console``, Secure over https."""
+    """A console cookie: HttpOnly, SameSite=Strict, scoped to ``/console``; Secure over https,
+    or always or never as ``FRAUD_API__COOKIE_SECURE`` says."""
+    secure = state_of(request).settings.api.cookie_secure
     response.set_cookie(
         name,
         value,
@@ -105,7 +107,7 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" if secure is None else secure,
     )
 
 
