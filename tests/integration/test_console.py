@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Iterator
 from html import unescape
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx2 as httpx
 import pytest
@@ -231,10 +231,12 @@ def test_an_offset_past_the_end_or_an_unknown_id_gets_a_clear_answer(
     assert page.status_code == 200 and "No decisions" in page.text
     reply = client.post("/console/decisions/no-such-tx/claim", data={"csrf": csrf})
     assert reply.status_code == 404 and "No decision for transaction no-such-tx" in reply.text
-    for path in ("/console/no-such-page", "/console/decisions/a%2Fb"):  # HTML, not JSON
-        page = client.get(path)
-        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
-        assert "No console page at this address." in page.text and "Sign out" in page.text
+    page = client.get("/console/no-such-page")  # HTML, not JSON
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "No console page at this address." in page.text and "Sign out" in page.text
+    page = client.get("/console/decisions/a%2Fb")  # an id with "/": no such decision
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "a/b" in page.text and "Sign out" in page.text
     api = client.get("/v1/no-such-route")
     assert api.status_code == 404 and api.headers["content-type"] == "application/problem+json"
 
@@ -655,3 +657,50 @@ def test_no_page_or_log_shows_a_key_or_a_card_number(
     for page in pages:
         runs = re.findall(r"(?<![\d.])\d{13,19}(?![\d.])", page)  # not a decimal's digits
         assert not [r for r in runs if _luhn(r)], runs
+
+
+def test_ids_with_slashes_are_reachable_and_never_link_elsewhere(
+    app: TestClient, keys: dict[str, str], sync: redis.Redis, decided: list[dict[str, Any]]
+) -> None:
+    """The contract takes any printable id: "/" included. Links once left "/" as it was, so a
+    card ``../../console/models`` linked to the models page and no route reached the ids."""
+    import orjson
+    import redis.asyncio as aioredis
+
+    from services.common.decision_store import DecisionStore, decision_key, verdict_key
+
+    tx, card, site = "2018/08/08-t1", "../../console/models", "t/../x"
+    stored = orjson.loads(sync.get(decision_key(decided[1]["transaction_id"])))
+    stored.update(transaction_id=tx, customer_id=card, terminal_id=site)
+
+    async def put() -> int:
+        where = sync.connection_pool.connection_kwargs
+        client = aioredis.Redis(port=where["port"], db=where["db"])
+        try:
+            return await DecisionStore(client).put_raw([orjson.dumps(stored)])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(put()) == 1
+    segment = {i: quote(i, safe="") for i in (tx, card, site)}
+    client, csrf = _sign_in(app, keys["analyst"])
+    page = client.get(f"/console/decisions/{segment[tx]}")
+    assert page.status_code == 200, page.text
+    assert f'href="/console/cards/{segment[card]}"' in page.text
+    assert f'href="/console/terminals/{segment[site]}"' in page.text
+    assert f'action="/console/decisions/{segment[tx]}/verdict"' in page.text
+    for entity in (f"cards/{segment[card]}", f"terminals/{segment[site]}"):
+        listed = client.get(f"/console/{entity}")
+        assert (
+            listed.status_code == 200 and f'href="/console/decisions/{segment[tx]}"' in listed.text
+        )
+    verdict = client.post(
+        f"/console/decisions/{segment[tx]}/verdict", data={"csrf": csrf, "verdict": "genuine"}
+    )
+    assert verdict.status_code == 303 and sync.exists(verdict_key(tx))
+    viewer = {"X-API-Key": keys["viewer"]}
+    assert app.get(f"/v1/decisions/{segment[tx]}", headers=viewer).json()["transaction_id"] == tx
+    explained = app.get(f"/v1/decisions/{segment[tx]}/explanation", headers=viewer)
+    assert explained.status_code == 200 and explained.json()["transaction_id"] == tx
+    page = app.get(f"/v1/customers/{segment[card]}/decisions", headers=viewer).json()
+    assert [d["transaction_id"] for d in page["items"]] == [tx]

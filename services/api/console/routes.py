@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 from fastapi import Request
 from fastapi.responses import Response
 
+from services.api import paths  # noqa: F401  (registers {...:event_id})
 from services.api.console import charts
 from services.api.console.session import (
     COOKIE_PATH,
@@ -304,7 +305,7 @@ async def next_unclaimed(request: Request) -> Response:
     return with_notice(request, "/console/queue", "Every decision in the queue is claimed.")
 
 
-@router.get("/decisions/{transaction_id}")
+@router.get("/decisions/{transaction_id:event_id}")  # ids may hold "/"
 async def decision_page(request: Request, transaction_id: str) -> Response:
     """A decision: the transaction, outcome and versions, the rules hit, the TreeSHAP
     waterfall, and the features beside the card's median over its previous 30 days."""
@@ -384,7 +385,7 @@ async def _usual_values(state: ApiState, decision: Decision) -> dict[str, Any]:
     return usual
 
 
-@router.post("/decisions/{transaction_id}/claim")
+@router.post("/decisions/{transaction_id:event_id}/claim")
 async def claim(request: Request, transaction_id: str) -> Response:
     checked = await posted(request, "analyst")
     if isinstance(checked, Response):
@@ -406,7 +407,7 @@ async def claim(request: Request, transaction_id: str) -> Response:
     return redirect(here)
 
 
-@router.post("/decisions/{transaction_id}/verdict")
+@router.post("/decisions/{transaction_id:event_id}/verdict")
 async def verdict(request: Request, transaction_id: str) -> Response:
     """Fraud or genuine: an analyst label (``POST /v1/labels`` semantics: published on
     ``labels``, idempotent, the decision leaves the queue). Inconclusive: no label (there
@@ -466,13 +467,13 @@ async def verdict(request: Request, transaction_id: str) -> Response:
     return with_notice(request, "/console/queue", f"{transaction_id}: {choice}.")
 
 
-@router.get("/cards/{customer_id}")
+@router.get("/cards/{customer_id:event_id}")
 async def card_page(request: Request, customer_id: str) -> Response:
     """A card's decisions of the 30 days up to its latest one: a chart and a table."""
     return await _entity_page(request, "card", customer_id)
 
 
-@router.get("/terminals/{terminal_id}")
+@router.get("/terminals/{terminal_id:event_id}")
 async def terminal_page(request: Request, terminal_id: str) -> Response:
     """A terminal's decisions of the 30 days up to its latest one, and its fraud share."""
     return await _entity_page(request, "terminal", terminal_id)

@@ -33,6 +33,9 @@ def _json_text(value: object) -> str:
 
 templates.env.filters["json_text"] = _json_text
 templates.env.filters["axis_label"] = axis_label
+templates.env.filters["segment"] = lambda value: quote(str(value), safe="")
+"""An id as one path segment: its "/" too percent-encoded (``urlencode`` leaves "/", so a card
+``../../console/models`` linked to the models page)."""
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, AwareDatetime
 
 from models import inference
 from models.registry import RegistryError
+from services.api import paths  # noqa: F401  (registers {...:event_id})
 from services.api.deps import ApiState, State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
@@ -105,7 +106,23 @@ async def _page(
 
 
 @router.get(
-    "/decisions/{transaction_id}",
+    "/decisions/{transaction_id:event_id}/explanation",
+    response_model=Explanation,
+    responses=problems(404, 409, *AUTHED),
+    summary="Exact feature contributions",
+)
+def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanation:
+    """XGBoost's TreeSHAP (``pred_contribs``) on the feature values stored with the decision,
+    with the model version that made it. Contributions are in log-odds; they and the bias sum
+    to the margin, whose logistic is the score."""
+    raw = state.redis_sync.get(decision_key(transaction_id))
+    if raw is None:
+        raise decision_not_found(transaction_id)
+    return explanation_of(state, decode(raw))
+
+
+@router.get(
+    "/decisions/{transaction_id:event_id}",  # ids may hold "/" (after /explanation)
     response_model=Decision,
     responses=problems(404, *AUTHED),
     summary="A transaction's decision",
@@ -118,7 +135,7 @@ async def get_decision(transaction_id: TransactionId, state: State, _: Viewer) -
 
 
 @router.get(
-    "/customers/{customer_id}/decisions",
+    "/customers/{customer_id:event_id}/decisions",
     response_model=DecisionPage,
     responses=problems(400, *AUTHED),
     summary="A card's decisions, newest first",
@@ -159,22 +176,6 @@ async def review_queue(
     cursor: Cursor = None,
 ) -> DecisionPage:
     return await _page(state, REVIEW_QUEUE_KEY, False, _ms(since), None, limit, cursor)
-
-
-@router.get(
-    "/decisions/{transaction_id}/explanation",
-    response_model=Explanation,
-    responses=problems(404, 409, *AUTHED),
-    summary="Exact feature contributions",
-)
-def explain(transaction_id: TransactionId, state: State, _: Viewer) -> Explanation:
-    """XGBoost's TreeSHAP (``pred_contribs``) on the feature values stored with the decision,
-    with the model version that made it. Contributions are in log-odds; they and the bias sum
-    to the margin, whose logistic is the score."""
-    raw = state.redis_sync.get(decision_key(transaction_id))
-    if raw is None:
-        raise decision_not_found(transaction_id)
-    return explanation_of(state, decode(raw))
 
 
 def explanation_of(state: ApiState, decision: StoredDecision) -> Explanation:

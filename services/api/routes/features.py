@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from services.api import paths  # noqa: F401  (registers {...:event_id})
 from services.api.deps import State, Viewer
 from services.api.problems import Problem
 from services.api.routes import AUTHED, problems
@@ -39,7 +40,7 @@ def _read(store: Any, customer_id: str) -> dict[str, list[Any]]:
 
 
 @router.get(
-    "/customers/{customer_id}/features",
+    "/customers/{customer_id:event_id}/features",
     response_model=CustomerFeatures,
     responses=problems(404, 503, *AUTHED),
     summary="A card's online features, read through Feast",
