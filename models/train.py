@@ -294,6 +294,23 @@ def drift_reference(
     return drift.DriftReference.from_sample(candidate.features, inputs, predict(booster, inputs))
 
 
+def _require_training_weeks(frame: pd.DataFrame, splits: Sequence[Split]) -> None:
+    """Raise DataError when a split's training week holds no transaction (a ``--start``
+    outside the data: the validation splits reach four weeks before it)."""
+    from services.common.handbook import DataError
+
+    times = frame["TX_DATETIME"]
+    for split in splits:
+        start, end = pd.Timestamp(split.training_start), pd.Timestamp(split.training_end)
+        if not ((times >= start) & (times < end)).any():
+            last = split.training_end - dt.timedelta(days=1)
+            raise DataError(
+                f"the data holds no transaction from {split.training_start} to {last}, a "
+                "training week of this model (its validation weeks reach 4 weeks before the "
+                "training week); pick a --start inside the data (`fraud data` shows its span)"
+            )
+
+
 def run_training(
     settings: Settings,
     training_start: dt.date = CHAPTER3_TRAINING_START,
@@ -325,6 +342,7 @@ def run_training(
     final = Split(training_start)
     frames = FeatureFrames(settings)
     frame = frames.between(min(s.training_start for s in splits), final.training_end)
+    _require_training_weeks(frame, [*splits, final])
     selection = select(frame, grid(quick), splits, device, progress)
     chosen = choose(selection)
     best: Candidate = chosen["candidate"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 import time
 import warnings
@@ -89,6 +90,38 @@ def iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from error
 
 
+def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number from ``minimum`` (to ``maximum``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bound})")
+        return value
+
+    return parse
+
+
+def number(minimum: float, above: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number from ``minimum`` (or ``above`` it)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            bound = f"above {minimum:g}" if above else f"{minimum:g} or more"
+            raise argparse.ArgumentTypeError(f"{text} is out of range (a finite number {bound})")
+        return value
+
+    return parse
+
+
 def field_column(text: str) -> tuple[str, str]:
     """An argparse ``type`` for FIELD=COLUMN, both non-empty."""
     field, _, column = text.partition("=")
@@ -114,6 +147,18 @@ def dependency_failure(error: BaseException) -> str | None:
     """A sentence for an error that says a file, Redis or Kafka could not be reached or
     read, or None for any other error (a bug, whose traceback must be seen)."""
     classes = type(error).__mro__
+    names = {c.__name__ for c in classes}
+    if any(c.__module__.split(".")[0] == "redis" for c in classes):
+        if names & {"AuthenticationError", "AuthenticationWrongNumberOfArgsError"}:
+            return (
+                f"Redis refused the credentials ({error}): check FRAUD_REDIS__USERNAME and "
+                "FRAUD_REDIS__PASSWORD"
+            )
+        if "ResponseError" in names and "DB index is out of range" in str(error):
+            return (
+                "Redis has no such database: FRAUD_REDIS__DB must be below the server's "
+                "`databases` setting (16 by default)"
+            )
     if any(c.__module__.split(".")[0] == "redis" for c in classes) and any(
         c.__name__ in ("ConnectionError", "TimeoutError") for c in classes
     ):
@@ -259,6 +304,9 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         from services.common.metrics import serve_metrics
 
         serve_metrics(settings, "producer", port=args.metrics_port, host=args.metrics_host)
+    if args.start and args.end and args.end <= args.start:
+        print("--to is the day after the last: it must be after --from", file=sys.stderr)
+        return 2
     again = ""  # what a rerun adds to resume the same stream
     if args.simulate:
         if args.seed is None:  # a new stream: a rerun's ids must not be this run's
@@ -513,12 +561,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", type=iso_date, help="first day")
     p.add_argument("--to", dest="end", type=iso_date, help="day after the last")
     p.add_argument(
-        "--rate", type=float, default=0.0, help="transactions per second (0: as fast as possible)"
+        "--rate",
+        type=number(0),
+        default=0.0,
+        help="transactions per second (0: as fast as possible)",
     )
-    p.add_argument("--count", type=int, help="stop after this many transactions")
+    p.add_argument("--count", type=whole(1), help="stop after this many transactions")
     p.add_argument(
         "--label-lead-days",
-        type=float,
+        type=number(0),
         default=1.0,
         help="send each label this long before the delayed window counts it",
     )
@@ -528,34 +579,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--skip-events",
-        type=int,
+        type=whole(0),
         default=0,
         metavar="N",
         help="skip the stream's first N events (the resume point an interrupted run printed)",
     )
     p.add_argument(
         "--max-outage-s",
-        type=float,
+        type=number(0),
         default=300.0,
         metavar="S",
         help="wait this long for an unreachable broker, then stop and print where to resume "
         "(exit 4)",
     )
     p.add_argument(
-        "--customers", type=int, default=5000, help="cards of the simulator (--simulate)"
+        "--customers", type=whole(1), default=5000, help="cards of the simulator (--simulate)"
     )
     p.add_argument(
-        "--terminals", type=int, default=10000, help="terminals of the simulator (--simulate)"
+        "--terminals",
+        type=whole(1),
+        default=10000,
+        help="terminals of the simulator (--simulate)",
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=whole(0),
         help="the simulator's seed (--simulate; default: a new one, printed). The same seed "
         "gives the same transaction ids with new event times: those the scorer already "
         "decided go to the dead-letter topic as reused_transaction_id",
     )
     p.add_argument("--json", action="store_true", help="print JSON, no progress bar")
-    p.add_argument("--metrics-port", type=int, help="serve /metrics on this port (0: any)")
+    p.add_argument(
+        "--metrics-port", type=whole(0, 65535), help="serve /metrics on this port (0: any)"
+    )
     p.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of /metrics (default 127.0.0.1)"
     )
@@ -577,7 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("dashboards", _dashboards, "generate infra/grafana/dashboards/*.json from code")
 
     p = add("report", _report, "plot the last run's latency and throughput from Prometheus")
-    p.add_argument("--minutes", type=float, default=30.0, help="how far back to look")
+    p.add_argument(
+        "--minutes", type=number(0, above=True), default=30.0, help="how far back to look"
+    )
 
     p = add("drift", _drift, "PSI of each model input and of the score, from Prometheus")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -631,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     undelivered after a broker outage), 70 from a worker that missed its stop deadline,
     130 on Ctrl-C."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from models.device import DeviceUnavailable
     from models.registry import RegistryError
@@ -646,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as error:
         print(f"fraud: bad FRAUD_ setting:\n{setting_errors(error)}", file=sys.stderr)
+        return 2
+    except SettingsError as error:  # a FRAUD_<SECTION> that is not JSON, before validation
+        print(f"fraud: bad FRAUD_ setting: {error}", file=sys.stderr)
         return 2
     handler: Handler = args.handler
     try:

@@ -330,7 +330,15 @@ class ScorerSettings(BaseModel):
         description="the address /metrics listens on; 0.0.0.0 where Prometheus scrapes from"
         " another host or container (docker-compose.yml)",
     )
-    loglevel: str = "warning"
+    loglevel: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "warning", description="the workers' log level"
+    )
+
+    @field_validator("loglevel", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
         description="the worker's event loop; uvloop's transports are written in C (the scorer's"

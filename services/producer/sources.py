@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from services.common.events import mask_card_numbers
+from services.common.handbook import DataError
 from services.features.definitions import LABEL_DELAY_DAYS
 
 IntArray = npt.NDArray[np.int64]
@@ -48,8 +50,9 @@ def read_file(path: Path, columns: dict[str, str] | None = None) -> pd.DataFrame
     event time (ties keep the file's order). Naive times are taken as UTC.
 
     Raises:
-        KeyError: a mapped column is missing (``is_fraud`` is optional).
-        ValueError: the file is neither .parquet nor .csv.
+        DataError: the file is neither .parquet nor .csv, a mapped column is missing
+            (``is_fraud`` is optional), or an event time or amount does not parse (the
+            message names the first such row).
     """
     mapping = {**HANDBOOK_COLUMNS, **(columns or {})}
     if path.suffix == ".parquet":
@@ -57,12 +60,26 @@ def read_file(path: Path, columns: dict[str, str] | None = None) -> pd.DataFrame
     elif path.suffix == ".csv":
         frame = pd.read_csv(path)
     else:
-        raise ValueError(f"{path}: expected .parquet or .csv")
+        raise DataError(f"{path}: expected a .parquet or .csv file")
     missing = [col for field, col in mapping.items() if field != "is_fraud" and col not in frame]
     if missing:
-        raise KeyError(f"{path} lacks columns {missing}; map them with --column FIELD=COLUMN")
+        raise DataError(f"{path} lacks columns {missing}; map them with --column FIELD=COLUMN")
     renamed = frame.rename(columns={col: field for field, col in mapping.items()})
-    renamed["event_time"] = pd.to_datetime(renamed["event_time"], utc=True)
+    for field in ("event_time", "amount"):
+        parsed: pd.Series = (
+            pd.to_datetime(renamed[field], utc=True, errors="coerce")
+            if field == "event_time"
+            else pd.to_numeric(renamed[field], errors="coerce")
+        )
+        bad = parsed.isna()  # unparsed, or missing
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            shown = mask_card_numbers(str(renamed[field].iloc[row]))[:40]
+            raise DataError(
+                f"{path}: {mapping[field]} of data row {row + 1} ({shown!r}) is not "
+                f"{'a time' if field == 'event_time' else 'a number'} ({int(bad.sum())} such rows)"
+            )
+        renamed[field] = parsed
     return renamed.sort_values("event_time", kind="stable").reset_index(drop=True)
 
 
