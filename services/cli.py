@@ -207,6 +207,12 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
     if args.end <= args.start:
         print("--to is the day after the last: it must be after --from", file=sys.stderr)
         return 2
+    if args.out.suffix != ".parquet":
+        print(
+            f"--out {args.out}: the features are written as Parquet: name it .parquet",
+            file=sys.stderr,
+        )
+        return 2
     # the windows need 37 days of history before the first requested day
     history_start = args.start - dt.timedelta(days=40)
     frame = load_transactions(settings.data_dir, history_start, args.end)

@@ -136,13 +136,15 @@ async def refuse_duplicate_keys(request: Request) -> None:
     body = await request.body()  # cached: the route's own parsing reads it again
     if not body:
         return
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    media = request.headers.get("content-type", "").split(";")[0].strip()
     if request.url.path.startswith("/v1/") and media.lower() != "application/json":
         raise Problem(  # the route would say its body is "not a valid dictionary"
             415,
             "unsupported-media-type",
             "Unsupported media type",
-            f"the body must be application/json, not {media[:100]!r}",
+            f"the body must be application/json, not {media[:100]!r}"
+            if media
+            else "send the body with Content-Type: application/json",
         )
     if media.lower() != "application/json":
         return  # a console form: no JSON to look into

@@ -384,7 +384,7 @@ def parse_transaction(value: bytes, now: dt.datetime | None = None) -> Transacti
         time_ms=_epoch_ms(event_time),
         customer_id=customer_id,
         terminal_id=terminal_id,
-        amount=float(amount),
+        amount=float(amount) + 0.0,  # -0.0 is 0.0
         currency=currency,
         fields=obj,
     )

@@ -440,6 +440,9 @@ def test_policy_is_validated_versioned_and_audited(
         headers={**admin, "content-type": "text/plain"},
     )
     _assert_problem(plain_text, 415, "unsupported-media-type")
+    untyped = client.put("/v1/policy", content=b'{"review_threshold": 0.2}', headers=admin)
+    _assert_problem(untyped, 415, "unsupported-media-type")  # no Content-Type at all
+    assert "Content-Type: application/json" in untyped.json()["detail"]
     _assert_problem(  # a number, not a string that looks like one
         client.put("/v1/policy", json={"review_threshold": "0.2"}, headers=admin),
         422,

@@ -303,6 +303,12 @@ def test_a_verdict_publishes_the_label_once_and_leaves_the_queue(
 ) -> None:
     client, csrf = _sign_in(app, keys["analyst"])
     fraud, genuine, unsure = (m.decode() for m in sync.zrange(REVIEW_QUEUE_KEY, 2, 4))
+    twice = client.post(  # which of the two would be a guess: neither is taken
+        f"/console/decisions/{fraud}/verdict",
+        content=f"csrf={csrf}&verdict=fraud&verdict=genuine".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert twice.status_code == 400 and sync.zscore(REVIEW_QUEUE_KEY, fraud) is not None
     for target, verdict in ((fraud, "fraud"), (genuine, "genuine"), (unsure, "inconclusive")):
         reply = client.post(
             f"/console/decisions/{target}/verdict",

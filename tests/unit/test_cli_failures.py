@@ -148,3 +148,11 @@ def test_a_settings_section_that_is_not_json_and_a_bad_log_level_are_exit_2(
     monkeypatch.setenv("FRAUD_SCORER__LOGLEVEL", "bogus")
     assert main(["status"]) == 2
     assert "FRAUD_SCORER__LOGLEVEL: Input should be 'debug'" in capsys.readouterr().err
+
+
+def test_features_are_written_to_a_parquet_name_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "f.csv"  # Parquet bytes under a .csv name, once
+    assert main(["features", "--from", "2018-08-08", "--to", "2018-08-09", "--out", str(out)]) == 2
+    assert "name it .parquet" in capsys.readouterr().err and not out.exists()

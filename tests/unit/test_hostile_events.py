@@ -3,6 +3,8 @@ the reason the contract names, and no reason or detail carries a card number."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from services.common.events import (
@@ -150,3 +152,13 @@ def test_the_dead_letter_payload_never_carries_a_card_number(
     payload: bytes, kept: bytes | None
 ) -> None:
     assert redact_payload(payload) == (payload if kept is None else kept)
+
+
+def test_a_negative_zero_amount_is_zero() -> None:
+    # json.loads gives -0.0, which passes 0 <= amount; stored as is it read "-0.0"
+    event = parse_transaction(
+        b'{"schema_version": 1, "transaction_id": "t", "event_time": "2018-08-08T00:00:00Z",'
+        b' "customer_id": "c", "terminal_id": "s", "amount": -0.0, "currency": "EUR"}',
+        now=dt.datetime(2018, 8, 8, tzinfo=dt.UTC),
+    )
+    assert str(event.amount) == "0.0"

@@ -128,9 +128,11 @@ async def current_session(request: Request) -> Session | None:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body, one value per field (the last)."""
+    """An ``application/x-www-form-urlencoded`` body, one value per field. A field given twice
+    (``verdict=fraud&verdict=genuine``) is left out, as if not given: the console's forms
+    never send one twice, and which value to act on would be a guess."""
     body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items() if len(v) == 1}
 
 
 async def posted(request: Request, role: Role) -> tuple[Session, dict[str, str]] | Response:
