@@ -84,7 +84,25 @@ async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind, title = STATUS_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
-    return problem_response(request, exc.status_code, kind, title, detail)
+    response = problem_response(request, exc.status_code, kind, title, detail)
+    if exc.status_code == 405:  # RFC 9110 15.5.6: a 405 says which methods the path takes
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route takes at the request's path (Starlette's own ``Allow`` names only
+    the first such route's: ``GET`` for ``/v1/policy``, which ``PUT`` takes too)."""
+    from starlette.routing import Match
+
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    ]
 
 
 def error_message(error: Mapping[str, Any]) -> str:

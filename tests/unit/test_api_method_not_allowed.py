@@ -1,0 +1,17 @@
+"""A method a route does not take: 405 with ``Allow`` (RFC 9110, 15.5.6), as a problem. The
+router answers before any dependency, so no Redis or Kafka is needed (no lifespan)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from services.api.app import create_app
+from services.common.settings import Settings
+
+
+def test_a_method_not_allowed_says_which_are() -> None:
+    client = TestClient(create_app(Settings()))  # not entered: the lifespan does not run
+    reply = client.delete("/v1/policy")
+    assert reply.status_code == 405
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert {m.strip() for m in reply.headers["allow"].split(",")} == {"GET", "PUT"}
