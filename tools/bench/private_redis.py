@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.stack.install import ensure_program
-from services.stack.process import free_port, port_open, tail, write_private
+from services.stack.process import free_port, free_ports, port_open, tail, write_private
 from services.stack.redis_server import PERSISTENCE
 
 START_TIMEOUT_S = 10.0
@@ -79,17 +79,20 @@ def private_redis_cluster(masters: int = 3) -> Iterator[list[int]]:
     """
     program = ensure_program("redis-server", "redis-server")
     cli = ensure_program("redis-cli", "redis-tools")
-    ports = [free_port() for _ in range(masters)]
+    # data and bus ports chosen together: a bus port chosen apart once took another node's
+    # data port ("Address already in use")
+    chosen = free_ports(2 * masters)
+    ports, bus_ports = chosen[:masters], chosen[masters:]
     servers: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="fraud-redis-cluster-") as folder:
         try:
-            for port in ports:
+            for port, bus_port in zip(ports, bus_ports, strict=True):
                 node = Path(folder) / str(port)
                 node.mkdir()
                 argv = [program, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(node)]
                 argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
                 # the bus port defaults to port + 10000, which a free port need not leave free
-                argv += ["--cluster-port", str(free_port())]
+                argv += ["--cluster-port", str(bus_port)]
                 argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
                 argv += ["--logfile", str(node / "redis.log")]
                 servers.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
