@@ -108,7 +108,9 @@ _DAY_MS = 24 * 3600 * 1000
 
 
 class TopicsSettings(BaseModel):
-    """Partitions and retention of the four topics of the event contracts (DESIGN.md, "Events").
+    """Partitions and retention of the four topics of the event contracts (DESIGN.md, "Events")
+    and of the dead-letter topics of the two that take outside input (``transactions.dlq``,
+    ``labels.dlq``; both ``dlq_partitions`` and ``dlq_retention_ms``).
 
     The names are part of the contract; ``prefix`` (empty by default) namespaces them so that
     isolated runs (tests, benchmarks) can share a cluster.
@@ -172,6 +174,16 @@ class TopicsSettings(BaseModel):
         )
 
     @property
+    def labels_dlq(self) -> TopicSpec:
+        """Labels that break the label contract, as ``transactions.dlq`` keeps transactions."""
+        return TopicSpec(
+            name=self.prefix + "labels.dlq",
+            partitions=self.dlq_partitions,
+            retention_ms=self.dlq_retention_ms,
+            max_message_bytes=MAX_RECORD_BYTES,
+        )
+
+    @property
     def decisions(self) -> TopicSpec:
         return TopicSpec(
             name=self.prefix + "decisions",
@@ -188,7 +200,13 @@ class TopicsSettings(BaseModel):
         )
 
     def all(self) -> list[TopicSpec]:
-        return [self.transactions, self.transactions_dlq, self.decisions, self.labels]
+        return [
+            self.transactions,
+            self.transactions_dlq,
+            self.decisions,
+            self.labels,
+            self.labels_dlq,
+        ]
 
 
 class RedisSettings(BaseModel):

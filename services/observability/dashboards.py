@@ -108,6 +108,10 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         [
             ("sum by (reason) (rate(fraud_dead_letters_total[5m]))", "{{reason}}"),
             ('sum(rate(fraud_transactions_received_total{result="invalid"}[5m]))', "all invalid"),
+            (
+                "sum by (reason) (rate(fraud_label_dead_letters_total[5m]))",
+                "label {{reason}}",
+            ),
         ],
         "timeseries",
     ),

@@ -56,6 +56,14 @@ DEAD_LETTERS = Counter(
 )
 for _reason in REASONS:  # a series per known reason from the start: rates and panels show 0
     DEAD_LETTERS.labels(reason=_reason)
+LABEL_DEAD_LETTERS = Counter(
+    "fraud_label_dead_letters_total",
+    "Labels that broke the label contract, sent to labels.dlq (the recording worker).",
+    ["reason"],
+)
+for _reason in REASONS:
+    if _reason != "reused_transaction_id":  # a transaction's reason only
+        LABEL_DEAD_LETTERS.labels(reason=_reason)
 SCORES = Histogram(
     "fraud_score",
     "Model scores (fraud probability).",

@@ -49,6 +49,33 @@ def validate(records: Sequence[Record]) -> tuple[list[tuple[Record, Transaction]
     return valid, rejected
 
 
+async def send_dead_letters(
+    publisher: Publisher, topic: str, rejects: Sequence[Rejected], counter: Any = None
+) -> list[Any]:
+    """Send rejected records to the dead-letter ``topic``: the original bytes with any card
+    number masked (:func:`redact_payload`), the reason, its detail and the source
+    (``topic/partition/offset``) in headers; count each by reason in ``counter`` (default
+    ``fraud_dead_letters_total``, the rejected transactions).
+
+    Returns:
+        Their delivery futures.
+    """
+    futures = []
+    for record, error in rejects:
+        source = f"{record.topic}/{record.partition}/{record.offset}"
+        headers = [
+            ("reason", error.reason.encode()),
+            ("detail", error.detail.encode()),
+            ("source", source.encode()),
+        ]
+        key = redact_payload(record.key) if record.key else None
+        value = redact_payload(record.value or b"")
+        futures.append(await publisher.send(topic, key=key, value=value, headers=headers))
+        (counter or metrics.DEAD_LETTERS).labels(reason=error.reason.split(":")[0]).inc()
+        log.warning("dead_letter reason=%s source=%s", error.reason, source)
+    return futures
+
+
 class ScoringPipeline:
     """Decides micro-batches of ``transactions`` records and publishes the outcome.
 
@@ -102,31 +129,12 @@ class ScoringPipeline:
         return delivery
 
     async def dead_letter(self, rejects: Sequence[Rejected]) -> list[Any]:
-        """Send rejected records to the dead-letter topic: the original bytes with any card
-        number masked (:func:`redact_payload`), the reason, its detail and the source offset in
-        headers.
+        """Send rejected records to the dead-letter topic (:func:`send_dead_letters`).
 
         Returns:
             Their delivery futures.
         """
-        futures = []
-        for record, error in rejects:
-            source = f"{record.topic}/{record.partition}/{record.offset}"
-            headers = [
-                ("reason", error.reason.encode()),
-                ("detail", error.detail.encode()),
-                ("source", source.encode()),
-            ]
-            key = redact_payload(record.key) if record.key else None
-            value = redact_payload(record.value or b"")
-            futures.append(
-                await self.publisher.send(
-                    self.dead_letter_topic, key=key, value=value, headers=headers
-                )
-            )
-            metrics.DEAD_LETTERS.labels(reason=error.reason.split(":")[0]).inc()
-            log.warning("dead_letter reason=%s source=%s", error.reason, source)
-        return futures
+        return await send_dead_letters(self.publisher, self.dead_letter_topic, rejects)
 
     async def _decide(
         self, valid: list[tuple[Record, Transaction]]

@@ -9,17 +9,21 @@ groups.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from services.common import shadow_store
 from services.common.decision import decode_where
 from services.common.decision_store import DecisionStore
-from services.common.errors import retry
+from services.common.errors import Unavailable, retry
 from services.common.events import InvalidEvent, Label, parse_label
 from services.scorer import metrics
+from services.scorer.pipeline import Rejected, send_dead_letters
 from services.scorer.ports import Record
 from services.scorer.terminal_state import Observed, TerminalState
 
@@ -28,10 +32,11 @@ log = logging.getLogger("fraud.scorer")
 
 def terminal_events(
     records: Sequence[Record], decisions_topic: str
-) -> tuple[list[Observed], list[Label]]:
-    """Split ``decisions`` and ``labels`` records into what the terminals record: decided
-    transactions, and labels (an invalid label is logged and skipped)."""
-    observed, labels = [], []
+) -> tuple[list[Observed], list[Label], list[Rejected]]:
+    """Split ``decisions`` and ``labels`` records into what the terminals record (decided
+    transactions, valid labels) and the labels that break the label contract, each with
+    why (for ``labels.dlq``)."""
+    observed, labels, rejected = [], [], []
     for record in records:
         if record.topic == decisions_topic:
             observed.append(Observed(*decode_where(record.value or b"")))
@@ -39,10 +44,67 @@ def terminal_events(
         try:
             labels.append(parse_label(record.value or b""))
         except InvalidEvent as error:
-            log.warning("label_rejected reason=%s offset=%s", error.reason, record.offset)
-        except Exception:
-            log.exception("label_rejected reason=unreadable offset=%s", record.offset)
-    return observed, labels
+            rejected.append((record, error))
+        except Exception as error:
+            # a bug of the validator: the label goes to the dead-letter topic, not in a loop
+            log.exception("validator_failed topic=%s offset=%s", record.topic, record.offset)
+            why = InvalidEvent("unreadable", f"the validator failed: {type(error).__name__}")
+            rejected.append((record, why))
+    return observed, labels, rejected
+
+
+class LabelDeadLetters:
+    """Labels that break the contract -> ``labels.dlq`` (:func:`send_dead_letters`: bytes
+    with card numbers masked, reason, detail and source offset in headers), through a producer
+    started on the first such label.
+
+    Args:
+        start_producer: starts an idempotent, ``acks=all`` producer.
+        topic: the dead-letter topic's name.
+        deadline_s: how long a delivery is retried while the broker is away.
+    """
+
+    def __init__(
+        self, start_producer: Callable[[], Awaitable[Any]], topic: str, deadline_s: float
+    ) -> None:
+        self.start_producer = start_producer
+        self.topic = topic
+        self.deadline_s = deadline_s
+        self._producer: Any = None
+
+    async def __call__(self, rejects: Sequence[Rejected]) -> None:
+        """Deliver ``rejects`` to the dead-letter topic; returns once the broker has them.
+
+        Raises:
+            Unavailable: the broker did not take them within the deadline.
+        """
+
+        async def deliver() -> None:
+            if self._producer is None:
+                self._producer = await self.start_producer()
+            try:
+                sent = await send_dead_letters(
+                    self._producer, self.topic, rejects, metrics.LABEL_DEAD_LETTERS
+                )
+                await asyncio.gather(*sent)
+            except Exception as error:
+                # an idempotent producer whose batch failed refuses the partition's next ones
+                # (worker.Runtime.renew_producer): the next attempt starts a new one
+                await self.close()
+                if isinstance(error, KafkaError):  # a timeout too: the broker may come back
+                    raise Unavailable(f"{self.topic}: {type(error).__name__}") from error
+                raise
+
+        await retry(deliver, "labels.dlq", deadline_s=self.deadline_s)
+
+    async def close(self) -> None:
+        """Stop the producer, if one was started."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as error:
+                log.warning("producer_stop_failed error=%r", error)
 
 
 class TerminalRecorder:
@@ -57,23 +119,29 @@ class TerminalRecorder:
         terminals: TerminalState,
         decisions_topic: str,
         deadline_s: float,
+        dead_letters: Callable[[Sequence[Rejected]], Awaitable[None]],
         shadow: tuple[Any, int] | None = None,
     ) -> None:
         """``shadow``: the Redis client and retention (ms) of the shadow comparison, whose
-        transactions' labels are kept there too (:mod:`services.common.shadow_store`)."""
+        transactions' labels are kept there too (:mod:`services.common.shadow_store`).
+        ``dead_letters``: where labels that break the contract go (:class:`LabelDeadLetters`)."""
         self.terminals = terminals
         self.decisions_topic = decisions_topic
         self.deadline_s = deadline_s
         self.shadow = shadow
+        self.dead_letters = dead_letters
         self.last_label_at = 0.0
 
     async def __call__(self, records: Sequence[Record]) -> None:
-        """Record a batch.
+        """Record a batch, and send its invalid labels to the dead-letter topic.
 
         Raises:
-            Unavailable: Redis did not answer within the deadline.
+            Unavailable: Redis, or the broker for dead letters, did not answer within the
+                deadline.
         """
-        observed, labels = terminal_events(records, self.decisions_topic)
+        observed, labels, rejected = terminal_events(records, self.decisions_topic)
+        if rejected:
+            await self.dead_letters(rejected)
         if observed or labels:
             await retry(
                 lambda: self.terminals.apply(observed, labels),

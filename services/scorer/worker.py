@@ -16,7 +16,8 @@ The recording worker (``fraud record``), off it:
 
 - ``terminals``: ``decisions`` and ``labels`` -> terminal state (``terminal_history`` in
   Feast's online store), in a consumer group whose every partition goes to one member: the
-  terminals' single writer, with a standby in every other recording worker;
+  terminals' single writer, with a standby in every other recording worker; a label that
+  breaks the label contract goes to ``labels.dlq`` with the reason;
 - ``store``: ``decisions`` -> the decision store, so the store can always be rebuilt from the
   topic.
 
@@ -59,7 +60,7 @@ from services.scorer.drift import DriftCounts
 from services.scorer.faust_app import make_app, use_event_loop
 from services.scorer.model import MODEL_ERROR_KEY, SHADOW_ERROR_KEY, ActiveModel
 from services.scorer.pipeline import ScoringPipeline
-from services.scorer.recorders import DecisionRecorder, TerminalRecorder
+from services.scorer.recorders import DecisionRecorder, LabelDeadLetters, TerminalRecorder
 from services.scorer.scoring import Scorer
 from services.scorer.side_consumers import LoopStop, consume_batches, consume_transactions
 from services.scorer.terminal_state import SingleOwnerAssignor, TerminalState
@@ -109,31 +110,9 @@ class Runtime:
         return self._redis
 
     async def producer(self) -> Any:
-        """An aiokafka producer in the worker's loop, for decisions and dead letters.
-
-        Faust's ``topic.send`` cost about 0.6 ms per record here under load; aiokafka's own
-        ``send`` appends to its batch accumulator and returns a delivery future.
-        """
+        """The worker's producer for decisions and dead letters (:func:`start_producer`)."""
         if self._producer is None:
-            from aiokafka import AIOKafkaProducer
-
-            producer = AIOKafkaProducer(
-                **aiokafka_kwargs(self.settings.kafka),
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=0,
-                max_request_size=MAX_RECORD_BYTES + 64 * 1024,  # a dead-lettered 2 MiB event
-                # a batch for a partition without a leader fails after this long, even with
-                # idempotence: ride out a broker that is away, up to the setting
-                request_timeout_ms=int(self.settings.scorer.broker_wait_s * 1000),
-            )
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await start_producer(self.settings)
         return self._producer
 
     async def renew_producer(self) -> Any:
@@ -283,8 +262,15 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
     redis = worker_redis(settings)
     decisions_topic = settings.topics.decisions.name
     terminals = TerminalState(redis, settings.store.feature_row_ttl_ms)
+    dead_letters = LabelDeadLetters(
+        lambda: start_producer(settings), settings.topics.labels_dlq.name, deadline_s
+    )
     recorder = TerminalRecorder(
-        terminals, decisions_topic, deadline_s, shadow=(redis, settings.store.retention_ms)
+        terminals,
+        decisions_topic,
+        deadline_s,
+        dead_letters,
+        shadow=(redis, settings.store.retention_ms),
     )
     store = DecisionRecorder(DecisionStore(redis, settings.store.retention_ms), deadline_s)
     writes_terminals = False  # whether this process owns the terminals' partitions
@@ -298,6 +284,12 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
 
     @app.task
     async def terminals_consumer() -> None:
+        try:
+            await terminals_loop()
+        finally:
+            await dead_letters.close()
+
+    async def terminals_loop() -> None:
         await loops.run(
             consume_batches(
                 settings,
@@ -349,6 +341,36 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
 
     app.task(watch_loop_lag)
     return app
+
+
+async def start_producer(settings: Settings) -> Any:
+    """An idempotent, ``acks=all`` aiokafka producer, started in the running loop.
+
+    Faust's ``topic.send`` cost about 0.6 ms per record here under load; aiokafka's own
+    ``send`` appends to its batch accumulator and returns a delivery future.
+
+    Raises:
+        KafkaError: the producer could not start (no broker answered).
+    """
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        **aiokafka_kwargs(settings.kafka),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        max_request_size=MAX_RECORD_BYTES + 64 * 1024,  # a dead-lettered 2 MiB event
+        # a batch for a partition without a leader fails after this long, even with
+        # idempotence: ride out a broker that is away, up to the setting
+        request_timeout_ms=int(settings.scorer.broker_wait_s * 1000),
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
 
 
 def worker_redis(settings: Settings) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -107,3 +108,69 @@ def test_no_card_number_or_key_in_the_worker_log(scorer: PrivateScorer) -> None:
     for number in CORPUS_CARD_NUMBERS:  # the corpus's own numbers, in any spacing
         assert number not in digits_only, number
     assert not re.search(r"fd_[0-9a-f]{12}_[A-Za-z0-9-]{20,}", log)
+
+
+def test_hostile_labels_go_to_their_dead_letter_topic(scorer: PrivateScorer, kafka: str) -> None:
+    """Labels come from systems the scorer does not own (chargeback feeds, other producers):
+    one that breaks the label contract reaches ``labels.dlq`` with its reason and no card
+    number, and the valid label sent after it is applied (the recorder counts it)."""
+    import requests
+
+    settings = scorer.settings
+    valid = {
+        "transaction_id": "label-ok",
+        "customer_id": "c-1",
+        "terminal_id": "t-1",
+        "transaction_time": "2018-08-08T10:15:02Z",
+        "is_fraud": True,
+        "reported_at": "2018-08-15T10:15:02Z",
+        "source": "chargeback",
+    }
+    hostile = {  # key -> (value, the reason expected); hand-written against the contract
+        "not-json": (b"{not json", "invalid_json"),
+        "fraud-text": (json.dumps({**valid, "is_fraud": "yes"}).encode(), "wrong_type:is_fraud"),
+        "rumour": (json.dumps({**valid, "source": "rumour"}).encode(), "out_of_range:source"),
+        "spaced": (json.dumps({**valid, "customer_id": " c-1"}).encode(), "whitespace"),
+        "twice": (b'{"transaction_id": "a", "transaction_id": "b"}', "duplicate_key"),
+        "pan": (
+            json.dumps({**valid, "note": "card 4111 1111 1111 1111"}).encode(),
+            "card_number",
+        ),
+    }
+
+    def labels_applied() -> float:
+        port = scorer.env["FRAUD_RECORDER__METRICS_PORT"]
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        line = 'fraud_labels_total{source="chargeback"} '
+        return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
+
+    before = labels_applied()
+    producer = KafkaProducer(bootstrap_servers=kafka)
+    for key, (value, _) in hostile.items():
+        producer.send(settings.topics.labels.name, key=key.encode(), value=value)
+    producer.send(settings.topics.labels.name, key=b"ok", value=json.dumps(valid).encode())
+    producer.flush()
+    producer.close()
+
+    consumer = KafkaConsumer(
+        settings.topics.labels_dlq.name,
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=30_000,
+    )
+    dead = {}
+    for record in consumer:
+        dead[record.key.decode()] = (dict(record.headers), record.value)
+        if len(dead) == len(hostile):
+            break
+    consumer.close()
+    assert set(dead) == set(hostile)
+    for key, (_, reason) in hostile.items():
+        headers, value = dead[key]
+        assert headers["reason"].decode().startswith(reason), key
+        assert headers["source"].decode().startswith(settings.topics.labels.name + "/"), key
+        assert not contains_card_number(value.decode("utf-8", errors="replace")), key
+    deadline = time.monotonic() + 30
+    while labels_applied() < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert labels_applied() == before + 1

@@ -8,13 +8,13 @@ import inspect
 from prometheus_client import REGISTRY, generate_latest
 
 from services.common import events
-from services.scorer import metrics, pipeline
+from services.scorer import metrics, pipeline, recorders
 
 
 def _raised_reason_kinds() -> set[str]:
     """The reason kinds in the source: the first argument of every ``InvalidEvent(...)``."""
     kinds = set()
-    for module in (events, pipeline):
+    for module in (events, pipeline, recorders):
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "InvalidEvent":
                 first = node.args[0]
@@ -40,3 +40,5 @@ def test_each_known_reason_is_exported_at_zero_before_any_dead_letter() -> None:
     text = generate_latest(REGISTRY).decode()
     for reason in events.REASONS:
         assert f'fraud_dead_letters_total{{reason="{reason}"}} 0.0' in text, reason
+        label = f'fraud_label_dead_letters_total{{reason="{reason}"}} 0.0'
+        assert (label in text) == (reason != "reused_transaction_id"), reason

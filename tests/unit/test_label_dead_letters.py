@@ -1,0 +1,127 @@
+"""Labels that break the label contract reach ``labels.dlq`` with their reason, masked, while
+the valid labels of the same batch are applied; a broker that does not take them fails the
+batch (so its offsets are not committed) instead of losing them. In-memory fakes: no Kafka,
+no Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from services.common.errors import Unavailable
+from services.common.events import Label
+from services.scorer import metrics
+from services.scorer.recorders import LabelDeadLetters, TerminalRecorder
+from services.scorer.terminal_state import Observed
+from tests.unit.fakes import FakePublisher, FakeRecord
+
+LABELS, DLQ = "labels", "labels.dlq"
+
+
+def _label(identifier: str, **changes: Any) -> bytes:
+    """A label as DESIGN.md's label contract writes it, with ``changes`` applied."""
+    label = {
+        "transaction_id": identifier,
+        "customer_id": "c-1",
+        "terminal_id": "t-1",
+        "transaction_time": "2018-08-08T10:15:02Z",
+        "is_fraud": True,
+        "reported_at": "2018-08-15T10:15:02Z",
+        "source": "chargeback",
+    }
+    label.update(changes)
+    return json.dumps(label).encode()
+
+
+class Terminals:
+    """Records what it is asked to apply."""
+
+    def __init__(self) -> None:
+        self.labels: list[Label] = []
+
+    async def apply(self, observed: Sequence[Observed], labels: Sequence[Label] = ()) -> int:
+        self.labels += labels
+        return len(labels)
+
+
+class Producers:
+    """Starts fake producers; each delivers, or fails its deliveries with ``fail``."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.started: list[FakePublisher] = []
+        self.fail = fail  # how many producers fail their deliveries before one succeeds
+
+    async def start(self) -> Any:
+        producers = self
+
+        class Producer(FakePublisher):
+            stopped = False
+
+            async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[Any]:
+                delivery = await super().send(topic, **kwargs)
+                if producers.fail > len(producers.started) - 1:
+                    delivery.set_exception(KafkaTimeoutError())
+                else:
+                    delivery.set_result(None)
+                return delivery
+
+            async def stop(self) -> None:
+                self.stopped = True
+
+        producer = Producer()
+        self.started.append(producer)
+        return producer
+
+
+def _batch(*values: bytes) -> list[FakeRecord]:
+    return [FakeRecord(v, offset=i, topic=LABELS, key=b"k") for i, v in enumerate(values)]
+
+
+def test_invalid_labels_go_to_the_dead_letter_topic_and_valid_ones_are_applied() -> None:
+    producers, terminals = Producers(), Terminals()
+    dead_letters = LabelDeadLetters(producers.start, DLQ, deadline_s=5)
+    recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
+    before = metrics.LABEL_DEAD_LETTERS.labels(reason="wrong_type")._value.get()
+    batch = _batch(
+        _label("ok-1"),
+        _label("bad-1", is_fraud="yes"),
+        _label("bad-2", transaction_id=" ok-1"),
+        b'{"transaction_id": "x", "pan": "4111 1111 1111 1111"}',
+        _label("ok-2", is_fraud=False),
+    )
+
+    asyncio.run(recorder(batch))
+
+    assert [label.transaction_id for label in terminals.labels] == ["ok-1", "ok-2"]
+    (producer,) = producers.started
+    dead = producer.on(DLQ)
+    reasons = [dict(s.headers or [])["reason"].decode() for s in dead]
+    assert reasons == ["wrong_type:is_fraud", "whitespace:transaction_id", "card_number:pan"]
+    sources = [dict(s.headers or [])["source"].decode() for s in dead]
+    assert sources == ["labels/0/1", "labels/0/2", "labels/0/3"]
+    assert b"4111" not in (dead[2].value or b"")
+    assert dead[0].value == batch[1].value  # no card number: the bytes as they came
+    assert metrics.LABEL_DEAD_LETTERS.labels(reason="wrong_type")._value.get() == before + 1
+
+
+def test_a_broker_that_does_not_take_them_fails_the_batch_then_a_new_producer_delivers() -> None:
+    producers, terminals = Producers(fail=1), Terminals()
+    dead_letters = LabelDeadLetters(producers.start, DLQ, deadline_s=5)
+    recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
+
+    asyncio.run(recorder(_batch(_label("bad", source="rumour"))))
+
+    first, second = producers.started  # the failed producer was stopped and replaced
+    assert first.stopped and not second.stopped
+    assert len(second.on(DLQ)) == 1
+
+    never = Producers(fail=1000)
+    dead_letters = LabelDeadLetters(never.start, DLQ, deadline_s=0.5)
+    recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
+    with pytest.raises(Unavailable):
+        asyncio.run(recorder(_batch(_label("bad", source="rumour"))))
