@@ -103,3 +103,35 @@ def test_published_ports_are_on_this_host_only() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     published = [p for s in services.values() for p in s.get("ports", [])]
     assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
+
+
+def test_every_broker_keeps_its_log_in_a_named_volume() -> None:
+    """Given any ``KAFKA_*`` variable, the apache/kafka image uses only those: without
+    ``KAFKA_LOG_DIRS`` the log lives in the container (Kafka's default, under /tmp), and a
+    recreated container has lost every topic, the decisions the store is rebuilt from too."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    brokers = {n: s for n, s in compose["services"].items() if n == "kafka" or n[:6] == "kafka-"}
+    assert len(brokers) == 4
+    for name, broker in brokers.items():
+        log_dirs = broker["environment"].get("KAFKA_LOG_DIRS")
+        mounts = dict(str(v).rsplit(":", 1)[::-1] for v in broker.get("volumes", []))
+        assert log_dirs in mounts, (name, log_dirs, mounts)
+        assert mounts[log_dirs] in compose["volumes"], name  # a named volume, not the container
+
+
+def test_prometheus_in_compose_finds_the_cluster_replicas() -> None:
+    """The cluster profile's scorers and recorders (two replicas each, one service name) are
+    found by DNS, at the port each listens on, with the ``service`` label the alerts use."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    scrape = yaml.safe_load((PROJECT_ROOT / "infra/prometheus/prometheus.compose.yml").read_text())
+    found = {}
+    for job in scrape["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            label = {r["target_label"]: r["replacement"] for r in job["relabel_configs"]}
+            for name in sd["names"]:
+                found[name] = (sd["port"], label["service"])
+    assert found == {"scorer-cluster": (8001, "scorer"), "recorder-cluster": (8003, "recorder")}
+    for name, (port, service) in found.items():
+        env = services[name]["environment"]
+        setting = f"FRAUD_{service.upper()}__METRICS"
+        assert (env[f"{setting}_HOST"], env[f"{setting}_PORT"]) == ("0.0.0.0", str(port)), name
