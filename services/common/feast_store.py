@@ -113,14 +113,34 @@ def tree_hash(*roots: Path) -> str:
     return digest.hexdigest()
 
 
+_MULTIPROCESS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+
+
 def feature_store_class() -> type[FeatureStore]:
-    """Feast's ``FeatureStore``, imported so that Feast's import-time warning filters do not
-    outlive the import: ``feast/feature_view.py`` and ``feast/on_demand_feature_view.py`` call
-    ``warnings.simplefilter("once", DeprecationWarning)``, which goes ahead of the caller's
-    filters and made ``fraud demo`` print ibis's and duckdb's DeprecationWarnings to the user.
+    """Feast's ``FeatureStore``, imported so that two of Feast's import-time changes to the
+    process do not outlive the import:
+
+    - ``feast/feature_view.py`` and ``feast/on_demand_feature_view.py`` call
+      ``warnings.simplefilter("once", DeprecationWarning)``, which goes ahead of the caller's
+      filters and made ``fraud demo`` print ibis's and duckdb's DeprecationWarnings to the
+      user;
+    - ``feast/metrics.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` (and ``..._MULTIPROCESS_DIR``) to a
+      temporary folder it deletes at exit. prometheus_client chooses file-backed metric values
+      when it is imported with them set: every worker ``fraud demo`` started after training
+      inherited them, kept its metrics in files in a folder the demo removed as it ended, and
+      our ``Gauge.clear()`` warned. prometheus_client is imported first, and the variables are
+      removed again unless they were set before.
     """
-    with warnings.catch_warnings():  # restores the filters as they were before the import
-        from feast import FeatureStore
+    import prometheus_client  # noqa: F401 - its value class is chosen without Feast's variables
+
+    before = {name: os.environ.get(name) for name in _MULTIPROCESS_VARIABLES}
+    try:
+        with warnings.catch_warnings():  # restores the filters as they were before the import
+            from feast import FeatureStore
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
     return FeatureStore
 
 
