@@ -36,6 +36,7 @@ from services.common.connections import aiokafka_kwargs, async_redis_client, red
 from services.common.decision_store import DecisionStore
 from services.common.policy import PolicyStore
 from services.common.settings import Settings
+from services.observability.group_lag import GroupLag
 
 log = logging.getLogger("fraud.api")
 REQUESTS = Counter("fraud_api_requests_total", "API requests.", ["method", "route", "status"])
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
             decisions=DecisionStore(client, settings.store.retention_ms),
             policies=PolicyStore(sync),
             registry=ModelRegistry(settings.models_dir),
+            group_lag=GroupLag(settings),
         )
         try:
             # Feast (its import, and `feast apply` when the registry is missing) takes seconds:
@@ -95,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
             await producer.stop()
             await client.aclose()
             sync.close()
+            await asyncio.to_thread(app.state.fraud.group_lag.close)
 
     app = FastAPI(
         title="fraud-detection admin API",

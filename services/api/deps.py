@@ -16,6 +16,7 @@ from services.common.decision_store import DecisionStore
 from services.common.events import InvalidEvent, unique_keys
 from services.common.policy import Policy, PolicyStore, no_review_band
 from services.common.settings import Settings
+from services.observability.group_lag import GroupLag
 
 
 @dataclass
@@ -30,6 +31,7 @@ class ApiState:
     policies: PolicyStore
     registry: ModelRegistry
     models: dict[str, LoadedModel] = field(default_factory=dict)
+    group_lag: GroupLag | None = None  # the workers' consumer lag, read at each scrape
     feature_store: Any = None  # feast.FeatureStore, opened on first use (import takes seconds)
     _feast_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -29,6 +29,10 @@ from services.scorer.terminal_state import Observed, TerminalState
 
 log = logging.getLogger("fraud.scorer")
 
+LAST_LABEL_KEY = "recorder:last_label_at"
+"""Epoch seconds of the last label applied to terminal risk, in Redis: a writer that starts
+(a restart, a standby taking over) reports the label age from it instead of from 0."""
+
 
 def terminal_events(
     records: Sequence[Record], decisions_topic: str
@@ -111,7 +115,8 @@ class TerminalRecorder:
     """``decisions`` and ``labels`` -> each terminal's history in Feast's online store.
 
     Attributes:
-        last_label_at: epoch seconds of the last label applied (0 before any).
+        last_label_at: epoch seconds of the last label applied (0 before any), kept in Redis
+            (:data:`LAST_LABEL_KEY`) with each batch that has labels.
     """
 
     def __init__(
@@ -158,8 +163,25 @@ class TerminalRecorder:
         for label in labels:
             metrics.LABELS.labels(source=label.source).inc()
         if labels:
-            self.last_label_at = time.time()
-            metrics.LAST_LABEL_APPLIED.set(self.last_label_at)
+            now = time.time()
+            redis = self.terminals.client
+            await retry(
+                lambda: redis.set(LAST_LABEL_KEY, repr(now)),
+                "last label",
+                deadline_s=self.deadline_s,
+            )
+            self.last_label_at = now
+            metrics.LAST_LABEL_APPLIED.set(now)
+
+    async def restore(self) -> None:
+        """Take the time of the last label applied by any writer before this one from Redis.
+
+        Raises:
+            redis.RedisError: Redis did not answer (the caller tries again later).
+        """
+        raw = await self.terminals.client.get(LAST_LABEL_KEY)
+        if raw:
+            self.last_label_at = max(self.last_label_at, float(raw))
 
 
 class DecisionRecorder:

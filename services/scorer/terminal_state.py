@@ -62,6 +62,11 @@ class TerminalState:
         self._redis = client
         self._row_ttl_ms = row_ttl_ms
 
+    @property
+    def client(self) -> Any:
+        """The Redis client the rows are in."""
+        return self._redis
+
     async def apply(self, observed: Sequence[Observed], labels: Sequence[Label] = ()) -> int:
         """Record decided transactions and received labels on their terminals; returns how
         many terminals were written.

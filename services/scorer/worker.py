@@ -274,10 +274,12 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
     )
     store = DecisionRecorder(DecisionStore(redis, settings.store.retention_ms), deadline_s)
     writes_terminals = False  # whether this process owns the terminals' partitions
+    restored = False  # whether the last label's time was read back since it became the writer
 
     def owned_terminal_partitions(assigned: set[Any]) -> None:
-        nonlocal writes_terminals
+        nonlocal writes_terminals, restored
         writes_terminals = bool(assigned)
+        restored = False  # another writer may have applied labels meanwhile
         metrics.RECORDER_PARTITIONS.labels(task="terminals").set(len(assigned))
         metrics.TERMINAL_WRITER.set(1 if assigned else 0)
         log.info("terminal_writer %s", "active" if assigned else "standby")
@@ -324,6 +326,13 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
 
     @app.timer(1.0)
     async def label_freshness() -> None:
+        nonlocal restored
+        if writes_terminals and not restored:
+            try:  # a writer that starts goes on from the last label, not from 0
+                await asyncio.wait_for(recorder.restore(), REDIS_DEADLINE_S)
+                restored = True
+            except Exception as error:
+                log.warning("last_label_unavailable error=%s", type(error).__name__)
         if recorder.last_label_at and writes_terminals:
             metrics.LABEL_FRESHNESS.set(time.time() - recorder.last_label_at)
         else:  # a standby: the writer reports (Prometheus takes the largest)

@@ -116,7 +116,11 @@ def test_open_routes_and_request_ids(client: TestClient) -> None:
         "kafka": "ok",
         "model": "ok",
     }
-    assert "fraud_api_requests_total" in client.get("/metrics").text
+    exported = client.get("/metrics").text
+    assert "fraud_api_requests_total" in exported
+    # the workers' lag, read from the broker at the scrape: every task, every partition
+    for task in ("scorer", "terminals", "store"):
+        assert f'fraud_consumer_group_lag_records{{partition="0",task="{task}"' in exported, task
     echoed = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"
     assert len(client.get("/healthz").headers["x-request-id"]) == 32

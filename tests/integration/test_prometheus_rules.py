@@ -22,7 +22,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
 
 
-RULE_FILES = {"slo.yml": (29, 11), "drift.yml": (7, 1)}
+RULE_FILES = {"slo.yml": (31, 12), "drift.yml": (7, 1)}
 """Each rules file with its (rules, alerts) count: a file added or emptied shows here."""
 
 

@@ -15,3 +15,15 @@ def test_a_method_not_allowed_says_which_are() -> None:
     assert reply.status_code == 405
     assert reply.headers["content-type"] == "application/problem+json"
     assert {m.strip() for m in reply.headers["allow"].split(",")} == {"GET", "PUT"}
+
+
+def test_health_answers_head_as_it_answers_get() -> None:
+    """Load balancers and uptime checks probe with HEAD: the same status and headers as GET,
+    no body (RFC 9110, 9.3.2)."""
+    client = TestClient(create_app(Settings()))
+    get, head = client.get("/healthz"), client.head("/healthz")
+    assert get.status_code == head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+    allow = client.delete("/healthz").headers["allow"]
+    assert {m.strip() for m in allow.split(",")} == {"GET", "HEAD"}

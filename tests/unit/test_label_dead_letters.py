@@ -1,7 +1,7 @@
 """Labels that break the label contract reach ``labels.dlq`` with their reason, masked, while
 the valid labels of the same batch are applied; a broker that does not take them fails the
-batch (so its offsets are not committed) instead of losing them. In-memory fakes: no Kafka,
-no Redis."""
+batch (so its offsets are not committed) instead of losing them. The time of the last label
+survives a restart of the writer. In-memory fakes: no Kafka, no Redis."""
 
 from __future__ import annotations
 
@@ -38,11 +38,25 @@ def _label(identifier: str, **changes: Any) -> bytes:
     return json.dumps(label).encode()
 
 
+class Keys:
+    """The two Redis commands the recorder sends beside the terminals' rows."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def set(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+
 class Terminals:
     """Records what it is asked to apply."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: Keys | None = None) -> None:
         self.labels: list[Label] = []
+        self.client = client or Keys()
 
     async def apply(self, observed: Sequence[Observed], labels: Sequence[Label] = ()) -> int:
         self.labels += labels
@@ -125,3 +139,27 @@ def test_a_broker_that_does_not_take_them_fails_the_batch_then_a_new_producer_de
     recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
     with pytest.raises(Unavailable):
         asyncio.run(recorder(_batch(_label("bad", source="rumour"))))
+
+
+def test_a_writer_that_starts_reports_the_label_age_from_the_last_label_not_from_zero() -> None:
+    """``fraud_feature_freshness_seconds`` is the age of the last label applied; a recorder
+    that restarted reported 0 until its next label, so labels that stopped flowing before a
+    restart never raised ``FraudLabelsStale``."""
+    keys = Keys()
+    first = TerminalRecorder(
+        Terminals(keys), "decisions", 5, LabelDeadLetters(Producers().start, DLQ, 5)
+    )  # type: ignore[arg-type]
+    asyncio.run(first(_batch(_label("ok-1"))))
+    assert first.last_label_at > 0
+
+    restarted = TerminalRecorder(
+        Terminals(keys), "decisions", 5, LabelDeadLetters(Producers().start, DLQ, 5)
+    )  # type: ignore[arg-type]
+    assert restarted.last_label_at == 0
+    asyncio.run(restarted.restore())
+    assert restarted.last_label_at == first.last_label_at
+
+    asyncio.run(restarted(_batch(_label("ok-2"))))  # a later label moves it on, never back
+    later = restarted.last_label_at
+    asyncio.run(restarted.restore())
+    assert restarted.last_label_at == later > first.last_label_at

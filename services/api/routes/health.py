@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from services.api.deps import State
 from services.api.schemas import Health, Readiness
 from services.common.decision_store import REVIEW_QUEUE_KEY
+from services.observability.group_lag import GROUP_LAG
 
 REVIEW_QUEUE = Gauge(
     "fraud_review_queue_decisions",
@@ -19,15 +21,21 @@ REVIEW_QUEUE = Gauge(
 )
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("fraud.api")
 
 
-@router.get("/healthz", response_model=Health, summary="The process is alive")
+# HEAD too: load balancers and uptime checks probe with it (RFC 9110, 9.3.2: GET's headers,
+# no body)
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], response_model=Health, summary="The process is alive"
+)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     response_model=Readiness,
     summary="Kafka, Redis and a model reachable",
     responses={503: {"model": Readiness, "description": "Not ready"}},
@@ -58,7 +66,15 @@ async def readyz(state: State) -> JSONResponse:
 )
 async def metrics(state: State) -> Response:
     """The API's metrics; the review queue's length is read from Redis first (kept as it was
-    when Redis does not answer within half a second)."""
+    when Redis does not answer within half a second), and the workers' consumer lag from the
+    broker (:mod:`services.observability.group_lag`; no series when it does not answer within
+    2.5 s)."""
     with contextlib.suppress(Exception):  # a scrape must not fail because Redis is away
         REVIEW_QUEUE.set(await asyncio.wait_for(state.redis.zcard(REVIEW_QUEUE_KEY), 0.5))
+    if state.group_lag is not None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(state.group_lag.export), 2.5)
+        except Exception as error:  # nor because Kafka is
+            GROUP_LAG.clear()
+            log.warning("group_lag_unavailable error=%s", type(error).__name__)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
