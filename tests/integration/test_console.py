@@ -170,6 +170,20 @@ def test_a_revoked_key_ends_its_sessions(app: TestClient, sync: redis.Redis) -> 
     assert client.get("/console/queue").status_code == 303
 
 
+def test_a_key_given_a_new_secret_ends_the_sessions_of_the_old_one(
+    app: TestClient, sync: redis.Redis
+) -> None:
+    """``FRAUD_API__BOOTSTRAP_ADMIN_KEY`` rotated to a new secret under the same key id (the
+    API re-registers it at start): the old secret no longer authenticates, and the console
+    sessions it opened end with it instead of lasting their 8 hours."""
+    key = create_key(sync, "test-rotated", "viewer")
+    key_id = key.split("_")[1]
+    client, _ = _sign_in(app, key)
+    assert client.get("/console/queue").status_code == 200
+    create_key(sync, "test-rotated", "viewer", f"fd_{key_id}_another-secret-of-24-characters")
+    assert client.get("/console/queue").status_code == 303
+
+
 def test_queue_is_the_review_queue_oldest_first_with_filters(
     app: TestClient, keys: dict[str, str], decided: list[dict[str, Any]], sync: redis.Redis
 ) -> None:

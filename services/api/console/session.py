@@ -2,10 +2,11 @@
 
 The token travels only in an HttpOnly, SameSite=Strict cookie scoped to ``/console``. Redis
 keeps its SHA-256 digest (``console:session:<digest>``), never the token or the API key, with
-the key's id, name and a CSRF token, for :data:`SESSION_TTL_S`. Each request looks the key up
-again, so a revoked key or a changed role takes effect at once. Forms carry the session's CSRF
-token in a hidden field (the synchronizer token pattern, OWASP's CSRF cheat sheet); the sign-in
-form, which has no session yet, uses a double-submit cookie.
+the key's id, a fingerprint of its digest and a CSRF token, for :data:`SESSION_TTL_S`. Each
+request looks the key up again, so a revoked key, a key given a new secret under its id (a
+rotated ``FRAUD_API__BOOTSTRAP_ADMIN_KEY``) or a changed role takes effect at once. Forms
+carry the session's CSRF token in a hidden field (the synchronizer token pattern, OWASP's CSRF
+cheat sheet); the sign-in form, which has no session yet, uses a double-submit cookie.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ class Session:
     csrf: str
 
 
+def _fingerprint(stored: dict[str, Any]) -> str | None:
+    """What tells a key's secret from the next one under the same id: the first 16 hex digits
+    of its stored digest (never the key itself)."""
+    digest = stored.get("sha256")
+    return digest[:16] if isinstance(digest, str) else None
+
+
 def _session_key(token: str) -> str:
     return "console:session:" + hashlib.sha256(token.encode()).hexdigest()
 
@@ -47,8 +55,9 @@ async def open_session(client: Any, api_key: str) -> tuple[str, Session] | None:
     principal = await authenticate(client, api_key)
     if principal is None:
         return None
+    stored = json.loads(await client.hget(KEYS_HASH, principal.key_id) or b"{}")
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    record = {"key_id": principal.key_id, "csrf": csrf}
+    record = {"key_id": principal.key_id, "key": _fingerprint(stored), "csrf": csrf}
     await client.set(_session_key(token), json.dumps(record), ex=SESSION_TTL_S)
     return token, Session(principal, csrf)
 
@@ -62,10 +71,11 @@ async def read_session(client: Any, token: str | None) -> Session | None:
         return None
     record = json.loads(raw)
     key = await client.hget(KEYS_HASH, record["key_id"])
-    if key is None:  # revoked since sign-in
+    stored = json.loads(key) if key is not None else None
+    if stored is None or record.get("key") != _fingerprint(stored):
+        # revoked since sign-in, or given a new secret (a rotated bootstrap key keeps its id)
         await client.delete(_session_key(token))
         return None
-    stored = json.loads(key)
     role: Role = stored["role"]
     return Session(Principal(record["key_id"], stored["name"], role), record["csrf"])
 
