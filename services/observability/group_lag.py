@@ -25,6 +25,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from services.common.errors import Unavailable
 from services.common.settings import Settings
 
 GROUP_LAG = Gauge(
@@ -68,15 +69,20 @@ class GroupLag:
         """(task, topic, partition) -> records after the committed offset.
 
         Raises:
+            Unavailable: an earlier read is still waiting on the broker (a scrape does not
+                queue behind it: each would hold a worker thread the API's routes need).
             kafka.errors.KafkaError: the broker did not answer (the client is closed, and a
                 new one is opened at the next call).
         """
-        with self._lock:
-            try:
-                return self._read()
-            except Exception:
-                self.close()
-                raise
+        if not self._lock.acquire(blocking=False):
+            raise Unavailable("consumer group lag: the last read is still waiting on Kafka")
+        try:
+            return self._read()
+        except Exception:
+            self.close()
+            raise
+        finally:
+            self._lock.release()
 
     def _read(self) -> dict[tuple[str, str, int], int]:
         from kafka import KafkaAdminClient, TopicPartition
@@ -89,6 +95,7 @@ class GroupLag:
                 **kafka_python_kwargs(self.settings.kafka),
                 client_id="fraud-api-lag",
                 request_timeout_ms=self.timeout_ms,
+                bootstrap_timeout_ms=self.timeout_ms,  # a broker away: fail, not hang
             )
         admin, groups = self._admin, worker_groups(self.settings)
         topics = sorted({t for g in groups for t in g.topics})
