@@ -388,9 +388,13 @@ def _rebuild_store(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import dataclasses
     import json
+    import logging
 
     from services.scorer.rebuild_store import rebuild
 
+    # the command says what failed itself: aiokafka's error line for each refused connection,
+    # printed before it, only repeated it
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     done = asyncio.run(rebuild(settings))
     if args.json:
         print(json.dumps(dataclasses.asdict(done)))

@@ -60,10 +60,14 @@ async def rebuild(settings: Settings) -> Rebuilt:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+    out = Rebuilt()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # or aiokafka warns of an unclosed consumer at exit
+        raise
     client: Any = async_redis_client(settings.redis)
     store = DecisionStore(client, settings.store.retention_ms)
-    out = Rebuilt()
-    await consumer.start()
     try:
         if topic not in await consumer.topics():
             raise LookupError(f"no topic {topic!r} on {settings.kafka.bootstrap_servers}")

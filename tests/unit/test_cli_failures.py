@@ -156,3 +156,34 @@ def test_features_are_written_to_a_parquet_name_only(
     out = tmp_path / "f.csv"  # Parquet bytes under a .csv name, once
     assert main(["features", "--from", "2018-08-08", "--to", "2018-08-09", "--out", str(out)]) == 2
     assert "name it .parquet" in capsys.readouterr().err and not out.exists()
+
+
+def test_rebuild_store_without_kafka_says_so_once(tmp_path: Path) -> None:
+    """The sentence alone: aiokafka's own line for the refused connection and its warning of
+    an unclosed consumer came before and after it."""
+    import os
+    import subprocess
+    import sys
+
+    from services.common.settings import PROJECT_ROOT
+
+    env = {
+        **os.environ,
+        "FRAUD_VAR_DIR": str(tmp_path),
+        "FRAUD_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing listens there
+        "FRAUD_REDIS__PORT": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "rebuild-store"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fraud rebuild-store: Kafka did not answer"), (
+        done.stderr
+    )
