@@ -78,6 +78,8 @@ class ManagedProcess:
         port_setting: the environment variable that moves the port, named in errors.
         ready: a probe that returns True once the service serves requests.
         run_dir, log_dir: where pid and log files go.
+        prepare: writes what the command needs (folders, configuration) just before it
+            starts: describing a process (``fraud status``) writes nothing.
     """
 
     name: str
@@ -90,6 +92,7 @@ class ManagedProcess:
     log_dir: Path
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    prepare: Callable[[], None] | None = None
     _started_at: float = field(default=0.0, init=False)
 
     @property
@@ -162,6 +165,8 @@ class ManagedProcess:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.prepare is not None:
+            self.prepare()
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
                 list(self.argv),

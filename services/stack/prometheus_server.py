@@ -11,9 +11,13 @@ from services.stack.process import ManagedProcess
 INFRA = PROJECT_ROOT / "infra" / "prometheus"
 
 
+def config_path(settings: Settings) -> Path:
+    """Where :func:`render_config` writes Prometheus's configuration."""
+    return settings.var_dir / "prometheus" / "prometheus.yml"
+
+
 def render_config(settings: Settings) -> Path:
     """Write ``var/prometheus/prometheus.yml`` from the template; return its path."""
-    home = settings.var_dir / "prometheus"
     settings.targets_dir.mkdir(parents=True, exist_ok=True)
     text = (INFRA / "prometheus.yml").read_text()
     for key, value in {
@@ -22,7 +26,8 @@ def render_config(settings: Settings) -> Path:
         "@PROMETHEUS_ADDRESS@": f"{settings.prometheus.host}:{settings.prometheus.port}",
     }.items():
         text = text.replace(key, value)
-    config = home / "prometheus.yml"
+    config = config_path(settings)
+    config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
     return config
 
@@ -37,10 +42,13 @@ def prometheus_process(settings: Settings, install: bool = True) -> ManagedProce
 
     cfg = settings.prometheus
     program = ensure_program("prometheus", "prometheus") if install else "prometheus"
-    config = render_config(settings)
+    config = config_path(settings)
 
     def ready() -> bool:
         return requests.get(f"{cfg.url}/-/ready", timeout=1).status_code == 200
+
+    def prepare() -> None:
+        render_config(settings)
 
     return ManagedProcess(
         name="prometheus",
@@ -59,4 +67,5 @@ def prometheus_process(settings: Settings, install: bool = True) -> ManagedProce
         ready=ready,
         run_dir=settings.var_dir / "run",
         log_dir=settings.var_dir / "log",
+        prepare=prepare,
     )

@@ -78,13 +78,14 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
     """
     cfg = settings.redis
     data = settings.var_dir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
     program = ensure_program("redis-server", "redis-server") if install else "redis-server"
-    acl_file: Path | None = None
     rules = acl_rules(cfg)
-    if rules is not None:
-        acl_file = data / "users.acl"
-        write_private(acl_file, rules)
+    acl_file = data / "users.acl" if rules is not None else None
+
+    def prepare() -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        if acl_file is not None and rules is not None:
+            write_private(acl_file, rules)
 
     def ping() -> bool:
         client = redis_client(cfg, socket_timeout=1)
@@ -108,4 +109,5 @@ def redis_process(settings: Settings, install: bool = True) -> ManagedProcess:
         ready=ping,
         run_dir=settings.var_dir / "run",
         log_dir=settings.var_dir / "log",
+        prepare=prepare,
     )

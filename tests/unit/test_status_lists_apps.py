@@ -40,3 +40,11 @@ def test_the_workers_and_the_api_appear_once_started_and_report_their_state(
     for proc in our_processes(settings):  # `fraud down` acknowledges it
         proc.stop()
     assert [s.name for s in Stack(settings).status()] == ["kafka", "redis", "prometheus"]
+
+
+def test_status_writes_nothing(tmp_path: Path) -> None:
+    """Looking at the stack changes nothing on disk: it used to create the var dir's redis/
+    and prometheus/ folders and write Prometheus's configuration, as starting them does."""
+    var = tmp_path / "never-started"
+    Stack(Settings(var_dir=var)).status()
+    assert not var.exists()
