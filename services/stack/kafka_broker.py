@@ -214,25 +214,32 @@ class KafkaBroker:
         id_file = self.node.cluster_id_file
         if not id_file.exists() or id_file.read_text().startswith("-"):
             id_file.write_text(new_cluster_id() + "\n")
-        result = subprocess.run(
-            [
-                *self._java(STORAGE_TOOL),
-                "format",
-                "-t",
-                id_file.read_text().strip(),
-                "-c",
-                str(self.properties),
-                "--ignore-formatted",
-                *(
-                    ["--add-scram", f"{scram[0]}=[name={scram[1]},password={scram[2]}]"]
-                    if scram
-                    else []
-                ),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        *java, main = self._java(STORAGE_TOOL)
+        arguments = [
+            main,
+            "format",
+            "-t",
+            id_file.read_text().strip(),
+            "-c",
+            str(self.properties),
+            "--ignore-formatted",
+            *(
+                ["--add-scram", f"{scram[0]}=[name={scram[1]},password={scram[2]}]"]
+                if scram
+                else []
+            ),
+        ]
+        # the password must not show in the process list (`ps`, /proc/<pid>/cmdline) while the
+        # tool runs: the main class and its arguments go in an argument file the java
+        # launcher reads (JDK 9+, "java @file"), private to the user and deleted after
+        argument_file = self.home / "format.args"
+        write_private(argument_file, "".join(f"{_argument_file_quote(a)}\n" for a in arguments))
+        try:
+            result = subprocess.run(
+                [*java, f"@{argument_file}"], capture_output=True, text=True, check=False
+            )
+        finally:
+            argument_file.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(
                 f"kafka: formatting the storage failed:\n{result.stdout}{result.stderr}"
@@ -290,6 +297,12 @@ class KafkaBroker:
             f"{self.libs}/*",
             main,
         ]
+
+
+def _argument_file_quote(argument: str) -> str:
+    """One argument as a java launcher argument file holds it: in double quotes, with
+    backslashes and quotes escaped (a var dir with a space in its path stays one argument)."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def new_cluster_id() -> str:

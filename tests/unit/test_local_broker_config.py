@@ -97,3 +97,38 @@ def test_cluster_nodes_share_a_quorum_of_three_and_replicate_three_times(tmp_pat
         assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
     assert len({p["log.dirs"] for p in rendered}) == 3
     assert {b.node.cluster_id_file for b in nodes} == {tmp_path / "kafka-cluster" / "cluster.id"}
+
+
+def test_the_scram_password_is_not_on_the_storage_tools_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kafka-storage format --add-scram`` took the password as an argument: anyone on the
+    machine could read it in the process list while the tool ran. It goes in an argument
+    file of the java launcher, readable by the user only and deleted after."""
+    import stat
+    import subprocess
+
+    from services.stack import kafka_broker
+
+    seen: list[tuple[list[str], str, int]] = []
+
+    def run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        argument_file = Path(argv[-1].removeprefix("@"))
+        mode = stat.S_IMODE(argument_file.stat().st_mode)
+        seen.append((argv, argument_file.read_text(), mode))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(kafka_broker.subprocess, "run", run)
+    broker = KafkaBroker(Settings(var_dir=tmp_path / "a dir", kafka=SCRAM))
+    broker.render_properties()
+    broker.format_storage()
+
+    ((argv, text, mode),) = seen
+    assert not any(PASSWORD in a for a in argv)
+    assert argv[-1].startswith("@") and argv[-2] == f"{broker.libs}/*"  # after the classpath
+    lines = text.splitlines()
+    assert lines[0] == f'"{kafka_broker.STORAGE_TOOL}"' and lines[1] == '"format"'
+    assert f'"SCRAM-SHA-256=[name=scorer,password={PASSWORD}]"' in lines
+    assert f'"{broker.properties}"' in lines  # a path with a space: one quoted argument
+    assert mode == 0o600
+    assert not Path(argv[-1][1:]).exists()
