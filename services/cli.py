@@ -468,6 +468,7 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 def _api_key(args: argparse.Namespace, settings: Settings) -> int:
     from services.api.keys import create_key, list_keys, revoke_key
     from services.common.connections import redis_client
+    from services.common.events import mask_card_numbers
 
     client = redis_client(settings.redis)
     if args.action == "create":
@@ -485,8 +486,11 @@ def _api_key(args: argparse.Namespace, settings: Settings) -> int:
         if not key_id:
             print("fraud api-key revoke: name the key (KEY_ID)", file=sys.stderr)
             return 2
+        # the whole key (a leaked one is often all its holder has): its id is its second
+        # part, and its secret is never printed back
+        key_id = key_id.split("_")[1] if key_id.count("_") == 2 else key_id
         if not revoke_key(client, key_id):
-            print(f"no such key: {key_id}", file=sys.stderr)
+            print(f"no such key: {mask_card_numbers(key_id)[:64]}", file=sys.stderr)
             return 1
         print(f"revoked {key_id}")
     return 0

@@ -244,7 +244,9 @@ def _decode(value: bytes) -> dict[str, Any]:
         )
     except InvalidEvent:
         raise
-    except (json.JSONDecodeError, RecursionError, ValueError) as error:
+    except RecursionError as error:
+        raise InvalidEvent("invalid_json", "nested deeper than the parser allows") from error
+    except (json.JSONDecodeError, ValueError) as error:
         raise InvalidEvent("invalid_json", str(error)[:200]) from error
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -252,6 +254,17 @@ def _decode(value: bytes) -> dict[str, Any]:
         if contains_card_number(str(key)) or _holds_card_number(item):
             raise InvalidEvent(f"card_number:{_safe_name(key)}", "a card number is not allowed")
     return obj
+
+
+def check_record_key(key: bytes | None) -> None:
+    """Refuse a Kafka record whose key holds a card number (a producer keying by card number
+    instead of ``customer_id``): the key is stored with the record like any field.
+
+    Raises:
+        InvalidEvent: ``card_number:key``.
+    """
+    if key and contains_card_number(key.decode("utf-8", errors="replace")):
+        raise InvalidEvent("card_number:key", "the record's key holds a card number")
 
 
 def _holds_card_number(item: object) -> bool:

@@ -20,6 +20,7 @@ from services.common.decision import Decision
 from services.common.events import (
     InvalidEvent,
     Transaction,
+    check_record_key,
     parse_transaction,
     redact_payload,
 )
@@ -38,6 +39,7 @@ def validate(records: Sequence[Record]) -> tuple[list[tuple[Record, Transaction]
     for record in records:
         value = record.value if isinstance(record.value, bytes) else bytes(record.value or b"")
         try:
+            check_record_key(record.key)
             valid.append((record, parse_transaction(value)))
         except InvalidEvent as error:
             rejected.append((record, error))

@@ -21,7 +21,7 @@ from services.common import shadow_store
 from services.common.decision import decode_where
 from services.common.decision_store import DecisionStore
 from services.common.errors import Unavailable, retry
-from services.common.events import InvalidEvent, Label, parse_label
+from services.common.events import InvalidEvent, Label, check_record_key, parse_label
 from services.scorer import metrics
 from services.scorer.pipeline import Rejected, send_dead_letters
 from services.scorer.ports import Record
@@ -46,6 +46,7 @@ def terminal_events(
             observed.append(Observed(*decode_where(record.value or b"")))
             continue
         try:
+            check_record_key(record.key)
             labels.append(parse_label(record.value or b""))
         except InvalidEvent as error:
             rejected.append((record, error))

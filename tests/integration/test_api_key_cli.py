@@ -47,3 +47,23 @@ def test_a_key_is_revoked_by_its_id(redis_url: str, settings: Settings) -> None:
         assert "Traceback" not in again.stderr + missing.stderr
     finally:
         client.flushdb()
+
+
+def test_a_whole_key_is_revoked_by_its_id_and_never_printed(
+    redis_url: str, settings: Settings
+) -> None:
+    """A leaked key is often all its holder has: ``revoke`` takes it whole, and its secret
+    shows in no output (it used to answer "no such key: fd_<id>_<secret>")."""
+    client = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=DB)
+    client.flushdb()
+    try:
+        key = _fraud("create", "--role", "viewer", "--name", "leaked", "--quiet").stdout.strip()
+        key_id, secret = key.split("_")[1:]
+        revoked = _fraud("revoke", key)
+        assert (revoked.returncode, revoked.stdout.strip()) == (0, f"revoked {key_id}")
+        assert client.hget("api:keys", key_id) is None
+        again = _fraud("revoke", key)
+        assert again.returncode == 1 and "no such key" in again.stderr
+        assert secret not in revoked.stdout + revoked.stderr + again.stdout + again.stderr
+    finally:
+        client.flushdb()

@@ -162,3 +162,14 @@ def test_a_negative_zero_amount_is_zero() -> None:
         now=dt.datetime(2018, 8, 8, tzinfo=dt.UTC),
     )
     assert str(event.amount) == "0.0"
+
+
+def test_json_nested_past_the_parser_says_so_in_plain_words() -> None:
+    """The parser's RecursionError text ("maximum recursion depth exceeded while decoding a
+    JSON array from a unicode string") reached the dead letter's detail."""
+    with pytest.raises(InvalidEvent) as refused:
+        parse_transaction(b'{"a": ' + b"[" * 5_000 + b"]" * 5_000 + b"}")  # 10 KB
+    assert (refused.value.reason, refused.value.detail) == (
+        "invalid_json",
+        "nested deeper than the parser allows",
+    )

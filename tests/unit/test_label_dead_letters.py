@@ -107,7 +107,9 @@ def test_invalid_labels_go_to_the_dead_letter_topic_and_valid_ones_are_applied()
         _label("bad-2", transaction_id=" ok-1"),
         b'{"transaction_id": "x", "pan": "4111 1111 1111 1111"}',
         _label("ok-2", is_fraud=False),
+        _label("keyed"),
     )
+    batch[5].key = b"5500000000000004"  # a valid label, keyed by a card number
 
     asyncio.run(recorder(batch))
 
@@ -115,9 +117,15 @@ def test_invalid_labels_go_to_the_dead_letter_topic_and_valid_ones_are_applied()
     (producer,) = producers.started
     dead = producer.on(DLQ)
     reasons = [dict(s.headers or [])["reason"].decode() for s in dead]
-    assert reasons == ["wrong_type:is_fraud", "whitespace:transaction_id", "card_number:pan"]
+    assert reasons == [
+        "wrong_type:is_fraud",
+        "whitespace:transaction_id",
+        "card_number:pan",
+        "card_number:key",
+    ]
     sources = [dict(s.headers or [])["source"].decode() for s in dead]
-    assert sources == ["labels/0/1", "labels/0/2", "labels/0/3"]
+    assert sources == ["labels/0/1", "labels/0/2", "labels/0/3", "labels/0/5"]
+    assert b"5500" not in (dead[3].key or b"")
     assert b"4111" not in (dead[2].value or b"")
     assert dead[0].value == batch[1].value  # no card number: the bytes as they came
     assert metrics.LABEL_DEAD_LETTERS.labels(reason="wrong_type")._value.get() == before + 1

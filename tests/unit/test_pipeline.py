@@ -107,6 +107,28 @@ def test_a_reused_id_is_dead_lettered_and_not_decided() -> None:
     assert dict(dead.headers or [])["reason"] == b"reused_transaction_id"
 
 
+def test_a_record_keyed_by_a_card_number_is_dead_lettered_with_its_key_masked() -> None:
+    """A producer that keys by card number instead of ``customer_id``: the value is valid,
+    the record is refused all the same (README: a card number in any field, key or nested
+    value)."""
+
+    async def run() -> FakePublisher:
+        pipeline, publisher = _pipeline()
+        batch = records(transaction_value("a"), transaction_value("b", minute=1))
+        batch[0].key = b"4111 1111 1111 1111"
+        batch[1].key = b"c1"
+        delivery = await pipeline(batch)
+        publisher.deliver()
+        await delivery
+        return publisher
+
+    publisher = _run(run())
+    assert [decode(s.value or b"").transaction_id for s in publisher.on(DECISIONS)] == ["b"]
+    (dead,) = publisher.on(DLQ)
+    assert dict(dead.headers or [])["reason"] == b"card_number:key"
+    assert b"4111" not in (dead.key or b"") and dead.key is not None
+
+
 def test_a_redelivered_batch_gets_the_same_decisions() -> None:
     """After a crash before the commit, the batch comes again: the same features and scores
     (the store keeps the first decision; DESIGN.md, "Delivery guarantees")."""
