@@ -25,17 +25,16 @@ log = logging.getLogger("fraud.api")
 
 
 # HEAD too: load balancers and uptime checks probe with it (RFC 9110, 9.3.2: GET's headers,
-# no body)
-@router.api_route(
-    "/healthz", methods=["GET", "HEAD"], response_model=Health, summary="The process is alive"
-)
+# no body); left out of the OpenAPI document, where it would repeat GET's operation id
+@router.head("/healthz", include_in_schema=False)
+@router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.api_route(
+@router.head("/readyz", include_in_schema=False)
+@router.get(
     "/readyz",
-    methods=["GET", "HEAD"],
     response_model=Readiness,
     summary="Kafka, Redis and a model reachable",
     responses={503: {"model": Readiness, "description": "Not ready"}},
