@@ -19,7 +19,9 @@ recording worker, after delivery in the scorer), so the lag includes at most tha
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,10 @@ GROUP_LAG = Gauge(
     "read from the broker by the admin API at each scrape.",
     ["task", "topic", "partition"],
 )
+
+
+STALE_AFTER_S = 60.0
+"""How long the last figures stand in for reads that fail, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class GroupLag:
         self.timeout_ms = int(timeout_s * 1000)
         self._admin: Any = None
         self._lock = threading.Lock()
+        self._last_read = -math.inf  # time.monotonic() of the last read that succeeded
+        self.clock = time.monotonic
 
     def read(self) -> dict[tuple[str, str, int], int]:
         """(task, topic, partition) -> records after the committed offset.
@@ -128,15 +136,20 @@ class GroupLag:
     def export(self) -> None:
         """Read the lag and set :data:`GROUP_LAG` to it (only the partitions read now).
 
+        A failed read keeps the last figures while they are under :data:`STALE_AFTER_S`
+        old (one slow read must not drop the series: Prometheus would reset the ``for:`` of
+        the lag alerts), then empties the gauge: no figure is better than a stale one.
+
         Raises:
-            kafka.errors.KafkaError: as :meth:`read` (the gauge is emptied: no figure is
-                better than a stale one).
+            Unavailable, kafka.errors.KafkaError: as :meth:`read`.
         """
         try:
             lag = self.read()
         except Exception:
-            GROUP_LAG.clear()
+            if self.clock() - self._last_read > STALE_AFTER_S:
+                GROUP_LAG.clear()
             raise
+        self._last_read = self.clock()
         GROUP_LAG.clear()
         for (task, topic, partition), behind in lag.items():
             GROUP_LAG.labels(task=task, topic=topic, partition=str(partition)).set(behind)

@@ -58,7 +58,8 @@ for _reason in REASONS:  # a series per known reason from the start: rates and p
     DEAD_LETTERS.labels(reason=_reason)
 LABEL_DEAD_LETTERS = Counter(
     "fraud_label_dead_letters_total",
-    "Labels that broke the label contract, sent to labels.dlq (the recording worker).",
+    "Labels that broke the label contract (the recording worker): sent to labels.dlq, or "
+    "logged with their offset where it would not take them.",
     ["reason"],
 )
 for _reason in REASONS:

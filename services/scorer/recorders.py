@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from services.common import shadow_store
 from services.common.decision import decode_where
@@ -63,53 +63,94 @@ class LabelDeadLetters:
     with card numbers masked, reason, detail and source offset in headers), through a producer
     started on the first such label.
 
+    A broker that is away is waited for up to ``deadline_s``, in attempts of ``attempt_s``
+    (the producer's own request timeout must be shorter: an attempt cut at its timeout closes
+    its producer, so the next attempt's records are not queued behind the first's). An error
+    no retry can mend (no such topic, no right to write it), or a broker away for longer,
+    leaves the label where it is on ``labels`` (kept forever), logged with its offset: one bad
+    label never holds the terminals' writer up for good.
+
     Args:
-        start_producer: starts an idempotent, ``acks=all`` producer.
+        start_producer: starts an idempotent, ``acks=all`` producer whose request timeout is
+            under ``attempt_s``.
         topic: the dead-letter topic's name.
         deadline_s: how long a delivery is retried while the broker is away.
+        attempt_s: how long one attempt may take.
     """
 
     def __init__(
-        self, start_producer: Callable[[], Awaitable[Any]], topic: str, deadline_s: float
+        self,
+        start_producer: Callable[[], Awaitable[Any]],
+        topic: str,
+        deadline_s: float,
+        attempt_s: float = 10.0,
     ) -> None:
         self.start_producer = start_producer
         self.topic = topic
         self.deadline_s = deadline_s
+        self.attempt_s = attempt_s
         self._producer: Any = None
 
     async def __call__(self, rejects: Sequence[Rejected]) -> None:
-        """Deliver ``rejects`` to the dead-letter topic; returns once the broker has them.
-
-        Raises:
-            Unavailable: the broker did not take them within the deadline.
-        """
+        """Deliver ``rejects`` to the dead-letter topic and count them (by reason, in
+        ``fraud_label_dead_letters_total``); returns once the broker has them, or once it is
+        clear that it will not take them (then each is logged with its source offset)."""
 
         async def deliver() -> None:
             if self._producer is None:
                 self._producer = await self.start_producer()
             try:
-                sent = await send_dead_letters(
-                    self._producer, self.topic, rejects, metrics.LABEL_DEAD_LETTERS
-                )
+                sent = await send_dead_letters(self._producer, self.topic, rejects, _NOT_COUNTED)
                 await asyncio.gather(*sent)
-            except Exception as error:
+            except BaseException as error:  # a cancelled attempt too (its timeout)
                 # an idempotent producer whose batch failed refuses the partition's next ones
                 # (worker.Runtime.renew_producer): the next attempt starts a new one
                 await self.close()
-                if isinstance(error, KafkaError):  # a timeout too: the broker may come back
+                if isinstance(error, KafkaTimeoutError | KafkaConnectionError) or (
+                    isinstance(error, KafkaError) and error.retriable
+                ):
                     raise Unavailable(f"{self.topic}: {type(error).__name__}") from error
                 raise
 
-        await retry(deliver, "labels.dlq", deadline_s=self.deadline_s)
+        try:
+            await retry(
+                deliver, self.topic, deadline_s=self.deadline_s, attempt_timeout_s=self.attempt_s
+            )
+        except Exception as error:
+            for record, why in rejects:
+                log.error(
+                    "label_dead_letter_unsent reason=%s source=%s/%s/%s error=%s "
+                    "(the label stays on its topic)",
+                    why.reason,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(error).__name__,
+                )
+        for _, why in rejects:
+            metrics.LABEL_DEAD_LETTERS.labels(reason=why.reason.split(":")[0]).inc()
 
     async def close(self) -> None:
-        """Stop the producer, if one was started."""
+        """Stop the producer, if one was started (waiting at most ``attempt_s`` for it)."""
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), self.attempt_s)
             except Exception as error:
                 log.warning("producer_stop_failed error=%r", error)
+
+
+class _NotCounted:
+    """A counter that counts nothing: the label dead letters count once delivered."""
+
+    def labels(self, **_: str) -> _NotCounted:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+_NOT_COUNTED = _NotCounted()
 
 
 class TerminalRecorder:
@@ -142,8 +183,7 @@ class TerminalRecorder:
         """Record a batch, and send its invalid labels to the dead-letter topic.
 
         Raises:
-            Unavailable: Redis, or the broker for dead letters, did not answer within the
-                deadline.
+            Unavailable: Redis did not answer within the deadline.
         """
         observed, labels, rejected = terminal_events(records, self.decisions_topic)
         if rejected:

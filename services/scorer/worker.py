@@ -79,6 +79,9 @@ LOOPS_STOP_S = 10.0
 before Faust cancels them."""
 PRODUCER_RETRY_S = 1.0
 """Seconds between attempts to start a new producer after a failed delivery."""
+LABEL_DLQ_REQUEST_S = 5.0
+"""Request timeout of the recording worker's dead-letter producer, in seconds: under the
+attempt's (twice it), so an attempt fails rather than being cut (see LabelDeadLetters)."""
 REDIS_DEADLINE_S = 2.0
 """Deadline of the worker's own Redis calls (policy, model error), in seconds."""
 
@@ -263,7 +266,10 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
     decisions_topic = settings.topics.decisions.name
     terminals = TerminalState(redis, settings.store.feature_row_ttl_ms)
     dead_letters = LabelDeadLetters(
-        lambda: start_producer(settings), settings.topics.labels_dlq.name, deadline_s
+        lambda: start_producer(settings, request_timeout_s=LABEL_DLQ_REQUEST_S),
+        settings.topics.labels_dlq.name,
+        deadline_s,
+        attempt_s=2 * LABEL_DLQ_REQUEST_S,
     )
     recorder = TerminalRecorder(
         terminals,
@@ -352,8 +358,10 @@ def build_recorder_app(settings: Settings, loops: LoopStop | None = None) -> fau
     return app
 
 
-async def start_producer(settings: Settings) -> Any:
-    """An idempotent, ``acks=all`` aiokafka producer, started in the running loop.
+async def start_producer(settings: Settings, request_timeout_s: float | None = None) -> Any:
+    """An idempotent, ``acks=all`` aiokafka producer, started in the running loop; a batch the
+    broker has not taken fails after ``request_timeout_s`` (default: the scorer's
+    ``broker_wait_s``).
 
     Faust's ``topic.send`` cost about 0.6 ms per record here under load; aiokafka's own
     ``send`` appends to its batch accumulator and returns a delivery future.
@@ -371,7 +379,7 @@ async def start_producer(settings: Settings) -> Any:
         max_request_size=MAX_RECORD_BYTES + 64 * 1024,  # a dead-lettered 2 MiB event
         # a batch for a partition without a leader fails after this long, even with
         # idempotence: ride out a broker that is away, up to the setting
-        request_timeout_ms=int(settings.scorer.broker_wait_s * 1000),
+        request_timeout_ms=int((request_timeout_s or settings.scorer.broker_wait_s) * 1000),
     )
     try:
         await producer.start()

@@ -199,6 +199,8 @@ class KafkaBroker:
             StackError: the tool fails, or SCRAM is asked for but the storage was formatted
                 for another SCRAM user or none: SCRAM users are only created at format time.
         """
+        argument_file = self.home / "format.args"
+        argument_file.unlink(missing_ok=True)  # left by a `fraud up` killed while formatting
         scram = self.scram_user()
         wanted = f"{scram[0]} {scram[1]}" if scram else ""
         if (self.data / "meta.properties").exists():
@@ -232,7 +234,6 @@ class KafkaBroker:
         # the password must not show in the process list (`ps`, /proc/<pid>/cmdline) while the
         # tool runs: the main class and its arguments go in an argument file the java
         # launcher reads (JDK 9+, "java @file"), private to the user and deleted after
-        argument_file = self.home / "format.args"
         write_private(argument_file, "".join(f"{_argument_file_quote(a)}\n" for a in arguments))
         try:
             result = subprocess.run(

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
-from services.common.errors import Unavailable
 from services.common.events import Label
 from services.scorer import metrics
 from services.scorer.recorders import LabelDeadLetters, TerminalRecorder
@@ -64,11 +63,16 @@ class Terminals:
 
 
 class Producers:
-    """Starts fake producers; each delivers, or fails its deliveries with ``fail``."""
+    """Starts fake producers; each delivers, or fails its deliveries with ``error`` (the
+    first ``fail`` producers), or never completes them (``hang``)."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(
+        self, fail: int = 0, error: type[Exception] = KafkaTimeoutError, hang: bool = False
+    ) -> None:
         self.started: list[FakePublisher] = []
         self.fail = fail  # how many producers fail their deliveries before one succeeds
+        self.error = error
+        self.hang = hang
 
     async def start(self) -> Any:
         producers = self
@@ -78,8 +82,10 @@ class Producers:
 
             async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[Any]:
                 delivery = await super().send(topic, **kwargs)
-                if producers.fail > len(producers.started) - 1:
-                    delivery.set_exception(KafkaTimeoutError())
+                if producers.hang:
+                    pass  # the broker never answers
+                elif producers.fail > len(producers.started) - 1:
+                    delivery.set_exception(producers.error())
                 else:
                     delivery.set_result(None)
                 return delivery
@@ -125,13 +131,13 @@ def test_invalid_labels_go_to_the_dead_letter_topic_and_valid_ones_are_applied()
     ]
     sources = [dict(s.headers or [])["source"].decode() for s in dead]
     assert sources == ["labels/0/1", "labels/0/2", "labels/0/3", "labels/0/5"]
-    assert b"5500" not in (dead[3].key or b"")
+    assert dead[3].key is not None and b"5500" not in dead[3].key
     assert b"4111" not in (dead[2].value or b"")
     assert dead[0].value == batch[1].value  # no card number: the bytes as they came
     assert metrics.LABEL_DEAD_LETTERS.labels(reason="wrong_type")._value.get() == before + 1
 
 
-def test_a_broker_that_does_not_take_them_fails_the_batch_then_a_new_producer_delivers() -> None:
+def test_a_failed_delivery_is_retried_on_a_new_producer() -> None:
     producers, terminals = Producers(fail=1), Terminals()
     dead_letters = LabelDeadLetters(producers.start, DLQ, deadline_s=5)
     recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
@@ -142,11 +148,51 @@ def test_a_broker_that_does_not_take_them_fails_the_batch_then_a_new_producer_de
     assert first.stopped and not second.stopped
     assert len(second.on(DLQ)) == 1
 
-    never = Producers(fail=1000)
+
+def test_a_broker_away_past_the_deadline_holds_the_batch_up_no_longer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The label stays on ``labels`` (kept forever), logged with its offset; the batch's valid
+    labels are applied and the writer goes on (it used to stop after the deadline, and its
+    successor met the same label)."""
+    never, terminals = Producers(fail=1000), Terminals()
     dead_letters = LabelDeadLetters(never.start, DLQ, deadline_s=0.5)
     recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
-    with pytest.raises(Unavailable):
-        asyncio.run(recorder(_batch(_label("bad", source="rumour"))))
+    before = metrics.LABEL_DEAD_LETTERS.labels(reason="out_of_range")._value.get()
+
+    asyncio.run(recorder(_batch(_label("bad", source="rumour"), _label("good"))))
+
+    assert [label.transaction_id for label in terminals.labels] == ["good"]
+    assert len(never.started) >= 2 and all(p.stopped for p in never.started)
+    assert "label_dead_letter_unsent reason=out_of_range:source source=labels/0/0" in caplog.text
+    assert metrics.LABEL_DEAD_LETTERS.labels(reason="out_of_range")._value.get() == before + 1
+
+
+def test_an_error_no_retry_mends_is_not_retried() -> None:
+    """No right to write the topic: one attempt, then the label is logged (not 15 minutes of
+    retries holding the terminals up, then a crash, and the same again in the next writer)."""
+    denied, terminals = Producers(fail=1000, error=TopicAuthorizationFailedError), Terminals()
+    dead_letters = LabelDeadLetters(denied.start, DLQ, deadline_s=30)
+    recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
+
+    asyncio.run(recorder(_batch(_label("bad", source="rumour"), _label("good"))))
+
+    assert len(denied.started) == 1
+    assert [label.transaction_id for label in terminals.labels] == ["good"]
+
+
+def test_an_attempt_cut_at_its_timeout_closes_its_producer() -> None:
+    """A delivery still waiting when its attempt times out: the next attempt starts a new
+    producer rather than queueing the same records again behind the first ones."""
+    hanging, terminals = Producers(hang=True), Terminals()
+    dead_letters = LabelDeadLetters(hanging.start, DLQ, deadline_s=0.6, attempt_s=0.1)
+    recorder = TerminalRecorder(terminals, "decisions", 5, dead_letters)  # type: ignore[arg-type]
+
+    asyncio.run(recorder(_batch(_label("bad", source="rumour"))))
+
+    assert len(hanging.started) >= 2
+    assert all(p.stopped for p in hanging.started)
+    assert all(len(p.on(DLQ)) == 1 for p in hanging.started)  # each sent it once
 
 
 def test_a_writer_that_starts_reports_the_label_age_from_the_last_label_not_from_zero() -> None:

@@ -13,7 +13,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from services.api.deps import State
 from services.api.schemas import Health, Readiness
 from services.common.decision_store import REVIEW_QUEUE_KEY
-from services.observability.group_lag import GROUP_LAG
 
 REVIEW_QUEUE = Gauge(
     "fraud_review_queue_decisions",
@@ -66,14 +65,13 @@ async def readyz(state: State) -> JSONResponse:
 async def metrics(state: State) -> Response:
     """The API's metrics; the review queue's length is read from Redis first (kept as it was
     when Redis does not answer within half a second), and the workers' consumer lag from the
-    broker (:mod:`services.observability.group_lag`; no series when it does not answer within
-    2.5 s)."""
+    broker (:mod:`services.observability.group_lag`: the last figures when it does not answer
+    within 2.5 s, no series once they are a minute old)."""
     with contextlib.suppress(Exception):  # a scrape must not fail because Redis is away
         REVIEW_QUEUE.set(await asyncio.wait_for(state.redis.zcard(REVIEW_QUEUE_KEY), 0.5))
     if state.group_lag is not None:
         try:
             await asyncio.wait_for(asyncio.to_thread(state.group_lag.export), 2.5)
-        except Exception as error:  # nor because Kafka is
-            GROUP_LAG.clear()
+        except Exception as error:  # nor because Kafka is (GroupLag.export keeps or empties)
             log.warning("group_lag_unavailable error=%s", type(error).__name__)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
