@@ -249,7 +249,7 @@ class RedisSettings(BaseModel):
 class ClusterSettings(BaseModel):
     """Ports of the local cluster topology (``fraud up --cluster``): Kafka nodes on
     ``kafka_base_port`` + 2, + 4, + 6 (controllers one above each), Redis nodes on
-    ``redis_base_port`` + 1 to + 6."""
+    ``redis_base_port`` + 1 to + 6 (their cluster bus ports + 101 to + 106)."""
 
     kafka_base_port: int = Field(29090, ge=1024, le=65000)
     redis_base_port: int = Field(27000, ge=1024, le=55000)

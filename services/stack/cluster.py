@@ -10,7 +10,7 @@
 Clients reach it by settings alone (:func:`client_environment`, also written to
 ``var/cluster.env``). Ports: ``FRAUD_CLUSTER__KAFKA_BASE_PORT`` (29090) + 2, + 4, + 6 for the
 brokers (their controllers one above each), ``FRAUD_CLUSTER__REDIS_BASE_PORT`` (27000) + 1 to
-+ 6 for Redis.
++ 6 for Redis, their cluster bus ports + 101 to + 106 (:data:`BUS_OFFSET`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,31 @@ def broker_ports(settings: Settings) -> list[tuple[int, int]]:
     """(client port, controller port) of each Kafka node."""
     base = settings.cluster.kafka_base_port
     return [(base + 2 * i, base + 2 * i + 1) for i in range(1, NODES + 1)]
+
+
+BUS_OFFSET = 100
+"""A Redis Cluster node's bus port is its port + this. Redis's default, + 10,000, put the
+local cluster's bus ports (37001 to 37006) in Linux's ephemeral port range (32768-60999),
+where any outgoing connection on the machine may hold one: CI failed so once (2026-12-04,
+"bind: Address already in use" on 37002)."""
+
+
+def bus_port(port: int, data: Path) -> int:
+    """The cluster bus port of the node on ``port``: the one its ``nodes.conf`` in ``data``
+    records for itself (a cluster created with other bus ports keeps them: its nodes know one
+    another by them), else ``port`` + :data:`BUS_OFFSET`."""
+    try:
+        lines = (data / "nodes.conf").read_text().splitlines()
+    except OSError:
+        return port + BUS_OFFSET
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and "myself" in fields[2].split(","):
+            address = fields[1].split(",")[0]  # ip:port@cport[,hostname]
+            recorded = address.rsplit("@", 1)[1] if "@" in address else ""
+            if recorded.isdigit() and int(recorded) > 0:  # ":0@0" before the node joined
+                return int(recorded)
+    return port + BUS_OFFSET
 
 
 def redis_ports(settings: Settings) -> list[int]:
@@ -183,6 +208,8 @@ class ClusterStack:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "5000",
+                "--cluster-port",
+                str(bus_port(port, data)),
             ),
             host=cfg.host,
             port=port,
