@@ -52,12 +52,16 @@ def validate(records: Sequence[Record]) -> tuple[list[tuple[Record, Transaction]
 
 
 async def send_dead_letters(
-    publisher: Publisher, topic: str, rejects: Sequence[Rejected], counter: Any = None
+    publisher: Publisher,
+    topic: str,
+    rejects: Sequence[Rejected],
+    counter: Any = metrics.DEAD_LETTERS,
 ) -> list[Any]:
     """Send rejected records to the dead-letter ``topic``: the original bytes with any card
     number masked (:func:`redact_payload`), the reason, its detail and the source
-    (``topic/partition/offset``) in headers; count each by reason in ``counter`` (default
-    ``fraud_dead_letters_total``, the rejected transactions).
+    (``topic/partition/offset``) in headers; count each by reason in ``counter`` as it is
+    sent (default ``fraud_dead_letters_total``, the rejected transactions; None: the caller
+    counts).
 
     Returns:
         Their delivery futures.
@@ -73,7 +77,8 @@ async def send_dead_letters(
         key = redact_payload(record.key) if record.key else None
         value = redact_payload(record.value or b"")
         futures.append(await publisher.send(topic, key=key, value=value, headers=headers))
-        (counter or metrics.DEAD_LETTERS).labels(reason=error.reason.split(":")[0]).inc()
+        if counter is not None:
+            counter.labels(reason=error.reason.split(":")[0]).inc()
         log.warning("dead_letter reason=%s source=%s", error.reason, source)
     return futures
 

@@ -100,7 +100,7 @@ class LabelDeadLetters:
             if self._producer is None:
                 self._producer = await self.start_producer()
             try:
-                sent = await send_dead_letters(self._producer, self.topic, rejects, _NOT_COUNTED)
+                sent = await send_dead_letters(self._producer, self.topic, rejects, counter=None)
                 await asyncio.gather(*sent)
             except BaseException as error:  # a cancelled attempt too (its timeout)
                 # an idempotent producer whose batch failed refuses the partition's next ones
@@ -138,19 +138,6 @@ class LabelDeadLetters:
                 await asyncio.wait_for(producer.stop(), self.attempt_s)
             except Exception as error:
                 log.warning("producer_stop_failed error=%r", error)
-
-
-class _NotCounted:
-    """A counter that counts nothing: the label dead letters count once delivered."""
-
-    def labels(self, **_: str) -> _NotCounted:
-        return self
-
-    def inc(self, amount: float = 1) -> None:
-        pass
-
-
-_NOT_COUNTED = _NotCounted()
 
 
 class TerminalRecorder:
