@@ -13,9 +13,10 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import average_precision_score
 
+import tools.bench.device as bench
 from models.device import cuda_unavailable
 from models.train import Candidate, booster_params
-from tools.bench.device import MIN_CALLS, markdown, measure, save
+from tools.bench.device import MIN_CALLS, markdown, measure, save, time_inference
 
 CANDIDATE = Candidate("handbook", max_depth=3, n_estimators=20, learning_rate=0.3)
 
@@ -127,3 +128,35 @@ def test_cuda_asked_for_where_there_is_none_is_an_error_not_a_cpu_model_called_c
         choose_device("cuda")
     with pytest.raises(ValueError, match="auto, cpu or cuda"):
         choose_device("gpu")
+
+
+def test_a_backend_that_raises_is_reported_and_the_others_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU backend failing on a lent machine must not cost the run its other figures."""
+    _, train_x, train_y, test_x, _ = _export(tmp_path / "data.npz")
+    booster = xgb.train(
+        booster_params(CANDIDATE, "cpu"),
+        xgb.DMatrix(train_x[:, :4], label=train_y),
+        num_boost_round=5,
+    )
+
+    def broken(_booster: xgb.Booster, _rows: np.ndarray) -> np.ndarray:
+        raise RuntimeError("cudaErrorNoDevice\nmore lines")
+
+    monkeypatch.setattr(bench, "predict_on_device", broken)
+    rows = time_inference(booster, test_x[:, :4], ("cpu",), (1, 3), lambda _: None, 0.01)
+    by_backend = {(r["backend"], r["batch"]): r for r in rows}
+    assert by_backend["numpy trees", 3]["calls"] >= MIN_CALLS
+    failed = [r for r in rows if "error" in r]
+    assert len(failed) == 4  # both XGBoost CPU backends, at both batch sizes
+    assert all(r["error"] == "RuntimeError: cudaErrorNoDevice" for r in failed)
+    report = {
+        "machine": {"cpu": "x", "cpu_count": 1, "gpu": None, "xgboost": xgb.__version__},
+        "created": "now",
+        "devices": {"cpu": None},
+        "training": [],
+        "agreement": [],
+        "inference": rows,
+    }
+    assert "| xgboost cpu, 1 thread | failed: RuntimeError: cudaErrorNoDevice |" in markdown(report)

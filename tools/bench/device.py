@@ -225,7 +225,8 @@ def measure(
         "auc_roc", "average_precision", "card_precision_at_100"}], "agreement": [{"candidate",
         "max_abs_score_difference" (cpu against cuda on the test week)}], "inference":
         [{"backend", "batch", "calls", "median_us", "us_per_transaction",
-        "max_abs_difference"}], "created"}``.
+        "max_abs_difference"} or, for a backend whose first call raised, {"backend", "batch",
+        "error"}], "created"}``.
 
     Raises:
         ValueError: an unknown device, ``repeats`` < 1 or a batch < 1.
@@ -353,8 +354,14 @@ def time_inference(
         blocks = _blocks(rows, batch)
         reference = ensemble.predict(blocks[0])
         for name, score, place in backends:
-            placed = [place(b) for b in blocks]
-            difference = float(np.max(np.abs(np.asarray(score(placed[0])) - reference)))
+            try:
+                placed = [place(b) for b in blocks]
+                difference = float(np.max(np.abs(np.asarray(score(placed[0])) - reference)))
+            except Exception as error:  # reported; the other backends still run
+                why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                results.append({"backend": name, "batch": batch, "error": why})
+                log(f"{name:<30} batch {batch:>5}: failed: {why}")
+                continue
             for block in placed[:WARM_UP_CALLS]:
                 score(block)
             timings: list[int] = []
@@ -434,7 +441,12 @@ def markdown(report: dict[str, Any]) -> str:
         cell = {(r["backend"], r["batch"]): r for r in report["inference"]}
         for name in backends:
             cells = [cell[name, b] for b in batches]
-            times = [f"{c['median_us']:,.1f} ({c['us_per_transaction']:,.2f})" for c in cells]
+            times = [
+                f"{c['median_us']:,.1f} ({c['us_per_transaction']:,.2f})"
+                if "error" not in c
+                else f"failed: {c['error']}"
+                for c in cells
+            ]
             lines.append(f"| {name} | " + " | ".join(times) + " |")
     return "\n".join(lines) + "\n"
 
