@@ -18,7 +18,7 @@ import pandas as pd
 
 from models import published
 from models.ceiling import oracle_scores, revealed_frauds
-from models.device import choose_device
+from models.device import choose_training_device
 from models.inference import predict
 from models.metrics import card_precision_at_k, performance
 from models.protocol import chapter3_split, chapter5_test_splits, split_indices
@@ -30,10 +30,12 @@ from services.common.settings import Settings
 def evaluate(
     settings: Settings,
     version: str | None = None,
-    device_preference: str = "auto",
+    device_preference: str | None = None,
     chapter5: bool = True,
 ) -> dict[str, Any]:
-    """Chapter 3 and chapter 5 metrics of ``version`` (default: the active model).
+    """Chapter 3 and chapter 5 metrics of ``version`` (default: the active model), its
+    candidate retrained on ``device_preference`` (auto, cpu or cuda), else on
+    ``settings.training_device``.
 
     Returns:
         ``{"model_version", "chapter3": {auc_roc, average_precision, card_precision_at_100,
@@ -53,7 +55,7 @@ def evaluate(
         raise RegistryError("no active model: run `fraud train` first")
     model = registry.load(version)
     candidate = Candidate(**model.metadata["params"])
-    device = choose_device(device_preference)
+    device = choose_training_device(device_preference, settings.training_device)
     splits = chapter5_test_splits() if chapter5 else chapter5_test_splits()[:1]
     frames = FeatureFrames(settings)
     frame = frames.between(splits[0].training_start, splits[-1].assessment_end)

@@ -26,7 +26,7 @@ import xgboost as xgb
 from tqdm import tqdm
 
 from models import drift
-from models.device import choose_device
+from models.device import choose_training_device
 from models.inference import predict
 from models.metrics import performance
 from models.protocol import (
@@ -315,7 +315,7 @@ def run_training(
     settings: Settings,
     training_start: dt.date = CHAPTER3_TRAINING_START,
     quick: bool = False,
-    device_preference: str = "auto",
+    device_preference: str | None = None,
     review_per_day: int = 100,
     decline_precision: float = 0.9,
     promote: bool = True,
@@ -326,18 +326,20 @@ def run_training(
     The training and validation sets come from Feast's point-in-time retrieval. Model
     selection uses the four prequential validation folds whose assessment weeks end with the
     training week (:func:`models.protocol.validation_splits`) and :func:`choose`'s
-    one-standard-error rule.
+    one-standard-error rule. XGBoost trains on ``device_preference`` (auto, cpu or cuda), else
+    on ``settings.training_device`` (:func:`models.device.choose_training_device`).
 
     Returns:
         (version, metadata).
 
     Raises:
         services.common.handbook.DataError: the data is missing.
+        models.device.DeviceUnavailable: cuda was asked for and cannot be used.
     """
     from models.datasets import FeatureFrames
     from models.registry import ModelRegistry
 
-    device = choose_device(device_preference)
+    device = choose_training_device(device_preference, settings.training_device)
     splits = validation_splits(training_start)
     final = Split(training_start)
     frames = FeatureFrames(settings)

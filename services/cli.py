@@ -25,6 +25,10 @@ from services.common.settings import Settings
 Handler = Callable[[argparse.Namespace, Settings], int]
 """Runs one subcommand with its parsed arguments; returns the exit status."""
 AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+DEVICE_HELP = (
+    "where XGBoost trains (default: FRAUD_TRAINING_DEVICE, auto: CUDA where XGBoost can train"
+    " there; cpu reproduces the README's figures)"
+)
 """``add(name, handler, help)``: a subcommand of ``fraud`` that runs ``handler``; returns its
 parser, for its arguments."""
 
@@ -553,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=dt.date(2018, 7, 25),
         help="first day of the training week (default 2018-07-25, chapter 3)",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--quick", action="store_true", help="a 12-candidate grid instead of 108")
     p.add_argument("--no-promote", action="store_true", help="register without activating")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
@@ -670,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", _evaluate, "chapter 3 and chapter 5 metrics beside the published ones")
     p.add_argument("--model", help="version (default: the active one)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("backtest", _backtest, "decide history with a model and a policy; per-day report")
     p.add_argument("--model", help="version (default: the active one)")

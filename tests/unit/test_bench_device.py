@@ -160,3 +160,33 @@ def test_a_backend_that_raises_is_reported_and_the_others_still_run(
         "inference": rows,
     }
     assert "| xgboost cpu, 1 thread | failed: RuntimeError: cudaErrorNoDevice |" in markdown(report)
+
+
+def test_the_training_device_setting_is_used_unless_device_is_given(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``FRAUD_TRAINING_DEVICE`` (also the demo's training) and ``--device``, which wins."""
+    from models.device import DeviceUnavailable, choose_training_device
+    from services.cli import main
+    from services.common.settings import Settings
+
+    assert choose_training_device(None, "cpu") == "cpu"
+    assert choose_training_device("cpu", "cuda") == "cpu"
+    monkeypatch.setenv("FRAUD_TRAINING_DEVICE", "cpu")
+    assert Settings().training_device == "cpu"
+    monkeypatch.setenv("FRAUD_TRAINING_DEVICE", "gpu")
+    assert main(["train", "--quick"]) == 2  # a bad setting: named, nothing trained
+    assert "FRAUD_TRAINING_DEVICE: Input should be" in capsys.readouterr().err
+    why_not = cuda_unavailable()
+    if why_not is None:  # a machine with a GPU
+        assert choose_training_device(None, "cuda") == choose_training_device("auto", "cpu")
+        assert choose_training_device(None, "auto") == "cuda"
+        return
+    assert choose_training_device(None, "auto") == "cpu"
+    with pytest.raises(DeviceUnavailable, match="--device cuda"):
+        choose_training_device("cuda", "cpu")
+    # the setting asked: the message names it, and `fraud train` stops before reading data
+    monkeypatch.setenv("FRAUD_TRAINING_DEVICE", "cuda")
+    assert main(["train", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert f"FRAUD_TRAINING_DEVICE=cuda: {why_not}; FRAUD_TRAINING_DEVICE=cpu or auto" in err

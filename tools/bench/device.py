@@ -13,9 +13,10 @@ GPU machine with numpy, pandas, scikit-learn and XGBoost, and this repository on
   :mod:`models.device`, :mod:`models.metrics`, :mod:`models.trees` alone.
 
 Training: each fit is timed from the DMatrix's construction to the booster's return. The first
-fit on a device is reported apart (on a GPU it also creates the CUDA context), the others by
-their median. Candidates: the active model's (else the quick grid's smallest) and the full
-grid's largest (depth 6, 400 trees), where a GPU has the most to gain. Metrics: the handbook's
+fit on a device is reported apart (the CUDA context is created before it, by the probe of
+:func:`models.device.cuda_unavailable`), the others by their median. Candidates: the active
+model's (else the quick grid's smallest) and the full grid's largest (depth 6, 400 trees),
+where a GPU has the most to gain. Metrics: the handbook's
 (:func:`models.metrics.performance`) on the test week.
 
 Inference: the first candidate's booster trained on CPU; rows from the test week in
