@@ -179,18 +179,30 @@ def dependency_failure(error: BaseException) -> str | None:
 def _data(args: argparse.Namespace, settings: Settings) -> int:
     from services.common import handbook
 
+    if args.force and not args.fetch:
+        print("--force goes with --fetch (it downloads the data again)", file=sys.stderr)
+        return 2
     if args.fetch:
         from tqdm import tqdm
 
-        bar = tqdm(total=1, desc="downloading daily files", unit="file")
+        bars: list[tqdm[None]] = []  # made at the first download: none when all is kept
 
         def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+            if not bars:
+                bars.append(tqdm(total=total, desc="downloading daily files", unit="file"))
+            bars[0].update(done - bars[0].n)
 
-        for path in handbook.fetch(settings.data_dir, progress=progress):
-            print(f"wrote {path}")
-        bar.close()
+        written = handbook.fetch(settings.data_dir, progress=progress, force=args.force)
+        for bar in bars:
+            bar.close()
+        for name in (handbook.TRANSACTIONS_FILE, handbook.REFERENCE_FILE):
+            path = settings.data_dir / name
+            print(
+                f"wrote {path}"
+                if path in written
+                else f"kept {path} (already there; --force downloads it again)",
+                file=sys.stderr if args.json else sys.stdout,  # --json prints JSON alone
+            )
     frame = handbook.load_transactions(settings.data_dir)
     info = {"data_dir": str(settings.data_dir), **handbook.summary(frame)}
     if args.json:
@@ -535,8 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fetch",
         action="store_true",
-        help="download it from the handbook's public repositories first",
+        help="download it from the handbook's public repositories first (a file already"
+        " there whole is kept)",
     )
+    p.add_argument("--force", action="store_true", help="with --fetch: download every file again")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("features", _features, "write batch features of a date range to Parquet")

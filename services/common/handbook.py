@@ -138,26 +138,35 @@ def _http_get(url: str) -> bytes:
 
 def fetch(
     data_dir: Path,
-    get: Fetcher = _http_get,
+    get: Fetcher | None = None,
     raw_base: str = RAW_REPO,
     transformed_base: str = TRANSFORMED_REPO,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """Download the handbook's daily pickles and write the two Parquet files of ``data_dir``.
 
     The daily files are concatenated, sorted by ``TRANSACTION_ID``, id and time columns cast
     to int64, and written with zstd, the layout this project reads. The pickles are the
     handbook's own published files; pandas unpickles them, so fetch only from those sources.
+    A file already there with the handbook's columns and rows is kept (:func:`usable`) unless
+    ``force``; each file is written under a temporary name and renamed, so an interrupted
+    fetch never leaves a partial file in its place.
+
+    Returns:
+        the files written (those kept are not in it).
 
     Raises:
         DataError: a download fails or a day's file lacks the handbook's columns.
     """
+    get = get or _http_get  # looked up at the call: a test can replace the download
     data_dir.mkdir(parents=True, exist_ok=True)
     written = []
     jobs = [
         (raw_base, RAW_DAYS, TRANSACTIONS_FILE, SCHEMA),
         (transformed_base, TRANSFORMED_DAYS, REFERENCE_FILE, SCHEMA),
     ]
+    jobs = [job for job in jobs if force or not usable(data_dir / job[2], job[3])]
     total = sum((days[1] - days[0]).days + 1 for _, days, _, _ in jobs)
     done = 0
     for base, (first, last), name, schema in jobs:
@@ -175,9 +184,23 @@ def fetch(
         frame = _normalise(pd.concat(frames, ignore_index=True))
         check_schema(frame, schema)
         path = data_dir / name
-        frame.to_parquet(path, compression="zstd", index=False)
+        partial = path.with_name(f".{name}.partial")
+        frame.to_parquet(partial, compression="zstd", index=False)
+        partial.replace(path)
         written.append(path)
     return written
+
+
+def usable(path: Path, schema: dict[str, str] = SCHEMA) -> bool:
+    """Whether ``path`` is a whole Parquet file (its footer reads) with rows and every column
+    of ``schema``; reads the footer alone, not the data."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError):  # missing, truncated or not Parquet (pyarrow's ArrowInvalid)
+        return False
+    return meta.num_rows > 0 and set(schema) <= set(meta.schema.names)
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
