@@ -43,7 +43,9 @@ def cuda_unavailable() -> str | None:
 
 def choose_training_device(flag: str | None, setting: str) -> str:
     """:func:`choose_device` for training: ``--device`` (``flag``) when given, else the
-    ``FRAUD_TRAINING_DEVICE`` setting; the error names whichever asked.
+    ``FRAUD_TRAINING_DEVICE`` setting (every training without ``--device``: ``fraud train``,
+    ``evaluate``, ``demo``, and the tools' model when none is active); the error names
+    whichever asked.
 
     ``auto`` means ``cuda`` where it can be used, by the figures of ``fraud bench-device`` on
     an NVIDIA H200 (16 CPU cores beside it, XGBoost 3.2.0, three runs, 2026-12-04; README,

@@ -25,12 +25,12 @@ from services.common.settings import Settings
 Handler = Callable[[argparse.Namespace, Settings], int]
 """Runs one subcommand with its parsed arguments; returns the exit status."""
 AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+"""``add(name, handler, help)``: a subcommand of ``fraud`` that runs ``handler``; returns its
+parser, for its arguments."""
 DEVICE_HELP = (
     "where XGBoost trains (default: FRAUD_TRAINING_DEVICE, auto: CUDA where XGBoost can train"
     " there; cpu reproduces the README's figures)"
 )
-"""``add(name, handler, help)``: a subcommand of ``fraud`` that runs ``handler``; returns its
-parser, for its arguments."""
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:

@@ -104,7 +104,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Ite
     private = Settings(var_dir=tmp_path_factory.mktemp("trained-var"))
     saved = {k: os.environ.get(k) for k in feast_environment(private)}
     try:
-        version, metadata = run_training(private, quick=True, progress=False)
+        # on the CPU wherever the tests run: the expected figures are the CPU model's
+        # (a GPU trains another model, README "CPU against GPU")
+        version, metadata = run_training(
+            private, quick=True, device_preference="cpu", progress=False
+        )
         yield TrainedModel(private, version, metadata)
     finally:
         for key, value in saved.items():

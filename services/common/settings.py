@@ -334,12 +334,13 @@ class ScorerSettings(BaseModel):
     inference: Literal["trees", "xgboost-cpu", "xgboost-cuda"] = Field(
         "trees",
         description="what scores the micro-batches: the booster's trees compiled to numpy"
-        " (faster up to 100 rows a batch, the scorer's usual batches; README, 'CPU against"
-        " GPU'), XGBoost on one CPU thread (faster from 150 rows), or XGBoost on the GPU"
+        " (faster up to 100 rows a batch on a 2-core EPYC, the scorer's usual batches are 1 to"
+        " 20; README, 'CPU against GPU'), XGBoost on one CPU thread (faster from 150 rows"
+        " there, from 100 on an H200's 16-core host), or XGBoost on the GPU"
         " (needs an XGBoost built with CUDA and a usable GPU, or the worker does not start;"
         " on an H200 7.7 to 13.8 times slower than the numpy trees at 1 and 10 rows a batch,"
-        " faster only from about 1,000 rows, where XGBoost on 16 CPU threads was faster"
-        " still: no default picks it). One per process: the backends differ on a few scores"
+        " faster at 1,000 rows (100 and 1,000 measured), where XGBoost on 16 CPU threads was"
+        " faster still: no default picks it). One per process: the backends differ on a few scores"
         " in the last float32 place (5 of 125,504 handbook rows, by 2.3e-10; 1.2e-7 on the"
         " GPU)",
     )
@@ -486,8 +487,9 @@ class Settings(BaseSettings):
     )
     training_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
-        description="where `fraud train`, `fraud evaluate` and `fraud demo` train XGBoost when"
-        " no --device is given: auto (CUDA where XGBoost can train there: fits 1.7-1.9 times"
+        description="where XGBoost trains when no --device is given (`fraud train`, `fraud"
+        " evaluate`, `fraud demo`, and the model `fraud bench` and `fraud chaos` train when"
+        " none is active): auto (CUDA where XGBoost can train there: fits 1.7-1.9 times"
         " faster on an H200 than on its 16 CPU cores, and a model of the same quality but not"
         " the same model; README, 'CPU against GPU'), cpu (reproduces the README's figures"
         " anywhere) or cuda (stops, saying why, where it cannot be used)",

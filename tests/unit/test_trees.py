@@ -179,7 +179,8 @@ def test_the_active_model_set_to_the_gpu_scores_as_xgboost_on_the_cpu(tmp_path: 
     expected = booster.inplace_predict(x).astype(np.float64)
     got = model.predict(x)
     assert got.shape == (2_000,)
-    assert np.abs(got - expected).max() <= 2 * ULP_AT_ONE
+    # the H200's largest gap was two units; four leave room for CUDA's expf on other rows
+    assert np.abs(got - expected).max() <= 4 * ULP_AT_ONE
 
 
 def test_a_scorer_set_to_the_gpu_starts_only_where_one_can_be_used(tmp_path: Path) -> None:

@@ -31,8 +31,9 @@ warm-up calls, the median over at least 20 calls and 1 s (at most 2,000 calls). 
 - ``xgboost cuda, rows on the GPU``: the same given CuPy arrays (copied to the GPU outside the
   timing, the scores copied back inside), when CuPy is installed: the floor of a GPU scorer.
 
-Every backend's scores are compared with the numpy trees' on the same rows (the largest
-absolute difference is in the report).
+Every backend's scores are compared with the numpy trees' on every block it is timed on (the
+largest absolute difference is in the report); a backend that raises there is reported as
+failed and the others still run.
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def export(settings: Settings, path: Path, log: Log = print) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model and count, GPU name and driver (None without one), library versions."""
+    """CPU model and count, GPU name and driver (None without one), library versions (and the
+    CUDA version XGBoost was built with, None without CUDA)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -194,13 +196,21 @@ def machine() -> dict[str, Any]:
         query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
         done = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
         gpu = done.stdout.strip() or None
+    try:
+        import cupy
+
+        cupy_version: str | None = cupy.__version__
+    except ImportError:
+        cupy_version = None
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "python": platform.python_version(),
         "xgboost": xgb.__version__,
+        "xgboost_cuda": xgb.build_info().get("CUDA_VERSION"),  # the CUDA it was built with
         "numpy": np.__version__,
+        "cupy": cupy_version,
     }
 
 
@@ -226,8 +236,8 @@ def measure(
         "auc_roc", "average_precision", "card_precision_at_100"}], "agreement": [{"candidate",
         "max_abs_score_difference" (cpu against cuda on the test week)}], "inference":
         [{"backend", "batch", "calls", "median_us", "us_per_transaction",
-        "max_abs_difference"} or, for a backend whose first call raised, {"backend", "batch",
-        "error"}], "created"}``.
+        "max_abs_difference"} or, for a backend that raised before its timing, {"backend",
+        "batch", "error"}], "created"}``.
 
     Raises:
         ValueError: an unknown device, ``repeats`` < 1 or a batch < 1.
@@ -353,11 +363,14 @@ def time_inference(
     results = []
     for batch in batches:
         blocks = _blocks(rows, batch)
-        reference = ensemble.predict(blocks[0])
+        references = [ensemble.predict(b) for b in blocks]
         for name, score, place in backends:
             try:
                 placed = [place(b) for b in blocks]
-                difference = float(np.max(np.abs(np.asarray(score(placed[0])) - reference)))
+                difference = max(  # on every block timed
+                    float(np.max(np.abs(np.asarray(score(b)) - r)))
+                    for b, r in zip(placed, references, strict=True)
+                )
             except Exception as error:  # reported; the other backends still run
                 why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                 results.append({"backend": name, "batch": batch, "error": why})
