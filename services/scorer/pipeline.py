@@ -21,6 +21,7 @@ from services.common.events import (
     InvalidEvent,
     Transaction,
     check_record_key,
+    mask_card_numbers,
     parse_transaction,
     redact_payload,
 )
@@ -31,6 +32,8 @@ from services.scorer.scoring import Scorer
 log = logging.getLogger("fraud.scorer")
 
 Rejected = tuple[Record, InvalidEvent]
+DEAD_LETTER_HEADERS = ("reason", "detail", "source")
+"""The headers a dead letter starts with (:func:`send_dead_letters`)."""
 
 
 def validate(records: Sequence[Record]) -> tuple[list[tuple[Record, Transaction]], list[Rejected]]:
@@ -57,11 +60,12 @@ async def send_dead_letters(
     rejects: Sequence[Rejected],
     counter: Any = metrics.DEAD_LETTERS,
 ) -> list[Any]:
-    """Send rejected records to the dead-letter ``topic``: the original bytes with any card
-    number masked (:func:`redact_payload`), the reason, its detail and the source
-    (``topic/partition/offset``) in headers; count each by reason in ``counter`` as it is
-    sent (default ``fraud_dead_letters_total``, the rejected transactions; None: the caller
-    counts).
+    """Send rejected records to the dead-letter ``topic``: the original key, value and
+    headers with any card number masked (:func:`redact_payload`; a null key or value stays
+    null), after three headers of ours: the reason, its detail and the source
+    (``topic/partition/offset``). An original header named like one of ours is kept as
+    ``original.<name>``. Counts each by reason in ``counter`` as it is sent (default
+    ``fraud_dead_letters_total``, the rejected transactions; None: the caller counts).
 
     Returns:
         Their delivery futures.
@@ -69,13 +73,21 @@ async def send_dead_letters(
     futures = []
     for record, error in rejects:
         source = f"{record.topic}/{record.partition}/{record.offset}"
-        headers = [
+        headers: list[tuple[str, bytes | None]] = [
             ("reason", error.reason.encode()),
             ("detail", error.detail.encode()),
             ("source", source.encode()),
         ]
-        key = redact_payload(record.key) if record.key else None
-        value = redact_payload(record.value or b"")
+        for name, original in record.headers or ():
+            name = mask_card_numbers(name)
+            headers.append(
+                (
+                    f"original.{name}" if name in DEAD_LETTER_HEADERS else name,
+                    None if original is None else redact_payload(bytes(original)),
+                )
+            )
+        key = None if record.key is None else redact_payload(record.key)
+        value = None if record.value is None else redact_payload(bytes(record.value))
         futures.append(await publisher.send(topic, key=key, value=value, headers=headers))
         if counter is not None:
             counter.labels(reason=error.reason.split(":")[0]).inc()

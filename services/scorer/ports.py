@@ -106,7 +106,7 @@ class Publisher(Protocol):
         key: bytes | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> Awaitable[Any]:
         """Queue a record; the returned awaitable completes once the broker acknowledged it
         (and raises if it did not)."""
@@ -122,3 +122,4 @@ class Record(Protocol):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]

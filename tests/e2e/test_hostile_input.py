@@ -53,6 +53,13 @@ def test_hostile_events_go_to_the_dead_letter_topic(scorer: PrivateScorer, kafka
     producer.flush()
     for i, (_, payload, _) in enumerate(events):
         producer.send(topic, key=f"h-{i}".encode(), value=payload)
+    # a producer's own headers, one holding a card number, and a null value (a tombstone)
+    producer.send(
+        topic,
+        key=b"with-headers",
+        value=None,
+        headers=[("trace-id", b"t-17"), ("note", b"card 4111 1111 1111 1111")],
+    )
     producer.send(topic, key=b"reuse", value=json.dumps(valid).encode())  # a redelivery
     producer.send(topic, key=b"reused", value=json.dumps({**valid, "amount": 99.0}).encode())
     producer.flush()
@@ -77,13 +84,18 @@ def test_hostile_events_go_to_the_dead_letter_topic(scorer: PrivateScorer, kafka
         consumer_timeout_ms=15_000,
         max_partition_fetch_bytes=2_000_000,
     )
-    dead = {}
+    dead, kept_headers = {}, {}
     for record in consumer:
         headers = dict(record.headers)
         dead[record.key.decode()] = (headers["reason"].decode(), record.value)
-        if len(dead) == len(events) + 1:
+        kept_headers[record.key.decode()] = headers
+        if len(dead) == len(events) + 2:
             break
     consumer.close()
+    tombstone = kept_headers["with-headers"]
+    assert dead["with-headers"][1] is None  # null stays null
+    assert tombstone["trace-id"] == b"t-17"
+    assert not contains_card_number(tombstone["note"].decode()) and b"1111" in tombstone["note"]
     for i, (name, _, reason) in enumerate(events):
         got, value = dead[f"h-{i}"]
         assert got.startswith(reason), (name, got)

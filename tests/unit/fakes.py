@@ -37,6 +37,7 @@ class FakeRecord:
     topic: str = "transactions"
     key: bytes | None = None
     timestamp: int = 0
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 def transaction_value(
@@ -156,7 +157,7 @@ class Sent:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]] | None
+    headers: Sequence[tuple[str, bytes | None]] | None
     delivery: asyncio.Future[Any]
 
 
@@ -174,7 +175,7 @@ class FakePublisher:
         key: bytes | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
     ) -> asyncio.Future[Any]:
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.auto_deliver:

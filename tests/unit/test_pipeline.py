@@ -129,6 +129,46 @@ def test_a_record_keyed_by_a_card_number_is_dead_lettered_with_its_key_masked() 
     assert b"4111" not in (dead.key or b"") and dead.key is not None
 
 
+def test_a_dead_letter_keeps_the_original_headers_and_a_null_value_null() -> None:
+    """What a producer put in headers (a trace id) survives, card numbers masked there too;
+    a null value (a tombstone) stays null rather than turning into empty bytes."""
+
+    async def run() -> FakePublisher:
+        pipeline, publisher = _pipeline()
+        batch = records(b"not json", transaction_value("b"))
+        batch[0].headers = [
+            ("trace-id", b"t-17"),
+            ("reason", b"the producer's own"),
+            ("note", b"card 4111 1111 1111 1111"),
+            ("empty", None),
+        ]
+        batch[1].value = None
+        delivery = await pipeline(batch)
+        publisher.deliver()
+        await delivery
+        return publisher
+
+    publisher = _run(run())
+    first, second = publisher.on(DLQ)
+    assert [name for name, _ in first.headers or []] == [
+        "reason",
+        "detail",
+        "source",
+        "trace-id",
+        "original.reason",
+        "note",
+        "empty",
+    ]
+    headers = dict(first.headers or [])
+    assert headers["trace-id"] == b"t-17" and headers["empty"] is None
+    assert headers["original.reason"] == b"the producer's own"
+    assert headers["note"] is not None and b"4111" not in headers["note"]
+    assert headers["note"].endswith(b"1111")  # masked, as in a value: the last four kept
+    assert first.value == b"not json"
+    assert second.value is None and dict(second.headers or [])["source"] == b"transactions/0/1"
+    assert [name for name, _ in second.headers or []] == ["reason", "detail", "source"]
+
+
 def test_a_redelivered_batch_gets_the_same_decisions() -> None:
     """After a crash before the commit, the batch comes again: the same features and scores
     (the store keeps the first decision; DESIGN.md, "Delivery guarantees")."""
