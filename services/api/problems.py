@@ -80,8 +80,21 @@ async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
 
 
+UNPARSABLE_BODIES = {
+    UnicodeDecodeError: "the body is not UTF-8 text (JSON exchanged between systems is UTF-8,"
+    " RFC 8259)",
+    RecursionError: "the JSON body is nested too deeply",
+}
+"""Why FastAPI could not parse a JSON body, by the error under its 400 "There was an error
+parsing the body": such a body is answered 422, as every other malformed body is."""
+
+
 async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    cause = type(exc.__cause__)
+    if exc.status_code == 400 and cause in UNPARSABLE_BODIES:
+        kind, title = STATUS_KINDS[422]
+        return problem_response(request, 422, kind, title, UNPARSABLE_BODIES[cause])
     kind, title = STATUS_KINDS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else ""
     response = problem_response(request, exc.status_code, kind, title, detail)

@@ -282,6 +282,14 @@ def test_a_body_naming_a_key_twice_is_refused_with_a_problem(
     nested = '{"review_threshold": 0.5, "review_threshold": 0.9}'
     admin = {**_h(keys["admin"]), "content-type": "application/json"}
     _assert_problem(client.put("/v1/policy", content=nested, headers=admin), 422, "duplicate-key")
+    # not UTF-8 (Latin-1 bytes): a 422 like every other malformed body, not FastAPI's 400
+    latin1 = '{"transaction_id": "caf\u00e9"}'.encode("latin-1")
+    not_utf8 = client.post("/v1/labels", content=latin1, headers=headers)
+    _assert_problem(not_utf8, 422, "validation-error")
+    assert "UTF-8" in not_utf8.json()["detail"]
+    deep = client.post("/v1/labels", content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    _assert_problem(deep, 422, "validation-error")
+    assert deep.json()["detail"] == "the JSON body is nested too deeply"
 
 
 def test_labels_are_idempotent_and_published(
