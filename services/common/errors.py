@@ -15,7 +15,8 @@ was away answers again) or not (bad input, a bug, a missing file: retrying only 
     └── Unavailable           a dependency did not answer within its deadline: retryable
 
 Errors of the client libraries are classified by :func:`is_retryable` (Redis connection and
-timeout errors, Kafka errors that say ``retriable``, timeouts and refused connections).
+timeout errors and a cluster's failover answers, Kafka errors that say ``retriable``, timeouts
+and refused connections).
 Knows nothing of the services that raise them.
 """
 
@@ -49,18 +50,31 @@ class Unavailable(FraudError):
 
 def is_retryable(error: BaseException) -> bool:
     """Whether ``error`` may go away by itself: a :class:`FraudError` says so itself; Redis
-    connection and timeout errors, Kafka errors marked ``retriable`` (aiokafka and
-    kafka-python both mark them), timeouts and OS-level connection errors do; anything else
-    (a bug, bad data) does not."""
+    connection and timeout errors and a Redis Cluster's failover answers (``CLUSTERDOWN``,
+    ``TRYAGAIN``, a slot not covered, ``READONLY``), Kafka errors marked ``retriable``
+    (aiokafka and kafka-python both mark them), timeouts and OS-level connection errors do;
+    anything else (a bug, bad data) does not."""
     if isinstance(error, FraudError):
         return error.retryable
     if getattr(error, "retriable", False):  # aiokafka / kafka-python
         return True
+    from redis.exceptions import (
+        ClusterDownError,
+        ReadOnlyError,
+        SlotNotCoveredError,
+        TryAgainError,
+    )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    # a Redis Cluster failing over answers CLUSTERDOWN (MasterDownError too) or TRYAGAIN
+    # until a replica is promoted, and a slot may be uncovered meanwhile; a demoted master
+    # answers READONLY to writes. redis-py retries single commands on some of these itself,
+    # not a pipeline: the recorder crashed on CLUSTERDOWN in `fraud chaos`'s
+    # redis-master-kill (CI, 2026-12-04)
+    failover = ClusterDownError | TryAgainError | SlotNotCoveredError | ReadOnlyError
     return isinstance(
-        error, RedisConnectionError | RedisTimeoutError | TimeoutError | ConnectionError
+        error, RedisConnectionError | RedisTimeoutError | failover | TimeoutError | ConnectionError
     )
 
 

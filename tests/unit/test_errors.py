@@ -5,8 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from models.registry import RegistryError
 from services.api.problems import Problem
@@ -33,6 +40,12 @@ def test_client_errors_are_classified() -> None:
     assert is_retryable(RedisConnectionError("refused"))
     assert is_retryable(TimeoutError())
     assert not is_retryable(ResponseError("WRONGTYPE"))  # a bug or bad data: retrying hides it
+    # a Redis Cluster failing over, as redis-py raises what the nodes answer
+    assert is_retryable(ClusterDownError("The cluster is down"))
+    assert is_retryable(MasterDownError("Link with MASTER is down"))
+    assert is_retryable(TryAgainError("Multiple keys request during rehashing of slot"))
+    assert is_retryable(SlotNotCoveredError("Slot 42 is not covered by the cluster"))
+    assert is_retryable(ReadOnlyError("You can't write against a read only replica."))
     assert not is_retryable(KeyError("transaction_id"))
 
 
