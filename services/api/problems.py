@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.exceptions
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.common.errors import FraudError, plain_message
+from services.common.errors import FraudError, plain_message, redis_away
 from services.common.events import mask_card_numbers
 
 PROBLEM_JSON = "application/problem+json"
@@ -159,13 +158,7 @@ def _where(loc: Sequence[str], kind: Any) -> str:
     return ".".join(loc)
 
 
-UNAVAILABLE = (
-    redis.exceptions.ConnectionError,  # loading, too many connections included
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ClusterError,  # a cluster that is down or failing over
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,  # a replica being promoted
-)
+UNAVAILABLE = redis_away()
 """Redis errors that mean the store is (for now) away: 503, retry later."""
 
 

@@ -58,23 +58,25 @@ def is_retryable(error: BaseException) -> bool:
         return error.retryable
     if getattr(error, "retriable", False):  # aiokafka / kafka-python
         return True
-    from redis.exceptions import (
-        ClusterDownError,
-        ReadOnlyError,
-        SlotNotCoveredError,
-        TryAgainError,
-    )
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+    return isinstance(error, (*redis_away(), TimeoutError, ConnectionError))
 
-    # a Redis Cluster failing over answers CLUSTERDOWN (MasterDownError too) or TRYAGAIN
-    # until a replica is promoted, and a slot may be uncovered meanwhile; a demoted master
-    # answers READONLY to writes. redis-py retries single commands on some of these itself,
-    # not a pipeline: the recorder crashed on CLUSTERDOWN in `fraud chaos`'s
-    # redis-master-kill (CI, 2026-12-04)
-    failover = ClusterDownError | TryAgainError | SlotNotCoveredError | ReadOnlyError
-    return isinstance(
-        error, RedisConnectionError | RedisTimeoutError | failover | TimeoutError | ConnectionError
+
+def redis_away() -> tuple[type[Exception], ...]:
+    """The Redis errors that mean the server or the cluster is away for now (retry later),
+    not that a command was refused: connection errors and timeouts, and what a Redis
+    Cluster failing over answers until a replica is promoted (``CLUSTERDOWN``, its
+    ``MASTERDOWN``, ``TRYAGAIN``, a slot not covered, ``READONLY`` from a demoted master).
+    redis-py retries single commands on some of these itself, not a pipeline: the recorder
+    crashed on ``CLUSTERDOWN`` in `fraud chaos`'s redis-master-kill (CI, 2026-12-04)."""
+    from redis import exceptions as e
+
+    return (
+        e.ConnectionError,
+        e.TimeoutError,
+        e.ClusterError,
+        e.TryAgainError,
+        e.SlotNotCoveredError,
+        e.ReadOnlyError,
     )
 
 
