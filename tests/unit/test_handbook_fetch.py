@@ -133,6 +133,7 @@ def test_fraud_data_fetch_keeps_what_is_there(
     assert f"kept {tmp_path / handbook.TRANSACTIONS_FILE} (already there" in out
     assert "transactions 366" in out
     assert main(["data", "--fetch", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["transactions"] == 366
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["transactions"] == 366 and summary["schema"] == "ok"
     assert main(["data", "--force"]) == 2
     assert "--force goes with --fetch" in capsys.readouterr().err
