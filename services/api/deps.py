@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Request
 
 from models.registry import LoadedModel, ModelRegistry, RegistryError
 from services.api.keys import Principal, Role, authenticate
-from services.api.problems import Problem
+from services.api.problems import UNPARSABLE_BODIES, Problem
 from services.common.decision_store import DecisionStore
 from services.common.events import InvalidEvent, unique_keys
 from services.common.policy import Policy, PolicyStore, no_review_band
@@ -157,7 +157,7 @@ async def refuse_duplicate_keys(request: Request) -> None:
             422,
             "validation-error",
             "The request is not valid",
-            "the JSON body is nested too deeply",
+            UNPARSABLE_BODIES[RecursionError],
         ) from None
     except InvalidEvent as error:
         raise Problem(

@@ -73,10 +73,9 @@ async def send_dead_letters(
     futures = []
     for record, error in rejects:
         source = f"{record.topic}/{record.partition}/{record.offset}"
+        ours = (error.reason, error.detail, source)
         headers: list[tuple[str, bytes | None]] = [
-            ("reason", error.reason.encode()),
-            ("detail", error.detail.encode()),
-            ("source", source.encode()),
+            (name, text.encode()) for name, text in zip(DEAD_LETTER_HEADERS, ours, strict=True)
         ]
         for name, original in record.headers or ():
             name = mask_card_numbers(name)
